@@ -1,0 +1,183 @@
+//! The one error type of `backfill-core`.
+
+use crate::brief::Finding;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a backfill, named by meaning.
+///
+/// Errors that are worth retrying (a lost connection, a lock timeout, a
+/// serialization failure) report [`Error::is_transient`] as `true`; the
+/// runner retries those with backoff and fails the batch on anything else.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// An identifier failed validation (empty, too long, or characters that
+    /// could break out of quoting).
+    #[error("invalid identifier {ident:?}: {reason}")]
+    InvalidIdentifier {
+        /// The rejected text.
+        ident: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A scope is malformed: empty or inverted range, unknown time zone,
+    /// zero-width window, a local time that does not exist.
+    #[error("invalid scope: {0}")]
+    InvalidScope(String),
+    /// A plan could not be built from a scope and planner settings.
+    #[error("invalid plan: {0}")]
+    InvalidPlan(String),
+    /// Preflight found blocking problems; every finding is listed.
+    #[error("preflight refused the brief: {}", summarize(.0))]
+    Preflight(Vec<Finding>),
+    /// A table named by the brief or the source does not exist.
+    #[error("unknown table {0}")]
+    UnknownTable(String),
+    /// A column named by the brief does not exist in the table.
+    #[error("unknown column {column} in {table}")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The missing column.
+        column: String,
+    },
+    /// Source and target do not have compatible columns.
+    #[error("schema mismatch: {0}")]
+    SchemaMismatch(String),
+    /// The source yielded rows outside the batch's bounds; nothing was written.
+    #[error("batch {batch}: source yielded {rows} row(s) outside the batch bounds; nothing was written")]
+    OutOfBounds {
+        /// The batch.
+        batch: String,
+        /// How many rows fell outside.
+        rows: u64,
+    },
+    /// A merge source has null keys; nothing was written.
+    #[error("batch {batch}: {rows} source row(s) have a null key; nothing was written")]
+    NullKeys {
+        /// The batch.
+        batch: String,
+        /// How many rows have a null key.
+        rows: u64,
+    },
+    /// A merge source has duplicate keys; nothing was written.
+    #[error("batch {batch}: {groups} duplicate source key(s), e.g. {sample:?}; nothing was written")]
+    DuplicateKeys {
+        /// The batch.
+        batch: String,
+        /// How many keys occur more than once.
+        groups: u64,
+        /// A few of the duplicate keys, rendered as text.
+        sample: Vec<String>,
+    },
+    /// Another run holds the target.
+    #[error("target {target} is locked by run {holder}")]
+    TargetLocked {
+        /// The target table.
+        target: String,
+        /// The run holding the lock.
+        holder: String,
+    },
+    /// A run with this id exists with a different plan.
+    #[error("run {run} was planned with fingerprint {stored}, not {given}; resume refuses a different plan")]
+    FingerprintMismatch {
+        /// The run.
+        run: String,
+        /// The stored fingerprint.
+        stored: String,
+        /// The fingerprint of the plan given now.
+        given: String,
+    },
+    /// No run with this id exists in the ledger.
+    #[error("no run {0} in the ledger")]
+    RunNotFound(String),
+    /// The worker's lease on a batch was taken over; its write was refused.
+    #[error("lease on batch {batch} was lost (fencing token {token} is stale)")]
+    LeaseLost {
+        /// The batch.
+        batch: String,
+        /// The stale token.
+        token: u64,
+    },
+    /// A batch state transition that the state machine does not allow.
+    #[error("batch {batch}: transition {from} -> {to} is not allowed")]
+    InvalidTransition {
+        /// The batch.
+        batch: String,
+        /// Current state.
+        from: String,
+        /// Requested state.
+        to: String,
+    },
+    /// A blocking validation failed; the run stopped.
+    #[error("validation {check} failed: {detail}")]
+    ValidationFailed {
+        /// The check's name.
+        check: String,
+        /// What was observed.
+        detail: String,
+    },
+    /// The run was cancelled through its control handle.
+    #[error("run cancelled")]
+    Cancelled,
+    /// A load signal reported a critical condition.
+    #[error("load critical: {0}")]
+    LoadCritical(String),
+    /// Cut-over or another guarded step is not allowed in the current state.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// A fault injected by a test harness.
+    #[error("injected fault at {0}")]
+    InjectedFault(String),
+    /// The engine reported an error.
+    #[error("engine error{}: {message}", if *.transient { " (transient)" } else { "" })]
+    Engine {
+        /// The engine's message.
+        message: String,
+        /// Whether retrying may succeed.
+        transient: bool,
+    },
+    /// (De)serialization failed.
+    #[error("serialization: {0}")]
+    Serde(String),
+}
+
+fn summarize(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .filter(|f| f.blocking)
+        .map(|f| format!("{}: {}", f.section, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// Whether retrying the operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Engine { transient: true, .. })
+    }
+
+    /// A permanent engine error.
+    pub fn engine(message: impl Into<String>) -> Self {
+        Error::Engine {
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// A transient engine error, worth retrying.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Error::Engine {
+            message: message.into(),
+            transient: true,
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Serde(e.to_string())
+    }
+}

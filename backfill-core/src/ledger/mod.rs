@@ -1,0 +1,514 @@
+//! The ledger: the source of truth for a run.
+//!
+//! A run's plan is written to the ledger before the first write. Each batch
+//! moves through `pending -> running -> written -> validated`, with
+//! `failed` and `rolled_back` branches, and every transition is logged.
+//! Resume continues the stored plan; a different plan fingerprint is
+//! refused.
+
+mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryLedger;
+
+use crate::error::{Error, Result};
+use crate::plan::{Batch, BatchId};
+use crate::TableRef;
+
+/// A validated run id: 1 to 32 lowercase letters, digits or underscores,
+/// so it can be part of table names.
+///
+/// ```
+/// use backfill_core::RunId;
+/// assert!(RunId::new("refunds_2026_11").is_ok());
+/// assert!(RunId::new("Robert'); DROP").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunId(String);
+
+impl RunId {
+    /// Validates a run id.
+    pub fn new(s: impl Into<String>) -> Result<RunId> {
+        let s = s.into();
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(RunId(s))
+        } else {
+            Err(Error::InvalidIdentifier {
+                ident: s,
+                reason: "a run id is 1 to 32 of a-z, 0-9 and _".into(),
+            })
+        }
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for RunId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        RunId::new(s)
+    }
+}
+
+impl From<RunId> for String {
+    fn from(r: RunId) -> String {
+        r.0
+    }
+}
+
+/// State of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Batches are being written.
+    Running,
+    /// Stopped at a batch boundary by the operator or a critical signal.
+    Paused,
+    /// Every batch is written (and validated where checks ran).
+    Completed,
+    /// A batch or a blocking validation failed.
+    Failed,
+    /// Cancelled by the operator.
+    Cancelled,
+    /// The new data was exposed to readers (staging swap, view moved).
+    CutOver,
+    /// Restored to the prior state.
+    RolledBack,
+}
+
+impl RunStatus {
+    /// The status as stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::CutOver => "cut_over",
+            RunStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Parses stored text.
+    pub fn parse(s: &str) -> Result<RunStatus> {
+        Ok(match s {
+            "running" => RunStatus::Running,
+            "paused" => RunStatus::Paused,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "cut_over" => RunStatus::CutOver,
+            "rolled_back" => RunStatus::RolledBack,
+            other => return Err(Error::Serde(format!("unknown run status {other:?}"))),
+        })
+    }
+}
+
+/// State of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchState {
+    /// Not started.
+    Pending,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// Written and committed.
+    Written,
+    /// Written and passed its per-batch checks.
+    Validated,
+    /// Failed; requeued on resume.
+    Failed,
+    /// Restored from its pre-image.
+    RolledBack,
+}
+
+impl BatchState {
+    /// The state as stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Pending => "pending",
+            BatchState::Running => "running",
+            BatchState::Written => "written",
+            BatchState::Validated => "validated",
+            BatchState::Failed => "failed",
+            BatchState::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Parses stored text.
+    pub fn parse(s: &str) -> Result<BatchState> {
+        Ok(match s {
+            "pending" => BatchState::Pending,
+            "running" => BatchState::Running,
+            "written" => BatchState::Written,
+            "validated" => BatchState::Validated,
+            "failed" => BatchState::Failed,
+            "rolled_back" => BatchState::RolledBack,
+            other => return Err(Error::Serde(format!("unknown batch state {other:?}"))),
+        })
+    }
+
+    /// Whether the batch's data is in place.
+    pub fn is_done(self) -> bool {
+        matches!(self, BatchState::Written | BatchState::Validated)
+    }
+
+    /// Whether the state machine allows `self -> to`.
+    ///
+    /// `running -> running` is a lease takeover after expiry; `failed ->
+    /// pending` is a requeue on resume.
+    pub fn can_move_to(self, to: BatchState) -> bool {
+        use BatchState::*;
+        matches!(
+            (self, to),
+            (Pending, Running)
+                | (Running, Running)
+                | (Running, Written)
+                | (Running, Failed)
+                | (Written, Validated)
+                | (Written, Failed)
+                | (Written, RolledBack)
+                | (Validated, RolledBack)
+                | (Failed, Pending)
+                | (Failed, RolledBack)
+        )
+    }
+}
+
+impl fmt::Display for BatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run's header in the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: RunId,
+    /// The target table (the lock key).
+    pub target: TableRef,
+    /// Fingerprint of plan, strategy and source.
+    pub fingerprint: String,
+    /// Version of the code that computes the source.
+    pub code_version: String,
+    /// Parameters, as JSON.
+    pub parameters: serde_json::Value,
+    /// Who runs it.
+    pub operator: String,
+    /// Status.
+    pub status: RunStatus,
+    /// When the run was first started.
+    pub started_at: Timestamp,
+    /// When the run last finished (completed, failed, cancelled).
+    pub finished_at: Option<Timestamp>,
+    /// Rows written so far.
+    pub rows_affected: u64,
+    /// Operator notes, appended over time.
+    pub notes: Vec<String>,
+}
+
+/// A batch's lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker holding it.
+    pub worker: String,
+    /// Fencing token: grows with every claim of the batch.
+    pub token: u64,
+    /// When the lease expires.
+    pub expires_at: Timestamp,
+}
+
+/// A batch's row in the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// The batch, as planned.
+    pub batch: Batch,
+    /// Current state.
+    pub state: BatchState,
+    /// How many times it was claimed.
+    pub attempts: u32,
+    /// The current or last lease.
+    pub lease: Option<Lease>,
+    /// Rows in the slice before the write.
+    pub rows_before: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// When the last attempt started.
+    pub started_at: Option<Timestamp>,
+    /// When it was last written or failed.
+    pub finished_at: Option<Timestamp>,
+    /// The last error, if any.
+    pub error: Option<String>,
+}
+
+/// A logged state change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The batch (`None` for run-level changes).
+    pub batch_id: Option<BatchId>,
+    /// Previous state (text).
+    pub from: String,
+    /// New state (text).
+    pub to: String,
+    /// When.
+    pub at: Timestamp,
+    /// Why.
+    pub reason: String,
+}
+
+/// A claimed batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    /// The batch.
+    pub batch: Batch,
+    /// The fencing token of this claim.
+    pub token: u64,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// What to record with a transition.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchUpdate {
+    /// Rows in the slice before the write.
+    pub rows_before: Option<u64>,
+    /// Rows written.
+    pub rows_written: Option<u64>,
+    /// Error text, for `failed`.
+    pub error: Option<String>,
+    /// Why the transition happened.
+    pub reason: String,
+}
+
+impl BatchUpdate {
+    /// An update with just a reason.
+    pub fn reason(reason: impl Into<String>) -> Self {
+        BatchUpdate {
+            reason: reason.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What `begin_run` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStart {
+    /// A new run was recorded with its plan.
+    New,
+    /// The run existed with the same fingerprint; its plan continues.
+    Resumed,
+}
+
+/// The kind of a temporary or kept asset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetKind {
+    /// Pre-image rows, per batch.
+    PreImage,
+    /// Keys touched per batch by a merge.
+    KeyLog,
+    /// A staging table built beside the target.
+    Stage,
+    /// The old table kept after a swap.
+    KeptOld,
+    /// A new parallel version.
+    Version,
+    /// The source evaluated once and staged.
+    StagedSource,
+}
+
+impl AssetKind {
+    /// As stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetKind::PreImage => "pre_image",
+            AssetKind::KeyLog => "key_log",
+            AssetKind::Stage => "stage",
+            AssetKind::KeptOld => "kept_old",
+            AssetKind::Version => "version",
+            AssetKind::StagedSource => "staged_source",
+        }
+    }
+
+    /// Parses stored text.
+    pub fn parse(s: &str) -> Result<AssetKind> {
+        Ok(match s {
+            "pre_image" => AssetKind::PreImage,
+            "key_log" => AssetKind::KeyLog,
+            "stage" => AssetKind::Stage,
+            "kept_old" => AssetKind::KeptOld,
+            "version" => AssetKind::Version,
+            "staged_source" => AssetKind::StagedSource,
+            other => return Err(Error::Serde(format!("unknown asset kind {other:?}"))),
+        })
+    }
+}
+
+/// A table this library created, with an owner and an expiry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asset {
+    /// The run that created it.
+    pub run_id: RunId,
+    /// What it is.
+    pub kind: AssetKind,
+    /// The table.
+    pub table: TableRef,
+    /// Who owns it.
+    pub owner: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it may be dropped.
+    pub expires_at: Timestamp,
+    /// When it was dropped, if it was.
+    pub dropped_at: Option<Timestamp>,
+}
+
+/// A ledger update that an engine commits in the same transaction as a
+/// batch's data write, so data and ledger can never disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxMark {
+    /// Identifies the ledger instance (the adapter checks it is its own).
+    pub ledger: String,
+    /// The run.
+    pub run_id: RunId,
+    /// The batch.
+    pub batch_id: BatchId,
+    /// The fencing token the write must still hold.
+    pub token: u64,
+}
+
+/// A source of the current time; tests use [`ManualClock`].
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<Timestamp>);
+
+impl ManualClock {
+    /// A clock stopped at `at`.
+    pub fn new(at: Timestamp) -> Self {
+        ManualClock(std::sync::Mutex::new(at))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let d = jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
+        *t = t.checked_add(d).unwrap_or(*t);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Batches that were never written: the gaps of a run.
+pub fn gaps(batches: &[BatchRecord]) -> Vec<BatchId> {
+    batches
+        .iter()
+        .filter(|b| !b.state.is_done())
+        .map(|b| b.batch.id.clone())
+        .collect()
+}
+
+/// The ledger trait: an in-memory implementation lives here, and each
+/// adapter provides one in its engine.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Takes the lock on `target` for `run`. Refused with
+    /// [`Error::TargetLocked`] while another run holds it; taking it again
+    /// for the same run succeeds.
+    async fn lock_target(&self, target: &TableRef, run: &RunId) -> Result<()>;
+
+    /// Releases the lock if `run` holds it.
+    async fn unlock_target(&self, target: &TableRef, run: &RunId) -> Result<()>;
+
+    /// Records a new run with its plan, or finds an existing run with the
+    /// same fingerprint ([`RunStart::Resumed`]). A different fingerprint
+    /// is [`Error::FingerprintMismatch`].
+    async fn begin_run(&self, run: &RunRecord, batches: &[Batch]) -> Result<RunStart>;
+
+    /// The run's header.
+    async fn run(&self, run_id: &RunId) -> Result<RunRecord>;
+
+    /// Sets the run's status, appending a note if given.
+    async fn set_run_status(&self, run_id: &RunId, status: RunStatus, note: Option<&str>) -> Result<()>;
+
+    /// Claims the next claimable batch (pending in plan order, then running
+    /// with an expired lease), restricted to `only` if given. The claim
+    /// moves it to `running`, counts an attempt and issues a new fencing
+    /// token.
+    async fn claim(&self, run_id: &RunId, worker: &str, lease: Duration, only: Option<&[BatchId]>)
+        -> Result<Option<Claim>>;
+
+    /// Moves a batch to `to`. With `token`, the move is refused with
+    /// [`Error::LeaseLost`] unless the batch is still held under that token.
+    async fn transition(
+        &self,
+        run_id: &RunId,
+        batch_id: &BatchId,
+        token: Option<u64>,
+        to: BatchState,
+        update: BatchUpdate,
+    ) -> Result<()>;
+
+    /// Every batch of the run, in plan order.
+    async fn batches(&self, run_id: &RunId) -> Result<Vec<BatchRecord>>;
+
+    /// The transition log of the run, oldest first.
+    async fn transitions(&self, run_id: &RunId) -> Result<Vec<Transition>>;
+
+    /// Records an asset (idempotent on run, kind and table).
+    async fn record_asset(&self, asset: &Asset) -> Result<()>;
+
+    /// Assets of one run, or of every run.
+    async fn assets(&self, run_id: Option<&RunId>) -> Result<Vec<Asset>>;
+
+    /// Marks an asset dropped.
+    async fn asset_dropped(&self, run_id: &RunId, table: &TableRef, at: Timestamp) -> Result<()>;
+
+    /// The in-transaction ledger update for a batch's write, when this
+    /// ledger lives in the same engine as the data; `None` otherwise.
+    fn tx_mark(&self, _run_id: &RunId, _batch_id: &BatchId, _token: u64) -> Option<TxMark> {
+        None
+    }
+
+    /// The ledger's clock.
+    fn now(&self) -> Timestamp;
+}

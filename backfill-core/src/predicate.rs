@@ -1,0 +1,186 @@
+//! Typed predicates that describe a batch's slice.
+//!
+//! SQL engines render them through [`crate::sql`], with bound parameters;
+//! the testkit's fake warehouse evaluates them in memory with
+//! [`Predicate::eval`].
+
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Ident, Value};
+
+/// A typed filter over one table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Predicate {
+    /// Every row.
+    All,
+    /// `start <= column < end` (half-open); a missing side is unbounded.
+    Range {
+        /// The column.
+        column: Ident,
+        /// Inclusive lower bound.
+        start: Option<Value>,
+        /// Exclusive upper bound.
+        end: Option<Value>,
+    },
+    /// `column IN (values)`.
+    In {
+        /// The column.
+        column: Ident,
+        /// The values.
+        values: Vec<Value>,
+    },
+    /// Rows whose key hashes into `bucket` of `buckets` (NULL keys land in
+    /// bucket 0). The hash is engine-specific but stable within an engine,
+    /// so buckets are disjoint and covering on each engine.
+    HashBucket {
+        /// The key column.
+        column: Ident,
+        /// Number of buckets.
+        buckets: u32,
+        /// This bucket, `0..buckets`.
+        bucket: u32,
+    },
+    /// All must hold.
+    And(Vec<Predicate>),
+    /// Any must hold.
+    Or(Vec<Predicate>),
+    /// Must not hold (SQL semantics: NOT of unknown is unknown, which
+    /// filters the row out).
+    Not(Box<Predicate>),
+}
+
+impl Predicate {
+    /// `self AND other`, flattening `All`.
+    pub fn and(self, other: Predicate) -> Predicate {
+        match (self, other) {
+            (Predicate::All, p) | (p, Predicate::All) => p,
+            (Predicate::And(mut a), Predicate::And(b)) => {
+                a.extend(b);
+                Predicate::And(a)
+            }
+            (Predicate::And(mut a), p) => {
+                a.push(p);
+                Predicate::And(a)
+            }
+            (p, q) => Predicate::And(vec![p, q]),
+        }
+    }
+
+    /// Columns this predicate reads.
+    pub fn columns(&self) -> Vec<&Ident> {
+        let mut out = Vec::new();
+        self.collect_columns(&mut out);
+        out.dedup();
+        out
+    }
+
+    fn collect_columns<'a>(&'a self, out: &mut Vec<&'a Ident>) {
+        match self {
+            Predicate::All => {}
+            Predicate::Range { column, .. }
+            | Predicate::In { column, .. }
+            | Predicate::HashBucket { column, .. } => out.push(column),
+            Predicate::And(ps) | Predicate::Or(ps) => ps.iter().for_each(|p| p.collect_columns(out)),
+            Predicate::Not(p) => p.collect_columns(out),
+        }
+    }
+
+    /// Evaluates the predicate on a row, with SQL three-valued logic;
+    /// `lookup` returns a column's value. Returns `Some(true)` only when
+    /// the row is selected.
+    pub fn eval(&self, lookup: &dyn Fn(&Ident) -> Value) -> Option<bool> {
+        match self {
+            Predicate::All => Some(true),
+            Predicate::Range { column, start, end } => {
+                let v = lookup(column);
+                if v.is_null() {
+                    return None;
+                }
+                let lower = match start {
+                    Some(s) => v.compare(s).map(|o| o.is_ge()),
+                    None => Some(true),
+                };
+                let upper = match end {
+                    Some(e) => v.compare(e).map(|o| o.is_lt()),
+                    None => Some(true),
+                };
+                and3(lower, upper)
+            }
+            Predicate::In { column, values } => {
+                let v = lookup(column);
+                if v.is_null() {
+                    return None;
+                }
+                let mut unknown = false;
+                for x in values {
+                    match v.compare(x) {
+                        Some(o) if o.is_eq() => return Some(true),
+                        None => unknown = true,
+                        _ => {}
+                    }
+                }
+                if unknown {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
+            Predicate::HashBucket {
+                column,
+                buckets,
+                bucket,
+            } => Some(memory_bucket(&lookup(column), *buckets) == *bucket),
+            Predicate::And(ps) => ps.iter().fold(Some(true), |acc, p| and3(acc, p.eval(lookup))),
+            Predicate::Or(ps) => ps.iter().fold(Some(false), |acc, p| or3(acc, p.eval(lookup))),
+            Predicate::Not(p) => p.eval(lookup).map(|b| !b),
+        }
+    }
+
+    /// Whether the row is selected (unknown counts as not selected).
+    pub fn matches(&self, lookup: &dyn Fn(&Ident) -> Value) -> bool {
+        self.eval(lookup) == Some(true)
+    }
+}
+
+fn and3(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (Some(false), _) | (_, Some(false)) => Some(false),
+        (Some(true), Some(true)) => Some(true),
+        _ => None,
+    }
+}
+
+fn or3(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (Some(true), _) | (_, Some(true)) => Some(true),
+        (Some(false), Some(false)) => Some(false),
+        _ => None,
+    }
+}
+
+/// The bucket an in-memory evaluator assigns to a value: FNV-1a over the
+/// value's canonical text, NULL in bucket 0.
+pub fn memory_bucket(v: &Value, buckets: u32) -> u32 {
+    if v.is_null() || buckets == 0 {
+        return 0;
+    }
+    let mut h = Fnv(0xcbf29ce484222325);
+    v.to_string().hash(&mut h);
+    (h.finish() % u64::from(buckets)) as u32
+}
+
+struct Fnv(u64);
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}

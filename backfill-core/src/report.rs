@@ -1,0 +1,104 @@
+//! The run report: what happened, serializable for tools and readable at
+//! a glance.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{Asset, RunId, RunStatus};
+use crate::plan::BatchId;
+use crate::validate::{Outcome, Status};
+
+/// What a run (or one invocation of it) did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The run.
+    pub run_id: RunId,
+    /// The target table.
+    pub target: String,
+    /// The write pattern.
+    pub strategy: String,
+    /// Status after this invocation.
+    pub status: RunStatus,
+    /// Plan, strategy and source fingerprint.
+    pub fingerprint: String,
+    /// Batches in the plan.
+    pub batches_total: usize,
+    /// Batches written (or validated).
+    pub batches_done: usize,
+    /// Batches written by this invocation.
+    pub batches_this_run: usize,
+    /// Rows written by this invocation.
+    pub rows_written: u64,
+    /// Rows in those slices before.
+    pub rows_before: u64,
+    /// Check outcomes from this invocation.
+    pub outcomes: Vec<Outcome>,
+    /// Batches never written.
+    pub gaps: Vec<BatchId>,
+    /// Assets kept, with owner and expiry.
+    pub assets: Vec<Asset>,
+    /// Wall time of this invocation.
+    pub elapsed: Duration,
+    /// Time spent waiting on load signals.
+    pub throttled: Duration,
+}
+
+impl RunReport {
+    /// Whether this invocation had nothing left to do.
+    pub fn nothing_to_do(&self) -> bool {
+        self.batches_this_run == 0 && self.gaps.is_empty()
+    }
+
+    /// Outcomes that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes.iter().filter(|o| matches!(o.status, Status::Fail | Status::Error))
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "run {} on {} ({}): {}",
+            self.run_id,
+            self.target,
+            self.strategy,
+            self.status.as_str()
+        )?;
+        writeln!(
+            f,
+            "  batches {}/{} done, {} this invocation; {} rows written ({} before) in {:.1}s{}",
+            self.batches_done,
+            self.batches_total,
+            self.batches_this_run,
+            self.rows_written,
+            self.rows_before,
+            self.elapsed.as_secs_f64(),
+            if self.throttled.is_zero() {
+                String::new()
+            } else {
+                format!(", {:.1}s throttled", self.throttled.as_secs_f64())
+            }
+        )?;
+        let passed = self.outcomes.iter().filter(|o| o.status == Status::Pass).count();
+        let warned = self.outcomes.iter().filter(|o| o.status == Status::Warn).count();
+        let failed = self.failures().count();
+        writeln!(f, "  checks: {passed} passed, {warned} warned, {failed} failed")?;
+        for o in self.failures().take(5) {
+            writeln!(
+                f,
+                "    FAIL {} {}: {}",
+                o.check,
+                o.batch.as_ref().map(|b| b.0.as_str()).unwrap_or("scope"),
+                o.detail
+            )?;
+        }
+        if !self.gaps.is_empty() {
+            let shown: Vec<&str> = self.gaps.iter().take(5).map(|g| g.0.as_str()).collect();
+            writeln!(f, "  gaps: {} batch(es) not written: {}", self.gaps.len(), shown.join(", "))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,896 @@
+//! The runner: executes a plan through a write strategy, batch by batch,
+//! with bounded concurrency, retries, throttling, pause, resume and cancel.
+
+mod control;
+mod progress;
+mod signal;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+pub use control::{ControlState, RunControl};
+pub use progress::{Event, Ewma};
+pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
+
+use crate::brief::Brief;
+use crate::error::{Error, Result};
+use crate::ledger::{
+    gaps, Asset, AssetKind, BatchState, BatchUpdate, Ledger, RunId, RunRecord, RunStart, RunStatus,
+};
+use crate::plan::{Batch, BatchId, Plan};
+use crate::report::RunReport;
+use crate::strategy::{strategy_for, RunContext, StrategySpec, WriteStrategy};
+use crate::validate::{BatchCheck, CheckContext, Outcome, Validator};
+use crate::warehouse::{Warehouse, WriteOutcome};
+use crate::{Ident, Source, TableRef};
+
+/// A backfill ready to run: the brief, its plan, the source of corrected
+/// rows and the run's identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// The run id (stable across resumes).
+    pub run_id: RunId,
+    /// The brief.
+    pub brief: Brief,
+    /// The plan of the brief's scope.
+    pub plan: Plan,
+    /// The corrected logic.
+    pub source: Source,
+    /// Version of the code behind the source.
+    pub code_version: String,
+    /// Parameters worth recording.
+    pub parameters: serde_json::Value,
+}
+
+impl Backfill {
+    /// A backfill of `plan` from `source` under `brief`.
+    pub fn new(run_id: RunId, brief: Brief, plan: Plan, source: Source) -> Self {
+        Backfill {
+            run_id,
+            brief,
+            plan,
+            source,
+            code_version: String::from("unversioned"),
+            parameters: serde_json::Value::Null,
+        }
+    }
+
+    /// Records the code version.
+    pub fn code_version(mut self, v: impl Into<String>) -> Self {
+        self.code_version = v.into();
+        self
+    }
+
+    /// Records parameters.
+    pub fn parameters(mut self, p: serde_json::Value) -> Self {
+        self.parameters = p;
+        self
+    }
+
+    /// SHA-256 (hex) of the plan's fingerprint, the strategy, the source
+    /// and the code version: what resume must match.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.plan.fingerprint.as_bytes());
+        h.update(serde_json::to_vec(&self.brief.strategy).unwrap_or_default());
+        h.update(serde_json::to_vec(&self.source).unwrap_or_default());
+        h.update(self.code_version.as_bytes());
+        crate::plan::hex(&h.finalize())
+    }
+
+    /// The target table.
+    pub fn target(&self) -> &TableRef {
+        &self.brief.scope.target
+    }
+}
+
+/// Retry policy for transient errors.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts per batch in one invocation, including the first.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff before attempt `attempt` (2 = first retry).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(2).min(20);
+        self.initial_backoff.saturating_mul(1 << exp).min(self.max_backoff)
+    }
+}
+
+/// Runner settings. Defaults are safe: one batch at a time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Batches in flight at once.
+    pub concurrency: usize,
+    /// How long a claim holds a batch.
+    pub lease: Duration,
+    /// Retries for transient errors.
+    pub retry: RetryPolicy,
+    /// Wait between throttled checks.
+    pub throttle_wait: Duration,
+    /// How long a signal may take to answer.
+    pub signal_timeout: Duration,
+    /// How old a reading may be.
+    pub signal_max_age: Duration,
+    /// This worker's name in leases.
+    pub worker: String,
+    /// Evaluate the source once per run into a staged table sorted by the
+    /// batch column, and move each batch's slice from there.
+    pub stage_source: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            concurrency: 1,
+            lease: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
+            throttle_wait: Duration::from_secs(5),
+            signal_timeout: Duration::from_secs(5),
+            signal_max_age: Duration::from_secs(60),
+            worker: format!("worker-{}", std::process::id()),
+            stage_source: false,
+        }
+    }
+}
+
+/// The estimate a test slice gives for the full plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SliceEstimate {
+    /// The batches run, with rows written and time taken.
+    pub batches: Vec<(BatchId, u64, Duration)>,
+    /// Mean time per batch.
+    pub mean_batch: Duration,
+    /// Mean rows per batch.
+    pub mean_rows: f64,
+    /// Batches in the full plan.
+    pub plan_batches: usize,
+    /// Estimated time for the whole plan at the configured concurrency.
+    pub estimated_total: Duration,
+    /// Estimated rows for the whole plan.
+    pub estimated_rows: u64,
+    /// Check outcomes on the slice.
+    pub outcomes: Vec<Outcome>,
+}
+
+type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Runs backfills against one warehouse and one ledger.
+#[derive(Clone)]
+pub struct Runner {
+    warehouse: Arc<dyn Warehouse>,
+    ledger: Arc<dyn Ledger>,
+    options: RunOptions,
+    signals: Vec<Arc<dyn LoadSignal>>,
+    observer: Option<Observer>,
+    control: RunControl,
+}
+
+struct Shared<'a> {
+    job: &'a Backfill,
+    ctx: RunContext<'a>,
+    strategy: &'a dyn WriteStrategy,
+    validators: Vec<Box<dyn Validator>>,
+    write_table: TableRef,
+    only: Option<&'a [BatchId]>,
+    total: usize,
+    done: AtomicUsize,
+    this_run: AtomicUsize,
+    rows_written: AtomicU64,
+    rows_before: AtomicU64,
+    throttled_ms: AtomicU64,
+    stop: AtomicBool,
+    paused_announced: AtomicBool,
+    failure: Mutex<Option<Error>>,
+    outcomes: Mutex<Vec<Outcome>>,
+    ewma: Mutex<Ewma>,
+    slice: Mutex<Vec<(BatchId, u64, Duration)>>,
+    busy: Mutex<Duration>,
+}
+
+impl Runner {
+    /// A runner with default options.
+    pub fn new(warehouse: Arc<dyn Warehouse>, ledger: Arc<dyn Ledger>) -> Self {
+        Runner {
+            warehouse,
+            ledger,
+            options: RunOptions::default(),
+            signals: Vec::new(),
+            observer: None,
+            control: RunControl::new(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the concurrency.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.options.concurrency = n.max(1);
+        self
+    }
+
+    /// Adds a load signal.
+    pub fn with_signal(mut self, s: Arc<dyn LoadSignal>) -> Self {
+        self.signals.push(s);
+        self
+    }
+
+    /// Receives every progress event.
+    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(f));
+        self
+    }
+
+    /// The handle that pauses, resumes and cancels this runner's runs.
+    pub fn control(&self) -> RunControl {
+        self.control.clone()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.ledger
+    }
+
+    /// The warehouse.
+    pub fn warehouse(&self) -> &Arc<dyn Warehouse> {
+        &self.warehouse
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(o) = &self.observer {
+            o(&e);
+        }
+    }
+
+    /// Runs (or resumes) the backfill until every batch is written, a
+    /// batch or blocking check fails, or the run is cancelled.
+    ///
+    /// Everything that can be checked before a write is: preflight, the
+    /// plan against the brief, tables and columns, the target lock, and
+    /// the plan fingerprint on resume. A failed batch is recorded in the
+    /// ledger and returned as the error.
+    pub async fn run(&self, job: &Backfill) -> Result<RunReport> {
+        self.execute(job, None).await.map(|(r, _)| r)
+    }
+
+    /// Runs only `batches` of the plan (month-end, a DST day, an incident
+    /// day), for real and in the ledger, and extrapolates runtime and rows
+    /// for the full plan. A later [`Runner::run`] continues with the rest.
+    pub async fn test_slice(&self, job: &Backfill, batches: &[BatchId]) -> Result<SliceEstimate> {
+        for id in batches {
+            if job.plan.batch(id).is_none() {
+                return Err(Error::InvalidPlan(format!("test slice names batch {id}, which is not in the plan")));
+            }
+        }
+        let (_, shared) = self.execute(job, Some(batches)).await?;
+        let slice = shared.unwrap_or_default();
+        let n = slice.len().max(1) as f64;
+        let mean_secs = slice.iter().map(|(_, _, d)| d.as_secs_f64()).sum::<f64>() / n;
+        let mean_rows = slice.iter().map(|(_, r, _)| *r as f64).sum::<f64>() / n;
+        let total = job.plan.batches.len();
+        let waves = total.div_ceil(self.options.concurrency.max(1));
+        let outcomes = Vec::new();
+        Ok(SliceEstimate {
+            batches: slice,
+            mean_batch: Duration::from_secs_f64(mean_secs),
+            mean_rows,
+            plan_batches: total,
+            estimated_total: Duration::from_secs_f64(mean_secs * waves as f64),
+            estimated_rows: (mean_rows * total as f64).round() as u64,
+            outcomes,
+        })
+    }
+
+    /// Checks tables and columns; returns the columns written.
+    async fn check_schema(&self, job: &Backfill) -> Result<Vec<Ident>> {
+        let scope = &job.brief.scope;
+        let target = &scope.target;
+        let schema = self
+            .warehouse
+            .describe(target)
+            .await?
+            .ok_or_else(|| Error::UnknownTable(target.to_string()))?;
+        let unknown = |c: &Ident| Error::UnknownColumn {
+            table: target.to_string(),
+            column: c.to_string(),
+        };
+        let columns = if scope.columns.is_empty() {
+            schema.names()
+        } else {
+            scope.columns.clone()
+        };
+        let mut needed: Vec<&Ident> = columns.iter().collect();
+        needed.push(&scope.batch_column);
+        if let Some(f) = &scope.filter {
+            needed.extend(f.columns());
+        }
+        if let StrategySpec::Merge { keys } = &job.brief.strategy {
+            needed.extend(keys.iter());
+        }
+        for c in needed {
+            if schema.column(c).is_none() {
+                return Err(unknown(c));
+            }
+        }
+        let src = self.warehouse.describe_source(&job.source).await?;
+        for c in &columns {
+            if src.column(c).is_none() {
+                return Err(Error::SchemaMismatch(format!(
+                    "source ({}) has no column {c} that the target needs",
+                    job.source.describe()
+                )));
+            }
+        }
+        if !job.source.is_bounded() && src.column(&scope.batch_column).is_none() {
+            return Err(Error::SchemaMismatch(format!(
+                "source has no batch column {}",
+                scope.batch_column
+            )));
+        }
+        Ok(columns)
+    }
+
+    async fn execute(
+        &self,
+        job: &Backfill,
+        only: Option<&[BatchId]>,
+    ) -> Result<(RunReport, Option<Vec<(BatchId, u64, Duration)>>)> {
+        let started = Instant::now();
+        job.brief.preflight().into_result()?;
+        if job.plan.scope != job.brief.scope {
+            return Err(Error::InvalidPlan("the plan was made for a different scope than the brief's".into()));
+        }
+        let columns = self.check_schema(job).await?;
+        let target = job.target().clone();
+        let fingerprint = job.fingerprint();
+        let run_id = &job.run_id;
+
+        self.ledger.lock_target(&target, run_id).await?;
+        let now = self.ledger.now();
+        let record = RunRecord {
+            run_id: run_id.clone(),
+            target: target.clone(),
+            fingerprint: fingerprint.clone(),
+            code_version: job.code_version.clone(),
+            parameters: job.parameters.clone(),
+            operator: job.brief.operator.clone(),
+            status: RunStatus::Running,
+            started_at: now,
+            finished_at: None,
+            rows_affected: 0,
+            notes: Vec::new(),
+        };
+        let start = self.ledger.begin_run(&record, &job.plan.batches).await?;
+        let stored = self.ledger.run(run_id).await?;
+        if stored.status == RunStatus::RolledBack {
+            return Err(Error::NotAllowed(format!(
+                "run {run_id} was rolled back; start a new run id to backfill again"
+            )));
+        }
+        // Requeue failed batches: resume means "continue this plan".
+        for b in self.ledger.batches(run_id).await? {
+            if b.state == BatchState::Failed && only.is_none_or(|ids| ids.contains(&b.batch.id)) {
+                self.ledger
+                    .transition(run_id, &b.batch.id, None, BatchState::Pending, BatchUpdate::reason("requeued on resume"))
+                    .await?;
+            }
+        }
+        let before = self.ledger.batches(run_id).await?;
+        let done_before = before.iter().filter(|b| b.state.is_done()).count();
+        let relevant_pending = before
+            .iter()
+            .filter(|b| !b.state.is_done() && only.is_none_or(|ids| ids.contains(&b.batch.id)))
+            .count();
+
+        let strategy = strategy_for(&job.brief.strategy);
+        let retention = jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
+        let mut source = job.source.clone();
+        let owner = job.brief.operator.clone();
+        let ctx0 = RunContext {
+            warehouse: self.warehouse.as_ref(),
+            run_id,
+            target: &target,
+            source: &job.source,
+            columns: &columns,
+            keep_pre_image: job.brief.rollback.keep_pre_image,
+            owner: &owner,
+            now,
+            expires_at: now.checked_add(retention).unwrap_or(jiff::Timestamp::MAX),
+        };
+        if relevant_pending > 0 {
+            if stored.status != RunStatus::Running {
+                self.ledger
+                    .set_run_status(run_id, RunStatus::Running, Some("resumed"))
+                    .await?;
+            }
+            let mut assets = strategy.prepare(&ctx0).await?;
+            if self.options.stage_source {
+                let staged = ctx0.staged_source_table()?;
+                let scope_pred = job.plan.scope.predicate()?;
+                let (lo, hi) = scope_bounds(&job.plan);
+                self.warehouse
+                    .stage_source(&job.source, &scope_pred, (lo.as_ref(), hi.as_ref()), &job.plan.scope.batch_column, &staged)
+                    .await?;
+                assets.push(Asset {
+                    run_id: run_id.clone(),
+                    kind: AssetKind::StagedSource,
+                    table: staged.clone(),
+                    owner: owner.clone(),
+                    created_at: now,
+                    expires_at: ctx0.expires_at,
+                    dropped_at: None,
+                });
+                source = Source::Table(staged);
+            }
+            for a in &assets {
+                self.ledger.record_asset(a).await?;
+            }
+        }
+        let ctx = RunContext {
+            source: &source,
+            ..ctx0
+        };
+        self.emit(Event::RunStarted {
+            total: job.plan.batches.len(),
+            done: done_before,
+            resumed: start == RunStart::Resumed,
+        });
+        let validators: Vec<Box<dyn Validator>> =
+            job.brief.validation.checks.iter().map(|c| c.validator()).collect();
+        let shared = Shared {
+            job,
+            ctx,
+            strategy: strategy.as_ref(),
+            validators,
+            write_table: strategy.write_table(&ctx)?,
+            only,
+            total: job.plan.batches.len(),
+            done: AtomicUsize::new(done_before),
+            this_run: AtomicUsize::new(0),
+            rows_written: AtomicU64::new(0),
+            rows_before: AtomicU64::new(0),
+            throttled_ms: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            paused_announced: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            outcomes: Mutex::new(Vec::new()),
+            ewma: Mutex::new(Ewma::default()),
+            slice: Mutex::new(Vec::new()),
+            busy: Mutex::new(Duration::ZERO),
+        };
+        let span = tracing::info_span!("backfill.run", run_id = %run_id, target = %target);
+        if relevant_pending > 0 {
+            let workers = (0..self.options.concurrency.max(1)).map(|w| self.worker(&shared, w));
+            join_all(workers).instrument(span).await;
+        }
+
+        let failure = shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let cancelled = self.control.state() == ControlState::Cancelled;
+        let after = self.ledger.batches(run_id).await?;
+        let gap_ids = gaps(&after);
+        let status = if failure.is_some() {
+            RunStatus::Failed
+        } else if cancelled && !gap_ids.is_empty() {
+            RunStatus::Cancelled
+        } else if gap_ids.is_empty() {
+            if stored.status == RunStatus::CutOver {
+                RunStatus::CutOver
+            } else {
+                RunStatus::Completed
+            }
+        } else {
+            RunStatus::Paused
+        };
+        let note = match (&failure, status) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, RunStatus::Paused) if only.is_some() => Some("test slice done".to_string()),
+            _ => None,
+        };
+        let current = self.ledger.run(run_id).await?.status;
+        if current != status || note.is_some() {
+            self.ledger.set_run_status(run_id, status, note.as_deref()).await?;
+        }
+        if status == RunStatus::Completed && !job.brief.strategy.needs_cutover() {
+            self.ledger.unlock_target(&target, run_id).await?;
+        }
+        self.emit(Event::RunFinished { status });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let report = RunReport {
+            run_id: run_id.clone(),
+            target: target.to_string(),
+            strategy: job.brief.strategy.name().to_string(),
+            status,
+            fingerprint,
+            batches_total: shared.total,
+            batches_done: after.iter().filter(|b| b.state.is_done()).count(),
+            batches_this_run: shared.this_run.load(Ordering::SeqCst),
+            rows_written: shared.rows_written.load(Ordering::SeqCst),
+            rows_before: shared.rows_before.load(Ordering::SeqCst),
+            outcomes: shared.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            gaps: gap_ids,
+            assets: self.ledger.assets(Some(run_id)).await?,
+            elapsed: started.elapsed(),
+            throttled: Duration::from_millis(shared.throttled_ms.load(Ordering::SeqCst)),
+        };
+        let slice = shared.slice.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok((report, Some(slice)))
+    }
+
+    /// Waits out throttling and pauses; returns false when the worker must
+    /// stop.
+    async fn gate(&self, shared: &Shared<'_>) -> bool {
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            match self.control.state() {
+                ControlState::Cancelled => return false,
+                ControlState::Paused => {
+                    if !shared.paused_announced.swap(true, Ordering::SeqCst) {
+                        let _ = self
+                            .ledger
+                            .set_run_status(&shared.job.run_id, RunStatus::Paused, Some("paused by operator"))
+                            .await;
+                        self.emit(Event::Paused {
+                            reason: "paused by operator".into(),
+                        });
+                    }
+                    match self.control.wait_while_paused().await {
+                        ControlState::Cancelled => return false,
+                        _ => {
+                            if shared.paused_announced.swap(false, Ordering::SeqCst) {
+                                let _ = self
+                                    .ledger
+                                    .set_run_status(&shared.job.run_id, RunStatus::Running, Some("resumed"))
+                                    .await;
+                                self.emit(Event::Resumed);
+                            }
+                            continue;
+                        }
+                    }
+                }
+                ControlState::Running => {}
+            }
+            let mut throttle = None;
+            for s in &self.signals {
+                match read_fail_closed(s.as_ref(), self.options.signal_timeout, self.options.signal_max_age, self.ledger.now()).await {
+                    Load::Ok => {}
+                    Load::Throttle(r) => {
+                        throttle = Some(r);
+                        break;
+                    }
+                    Load::Critical(r) => {
+                        self.emit(Event::Throttled { reason: r.clone() });
+                        self.control.pause();
+                        throttle = None;
+                        let _ = self
+                            .ledger
+                            .set_run_status(&shared.job.run_id, RunStatus::Paused, Some(&format!("critical load: {r}")))
+                            .await;
+                        shared.paused_announced.store(true, Ordering::SeqCst);
+                        self.emit(Event::Paused { reason: r });
+                        break;
+                    }
+                }
+            }
+            if self.control.state() == ControlState::Paused {
+                continue;
+            }
+            match throttle {
+                None => return true,
+                Some(reason) => {
+                    self.emit(Event::Throttled { reason });
+                    let t = Instant::now();
+                    tokio::time::sleep(self.options.throttle_wait).await;
+                    shared
+                        .throttled_ms
+                        .fetch_add(t.elapsed().as_millis() as u64, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    async fn worker(&self, shared: &Shared<'_>, n: usize) {
+        let worker = format!("{}#{n}", self.options.worker);
+        let run_id = &shared.job.run_id;
+        loop {
+            if !self.gate(shared).await {
+                return;
+            }
+            let claim = match self.ledger.claim(run_id, &worker, self.options.lease, shared.only).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail(shared, e);
+                    return;
+                }
+            };
+            let span = tracing::info_span!("backfill.batch", batch = %claim.batch.id, attempt = claim.attempt);
+            let r = self.one_batch(shared, &claim.batch, claim.token, claim.attempt).instrument(span).await;
+            if let Err(e) = r {
+                self.fail(shared, e);
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, shared: &Shared<'_>, e: Error) {
+        shared.stop.store(true, Ordering::SeqCst);
+        let mut f = shared.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+
+    async fn one_batch(&self, shared: &Shared<'_>, batch: &Batch, token: u64, attempt: u32) -> Result<()> {
+        let run_id = &shared.job.run_id;
+        self.emit(Event::BatchStarted {
+            batch: batch.id.clone(),
+            attempt,
+        });
+        let t0 = Instant::now();
+        let mark = self.ledger.tx_mark(run_id, &batch.id, token);
+        let mut tries = 1;
+        let written: WriteOutcome = loop {
+            match shared.strategy.write_batch(&shared.ctx, batch, mark.as_ref()).await {
+                Ok(w) => break w,
+                Err(e) => {
+                    let retry = e.is_transient() && tries < self.options.retry.max_attempts;
+                    self.emit(Event::BatchFailed {
+                        batch: batch.id.clone(),
+                        error: e.to_string(),
+                        will_retry: retry,
+                    });
+                    if retry {
+                        tries += 1;
+                        tracing::warn!(error = %e, "transient error; retrying");
+                        tokio::time::sleep(self.options.retry.backoff(tries)).await;
+                        continue;
+                    }
+                    let upd = BatchUpdate {
+                        error: Some(e.to_string()),
+                        ..BatchUpdate::reason("write failed")
+                    };
+                    // A lost lease means another worker owns the batch now.
+                    if !matches!(e, Error::LeaseLost { .. }) {
+                        self.ledger
+                            .transition(run_id, &batch.id, Some(token), BatchState::Failed, upd)
+                            .await?;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        if !written.ledger_marked {
+            self.ledger
+                .transition(
+                    run_id,
+                    &batch.id,
+                    Some(token),
+                    BatchState::Written,
+                    BatchUpdate {
+                        rows_before: Some(written.rows_before),
+                        rows_written: Some(written.rows_written),
+                        ..BatchUpdate::reason("written")
+                    },
+                )
+                .await?;
+        }
+        // Per-batch checks.
+        let cctx = CheckContext {
+            warehouse: self.warehouse.as_ref(),
+            table: &shared.write_table,
+        };
+        let check = BatchCheck { batch, written: &written };
+        let mut blocking_failure = None;
+        for v in &shared.validators {
+            let o = match v.check_batch(&cctx, &check).await {
+                Ok(o) => o,
+                Err(e) => Outcome {
+                    check: v.name(),
+                    batch: Some(batch.id.clone()),
+                    status: crate::validate::Status::Error,
+                    blocking: v.blocking(),
+                    observed: 0.0,
+                    expected: None,
+                    threshold: None,
+                    detail: e.to_string(),
+                    sample: Vec::new(),
+                    query: String::new(),
+                },
+            };
+            self.emit(Event::Checked { outcome: o.clone() });
+            if o.is_blocking_failure() && blocking_failure.is_none() {
+                blocking_failure = Some(Error::ValidationFailed {
+                    check: o.check.clone(),
+                    detail: format!("batch {}: {}", batch.id, o.detail),
+                });
+            }
+            shared.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(o);
+        }
+        if let Some(e) = blocking_failure {
+            self.ledger
+                .transition(
+                    run_id,
+                    &batch.id,
+                    None,
+                    BatchState::Failed,
+                    BatchUpdate {
+                        error: Some(e.to_string()),
+                        ..BatchUpdate::reason("blocking check failed")
+                    },
+                )
+                .await?;
+            return Err(e);
+        }
+        if !shared.validators.is_empty() {
+            self.ledger
+                .transition(run_id, &batch.id, None, BatchState::Validated, BatchUpdate::reason("checks passed"))
+                .await?;
+        }
+        let elapsed = t0.elapsed();
+        let done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.this_run.fetch_add(1, Ordering::SeqCst);
+        let rows = shared.rows_written.fetch_add(written.rows_written, Ordering::SeqCst) + written.rows_written;
+        shared.rows_before.fetch_add(written.rows_before, Ordering::SeqCst);
+        shared
+            .slice
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((batch.id.clone(), written.rows_written, elapsed));
+        let busy = {
+            let mut b = shared.busy.lock().unwrap_or_else(|e| e.into_inner());
+            *b += elapsed;
+            *b
+        };
+        let eta = {
+            let mut m = shared.ewma.lock().unwrap_or_else(|e| e.into_inner());
+            m.observe(elapsed.as_secs_f64());
+            let remaining = match shared.only {
+                Some(ids) => ids.len().saturating_sub(shared.this_run.load(Ordering::SeqCst)),
+                None => shared.total.saturating_sub(done),
+            };
+            m.eta(remaining, self.options.concurrency)
+        };
+        let workers = self.options.concurrency.max(1) as f64;
+        let rows_per_sec = if busy.is_zero() {
+            0.0
+        } else {
+            rows as f64 * workers / busy.as_secs_f64()
+        };
+        self.emit(Event::BatchFinished {
+            batch: batch.id.clone(),
+            rows_before: written.rows_before,
+            rows_written: written.rows_written,
+            elapsed,
+            done,
+            total: shared.total,
+            rows_per_sec,
+            eta,
+        });
+        Ok(())
+    }
+
+    /// Exposes the new data (staging swap, view move). A no-op for
+    /// in-place strategies. Refused while batches are missing.
+    pub async fn cutover(&self, job: &Backfill) -> Result<()> {
+        let run_id = &job.run_id;
+        let run = self.ledger.run(run_id).await?;
+        if run.fingerprint != job.fingerprint() {
+            return Err(Error::FingerprintMismatch {
+                run: run_id.to_string(),
+                stored: run.fingerprint,
+                given: job.fingerprint(),
+            });
+        }
+        let missing = gaps(&self.ledger.batches(run_id).await?);
+        if !missing.is_empty() {
+            return Err(Error::NotAllowed(format!(
+                "cut-over with {} batch(es) not written",
+                missing.len()
+            )));
+        }
+        if run.status == RunStatus::CutOver {
+            return Ok(());
+        }
+        if run.status != RunStatus::Completed {
+            return Err(Error::NotAllowed(format!("cut-over of a run that is {}", run.status.as_str())));
+        }
+        let columns = self.check_schema(job).await?;
+        let ctx = self.context(job, &columns);
+        strategy_for(&job.brief.strategy).cutover(&ctx).await?;
+        self.ledger
+            .set_run_status(run_id, RunStatus::CutOver, Some("cut over"))
+            .await?;
+        self.ledger.unlock_target(job.target(), run_id).await?;
+        Ok(())
+    }
+
+    fn context<'a>(&'a self, job: &'a Backfill, columns: &'a [Ident]) -> RunContext<'a> {
+        let now = self.ledger.now();
+        RunContext {
+            warehouse: self.warehouse.as_ref(),
+            run_id: &job.run_id,
+            target: job.target(),
+            source: &job.source,
+            columns,
+            keep_pre_image: job.brief.rollback.keep_pre_image,
+            owner: &job.brief.operator,
+            now,
+            expires_at: now,
+        }
+    }
+
+    /// Restores the exact prior state of the target and marks the run
+    /// rolled back. Batches whose pre-image was never taken (never
+    /// written) are left alone.
+    pub async fn rollback(&self, job: &Backfill) -> Result<()> {
+        let run_id = &job.run_id;
+        let run = self.ledger.run(run_id).await?;
+        if run.status == RunStatus::RolledBack {
+            return Ok(());
+        }
+        let columns = self.check_schema(job).await?;
+        let ctx = self.context(job, &columns);
+        let records = self.ledger.batches(run_id).await?;
+        let touched: Vec<&crate::ledger::BatchRecord> = records
+            .iter()
+            .filter(|b| b.state != BatchState::Pending && b.state != BatchState::RolledBack)
+            .collect();
+        let written: Vec<Batch> = touched.iter().map(|b| b.batch.clone()).collect();
+        strategy_for(&job.brief.strategy)
+            .rollback(&ctx, &written, run.status == RunStatus::CutOver)
+            .await?;
+        for b in touched {
+            if b.state.can_move_to(BatchState::RolledBack) {
+                self.ledger
+                    .transition(run_id, &b.batch.id, None, BatchState::RolledBack, BatchUpdate::reason("rolled back"))
+                    .await?;
+            }
+        }
+        self.ledger
+            .set_run_status(run_id, RunStatus::RolledBack, Some("rolled back"))
+            .await?;
+        self.ledger.unlock_target(job.target(), run_id).await?;
+        Ok(())
+    }
+}
+
+fn scope_bounds(plan: &Plan) -> (Option<crate::Value>, Option<crate::Value>) {
+    let lo = plan.batches.first().and_then(|b| b.start.clone());
+    let hi = plan.batches.last().and_then(|b| b.end.clone());
+    (lo, hi)
+}

@@ -1,0 +1,432 @@
+//! The four write patterns: partition overwrite, staging then swap, merge
+//! by key, and parallel version. Each is idempotent under repetition and
+//! keeps what it needs to roll back.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ledger::{Asset, AssetKind, RunId, TxMark};
+use crate::plan::Batch;
+use crate::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome};
+use crate::{Ident, Source, TableRef};
+
+/// Which write pattern a backfill uses, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum StrategySpec {
+    /// Delete each batch's slice and insert the corrected slice, in one
+    /// transaction per batch, with an out-of-bounds guard.
+    PartitionOverwrite,
+    /// Build a full copy beside the target, overwrite slices there,
+    /// validate, then swap it in atomically and keep the old table.
+    StagingSwap,
+    /// Update or insert by key; refuses null and duplicate source keys.
+    Merge {
+        /// The key columns.
+        keys: Vec<Ident>,
+    },
+    /// Build a new version beside the old table and move a view at
+    /// cut-over; the old table is never touched.
+    ParallelVersion {
+        /// The view readers use.
+        view: TableRef,
+    },
+}
+
+impl StrategySpec {
+    /// Whether the strategy changes the target table in place (and so
+    /// needs a pre-image to roll back).
+    pub fn overwrites_in_place(&self) -> bool {
+        matches!(self, StrategySpec::PartitionOverwrite | StrategySpec::Merge { .. })
+    }
+
+    /// Whether new data is exposed only at cut-over.
+    pub fn needs_cutover(&self) -> bool {
+        matches!(self, StrategySpec::StagingSwap | StrategySpec::ParallelVersion { .. })
+    }
+
+    /// Checks the settings.
+    pub fn check(&self) -> Result<()> {
+        if let StrategySpec::Merge { keys } = self {
+            if keys.is_empty() {
+                return Err(Error::InvalidPlan("merge needs at least one key column".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StrategySpec::PartitionOverwrite => "partition overwrite",
+            StrategySpec::StagingSwap => "staging then swap",
+            StrategySpec::Merge { .. } => "merge by key",
+            StrategySpec::ParallelVersion { .. } => "parallel version",
+        }
+    }
+}
+
+/// Everything a strategy needs about the run.
+#[derive(Clone, Copy)]
+pub struct RunContext<'a> {
+    /// The engine.
+    pub warehouse: &'a dyn Warehouse,
+    /// The run.
+    pub run_id: &'a RunId,
+    /// The target table.
+    pub target: &'a TableRef,
+    /// The source of new rows.
+    pub source: &'a Source,
+    /// The columns written, in order.
+    pub columns: &'a [Ident],
+    /// Whether to keep pre-images of what is overwritten.
+    pub keep_pre_image: bool,
+    /// Owner recorded on assets.
+    pub owner: &'a str,
+    /// Creation time recorded on assets.
+    pub now: Timestamp,
+    /// Expiry recorded on assets.
+    pub expires_at: Timestamp,
+}
+
+impl RunContext<'_> {
+    fn asset(&self, kind: AssetKind, table: TableRef) -> Asset {
+        Asset {
+            run_id: self.run_id.clone(),
+            kind,
+            table,
+            owner: self.owner.to_string(),
+            created_at: self.now,
+            expires_at: self.expires_at,
+            dropped_at: None,
+        }
+    }
+
+    fn named(&self, what: &str) -> Result<TableRef> {
+        self.target.sibling(&format!("__bf_{what}_{}", self.run_id))
+    }
+
+    /// The per-run pre-image table.
+    pub fn pre_image_table(&self) -> Result<TableRef> {
+        self.named("pre")
+    }
+
+    /// The per-run key-log table (merge).
+    pub fn key_log_table(&self) -> Result<TableRef> {
+        self.named("keys")
+    }
+
+    /// The staging table (staging then swap).
+    pub fn stage_table(&self) -> Result<TableRef> {
+        self.named("stage")
+    }
+
+    /// Where the old table is kept after a swap.
+    pub fn kept_old_table(&self) -> Result<TableRef> {
+        self.named("old")
+    }
+
+    /// The new version (parallel version).
+    pub fn version_table(&self) -> Result<TableRef> {
+        self.named("v")
+    }
+
+    /// The staged source table, when the source is staged once per run.
+    pub fn staged_source_table(&self) -> Result<TableRef> {
+        self.named("src")
+    }
+}
+
+/// A write pattern: prepare, write a batch, cut over, roll back.
+#[async_trait]
+pub trait WriteStrategy: Send + Sync {
+    /// The pattern's settings.
+    fn spec(&self) -> &StrategySpec;
+
+    /// The table batches are written to.
+    fn write_table(&self, ctx: &RunContext<'_>) -> Result<TableRef>;
+
+    /// Creates what the run needs (idempotent); returns the assets it
+    /// created, with owner and expiry.
+    async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>>;
+
+    /// Writes one batch atomically (idempotent under repetition).
+    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome>;
+
+    /// Exposes the new data to readers (a no-op for in-place patterns).
+    async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()>;
+
+    /// Restores the exact prior state. `written` lists the batches whose
+    /// data was written, in plan order; `cut_over` says whether cut-over
+    /// happened.
+    async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], cut_over: bool) -> Result<()>;
+}
+
+/// The strategy implementing `spec`.
+pub fn strategy_for(spec: &StrategySpec) -> Box<dyn WriteStrategy> {
+    match spec {
+        StrategySpec::PartitionOverwrite => Box::new(PartitionOverwrite(spec.clone())),
+        StrategySpec::StagingSwap => Box::new(StagingSwap(spec.clone())),
+        StrategySpec::Merge { keys } => Box::new(Merge {
+            spec: spec.clone(),
+            keys: keys.clone(),
+        }),
+        StrategySpec::ParallelVersion { view } => Box::new(ParallelVersion {
+            spec: spec.clone(),
+            view: view.clone(),
+        }),
+    }
+}
+
+async fn prepare_pre_image(ctx: &RunContext<'_>, like: &TableRef, assets: &mut Vec<Asset>) -> Result<()> {
+    if ctx.keep_pre_image {
+        let pre = ctx.pre_image_table()?;
+        ctx.warehouse.create_snapshot_table(like, ctx.columns, &pre).await?;
+        assets.push(ctx.asset(AssetKind::PreImage, pre));
+    }
+    Ok(())
+}
+
+fn slice<'a>(
+    ctx: &RunContext<'a>,
+    batch: &'a Batch,
+    table: &'a TableRef,
+    pre: Option<&'a TableRef>,
+    mark: Option<&'a TxMark>,
+) -> SliceWrite<'a> {
+    SliceWrite {
+        run_id: ctx.run_id,
+        batch,
+        table,
+        source: ctx.source,
+        columns: ctx.columns,
+        snapshot: pre,
+        mark,
+    }
+}
+
+async fn restore_slices(ctx: &RunContext<'_>, table: &TableRef, written: &[Batch]) -> Result<()> {
+    let pre = ctx.pre_image_table()?;
+    if ctx.warehouse.describe(&pre).await?.is_none() {
+        return Err(Error::NotAllowed(format!(
+            "no pre-image {pre} to roll back to (was it kept, or already cleaned up?)"
+        )));
+    }
+    for b in written.iter().rev() {
+        ctx.warehouse
+            .restore_slice(&Restore {
+                table,
+                snapshot: &pre,
+                batch: b,
+                footprint: Footprint::Slice(&b.predicate),
+                columns: ctx.columns,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Delete the slice, insert the corrected slice, in one transaction.
+#[derive(Debug)]
+pub struct PartitionOverwrite(StrategySpec);
+
+#[async_trait]
+impl WriteStrategy for PartitionOverwrite {
+    fn spec(&self) -> &StrategySpec {
+        &self.0
+    }
+
+    fn write_table(&self, ctx: &RunContext<'_>) -> Result<TableRef> {
+        Ok(ctx.target.clone())
+    }
+
+    async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>> {
+        let mut assets = Vec::new();
+        prepare_pre_image(ctx, ctx.target, &mut assets).await?;
+        Ok(assets)
+    }
+
+    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+        let pre = if ctx.keep_pre_image {
+            Some(ctx.pre_image_table()?)
+        } else {
+            None
+        };
+        ctx.warehouse
+            .overwrite_slice(&slice(ctx, batch, ctx.target, pre.as_ref(), mark))
+            .await
+    }
+
+    async fn cutover(&self, _ctx: &RunContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], _cut_over: bool) -> Result<()> {
+        restore_slices(ctx, ctx.target, written).await
+    }
+}
+
+/// Build beside the target, then swap atomically and keep the old table.
+#[derive(Debug)]
+pub struct StagingSwap(StrategySpec);
+
+#[async_trait]
+impl WriteStrategy for StagingSwap {
+    fn spec(&self) -> &StrategySpec {
+        &self.0
+    }
+
+    fn write_table(&self, ctx: &RunContext<'_>) -> Result<TableRef> {
+        ctx.stage_table()
+    }
+
+    async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>> {
+        let stage = ctx.stage_table()?;
+        ctx.warehouse.create_copy(ctx.target, &stage, true).await?;
+        Ok(vec![ctx.asset(AssetKind::Stage, stage)])
+    }
+
+    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+        let stage = ctx.stage_table()?;
+        ctx.warehouse.overwrite_slice(&slice(ctx, batch, &stage, None, mark)).await
+    }
+
+    async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {
+        let stage = ctx.stage_table()?;
+        let old = ctx.kept_old_table()?;
+        if ctx.warehouse.describe(&stage).await?.is_none() && ctx.warehouse.describe(&old).await?.is_some() {
+            // Already swapped: cut-over is idempotent.
+            return Ok(());
+        }
+        ctx.warehouse.swap(ctx.target, &stage, &old).await
+    }
+
+    async fn rollback(&self, ctx: &RunContext<'_>, _written: &[Batch], cut_over: bool) -> Result<()> {
+        let stage = ctx.stage_table()?;
+        if cut_over {
+            let old = ctx.kept_old_table()?;
+            if ctx.warehouse.describe(&old).await?.is_none() {
+                return Err(Error::NotAllowed(format!("kept old table {old} is gone; cannot roll back")));
+            }
+            // The new table goes back to the stage name, the old one back
+            // to the target name.
+            ctx.warehouse.swap(ctx.target, &old, &stage).await
+        } else {
+            ctx.warehouse.drop_table(&stage).await.map(|_| ())
+        }
+    }
+}
+
+/// Update or insert by key.
+#[derive(Debug)]
+pub struct Merge {
+    spec: StrategySpec,
+    keys: Vec<Ident>,
+}
+
+#[async_trait]
+impl WriteStrategy for Merge {
+    fn spec(&self) -> &StrategySpec {
+        &self.spec
+    }
+
+    fn write_table(&self, ctx: &RunContext<'_>) -> Result<TableRef> {
+        Ok(ctx.target.clone())
+    }
+
+    async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>> {
+        let mut assets = Vec::new();
+        prepare_pre_image(ctx, ctx.target, &mut assets).await?;
+        if ctx.keep_pre_image {
+            let log = ctx.key_log_table()?;
+            ctx.warehouse.create_snapshot_table(ctx.target, &self.keys, &log).await?;
+            assets.push(ctx.asset(AssetKind::KeyLog, log));
+        }
+        Ok(assets)
+    }
+
+    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+        let (pre, log) = if ctx.keep_pre_image {
+            (Some(ctx.pre_image_table()?), Some(ctx.key_log_table()?))
+        } else {
+            (None, None)
+        };
+        ctx.warehouse
+            .merge_slice(&MergeWrite {
+                slice: slice(ctx, batch, ctx.target, pre.as_ref(), mark),
+                keys: &self.keys,
+                key_log: log.as_ref(),
+            })
+            .await
+    }
+
+    async fn cutover(&self, _ctx: &RunContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], _cut_over: bool) -> Result<()> {
+        let pre = ctx.pre_image_table()?;
+        let log = ctx.key_log_table()?;
+        if ctx.warehouse.describe(&pre).await?.is_none() || ctx.warehouse.describe(&log).await?.is_none() {
+            return Err(Error::NotAllowed(format!("no pre-image {pre} to roll back to")));
+        }
+        for b in written.iter().rev() {
+            ctx.warehouse
+                .restore_slice(&Restore {
+                    table: ctx.target,
+                    snapshot: &pre,
+                    batch: b,
+                    footprint: Footprint::Keys {
+                        keys: &self.keys,
+                        key_log: &log,
+                    },
+                    columns: ctx.columns,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A new version beside the old table; a view moves at cut-over.
+#[derive(Debug)]
+pub struct ParallelVersion {
+    spec: StrategySpec,
+    view: TableRef,
+}
+
+#[async_trait]
+impl WriteStrategy for ParallelVersion {
+    fn spec(&self) -> &StrategySpec {
+        &self.spec
+    }
+
+    fn write_table(&self, ctx: &RunContext<'_>) -> Result<TableRef> {
+        ctx.version_table()
+    }
+
+    async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>> {
+        let v = ctx.version_table()?;
+        ctx.warehouse.create_copy(ctx.target, &v, true).await?;
+        Ok(vec![ctx.asset(AssetKind::Version, v)])
+    }
+
+    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+        let v = ctx.version_table()?;
+        ctx.warehouse.overwrite_slice(&slice(ctx, batch, &v, None, mark)).await
+    }
+
+    async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {
+        let v = ctx.version_table()?;
+        ctx.warehouse.point_view(&self.view, &v).await
+    }
+
+    async fn rollback(&self, ctx: &RunContext<'_>, _written: &[Batch], cut_over: bool) -> Result<()> {
+        if cut_over {
+            ctx.warehouse.point_view(&self.view, ctx.target).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The adapter seam: what every engine (and the testkit's fake) provides.
+//!
+//! Operations are typed: tables, predicates, sources and keys, never SQL
+//! fragments from the caller. Writes are atomic per call: each
+//! `*_slice` method runs in one transaction and either fully applies or
+//! leaves the target untouched.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::ledger::{RunId, TxMark};
+use crate::plan::Batch;
+use crate::sql::Dialect;
+use crate::{Ident, Predicate, Source, TableRef, TableSchema, Value};
+
+/// Name of the batch-id column in pre-image and key-log tables.
+pub const BATCH_COLUMN: &str = "__bf_batch";
+
+/// Name of the marker column in pre-image and key-log tables.
+///
+/// When a batch's pre-image is taken (in the same transaction as its
+/// write), one marker row (`__bf_marker = TRUE`, data columns NULL) is
+/// added beside the pre-image rows (`__bf_marker = FALSE`). Pre-image rows
+/// are only ever added while no marker exists for the batch, so a repeated
+/// batch never replaces its pre-image with its own output, and rollback
+/// knows exactly which batches were written: it restores a batch only if
+/// its marker exists.
+pub const MARKER_COLUMN: &str = "__bf_marker";
+
+/// One batch written by overwriting its slice: in one transaction, check
+/// the guard, copy the pre-image, delete the slice, insert the new slice,
+/// and (when `mark` is given) mark the batch written in the ledger.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceWrite<'a> {
+    /// The run.
+    pub run_id: &'a RunId,
+    /// The batch.
+    pub batch: &'a Batch,
+    /// The table written (the target, a stage or a new version).
+    pub table: &'a TableRef,
+    /// Where new rows come from.
+    pub source: &'a Source,
+    /// The columns written, in order.
+    pub columns: &'a [Ident],
+    /// Pre-image table to copy the slice into first, if any.
+    pub snapshot: Option<&'a TableRef>,
+    /// Ledger update to commit in the same transaction, if the ledger
+    /// lives in this engine.
+    pub mark: Option<&'a TxMark>,
+}
+
+/// One batch written by merging on a key: null and duplicate source keys
+/// are refused before any write; then, in one transaction, the pre-image
+/// of touched keys is kept, rows are updated or inserted, and the ledger
+/// is marked.
+#[derive(Clone, Copy, Debug)]
+pub struct MergeWrite<'a> {
+    /// The slice write (table, source, columns, snapshot, mark).
+    pub slice: SliceWrite<'a>,
+    /// The key columns.
+    pub keys: &'a [Ident],
+    /// Table recording which keys each batch touched (for rollback), if
+    /// snapshots are on.
+    pub key_log: Option<&'a TableRef>,
+}
+
+/// What a slice write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// Rows in the slice before the write (deleted, or matched by a merge).
+    pub rows_before: u64,
+    /// Rows written (inserted, or inserted plus updated by a merge).
+    pub rows_written: u64,
+    /// Rows copied into the pre-image.
+    pub rows_snapshotted: u64,
+    /// Whether the ledger was marked in the same transaction.
+    pub ledger_marked: bool,
+}
+
+/// How to find the rows a batch wrote, so rollback can remove them.
+#[derive(Clone, Copy, Debug)]
+pub enum Footprint<'a> {
+    /// The batch's slice of the table.
+    Slice(&'a Predicate),
+    /// The keys logged for the batch in a key-log table.
+    Keys {
+        /// Key columns.
+        keys: &'a [Ident],
+        /// The key-log table.
+        key_log: &'a TableRef,
+    },
+}
+
+/// Restore one batch from its pre-image, in one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct Restore<'a> {
+    /// The table restored.
+    pub table: &'a TableRef,
+    /// The pre-image table.
+    pub snapshot: &'a TableRef,
+    /// The batch.
+    pub batch: &'a Batch,
+    /// The rows to remove before re-inserting the pre-image.
+    pub footprint: Footprint<'a>,
+    /// Columns, in order.
+    pub columns: &'a [Ident],
+}
+
+/// Key quality of a slice.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyReport {
+    /// Rows in the slice.
+    pub rows: u64,
+    /// Rows with a NULL in any key column.
+    pub null_keys: u64,
+    /// Keys that occur more than once.
+    pub duplicate_keys: u64,
+    /// A bounded sample of duplicate keys, rendered as text.
+    pub sample: Vec<String>,
+}
+
+/// An order-independent checksum of a table's rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum {
+    /// Row count.
+    pub rows: u64,
+    /// Order-independent hash of the rows.
+    pub hash: String,
+}
+
+/// The adapter trait that every engine implements.
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    /// A short engine name ("duckdb", "postgres", "fake").
+    fn engine(&self) -> &str;
+
+    /// The SQL dialect, or `None` for an in-memory engine.
+    fn dialect(&self) -> Option<&dyn Dialect>;
+
+    /// The table's columns, or `None` when it does not exist.
+    async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>>;
+
+    /// The columns a source yields (a query is described without running it
+    /// in full). Unknown tables are [`crate::Error::UnknownTable`].
+    async fn describe_source(&self, source: &Source) -> Result<TableSchema>;
+
+    /// Rows of `table` matching `predicate`.
+    async fn count(&self, table: &TableRef, predicate: &Predicate) -> Result<u64>;
+
+    /// Every `every`-th value of `column` in order, among rows matching
+    /// `predicate`: the boundaries of keyset batches.
+    async fn key_boundaries(&self, table: &TableRef, column: &Ident, predicate: &Predicate, every: u64)
+        -> Result<Vec<Value>>;
+
+    /// Null and duplicate keys among rows of `table` matching `predicate`.
+    async fn key_report(&self, table: &TableRef, keys: &[Ident], predicate: &Predicate, sample: usize)
+        -> Result<KeyReport>;
+
+    /// An order-independent checksum of the rows matching `predicate`.
+    async fn checksum(&self, table: &TableRef, predicate: &Predicate) -> Result<Checksum>;
+
+    /// Up to `limit` rows matching `predicate`, ordered by `order_by`: for
+    /// inspection and tests, never for moving data.
+    async fn sample_rows(&self, table: &TableRef, predicate: &Predicate, order_by: &[Ident], limit: usize)
+        -> Result<Vec<Vec<Value>>>;
+
+    /// Overwrites one batch's slice (see [`SliceWrite`]).
+    async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome>;
+
+    /// Merges one batch's source slice on a key (see [`MergeWrite`]).
+    async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome>;
+
+    /// Restores one batch from its pre-image (see [`Restore`]); returns the
+    /// rows restored, or `None` (touching nothing) when the batch has no
+    /// marker, i.e. was never written. Idempotent.
+    async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>>;
+
+    /// Creates `to` with `from`'s columns, and its rows when `with_rows`.
+    /// Does nothing if `to` exists.
+    async fn create_copy(&self, from: &TableRef, to: &TableRef, with_rows: bool) -> Result<()>;
+
+    /// Creates a pre-image or key-log table: a text column
+    /// [`BATCH_COLUMN`], a boolean [`MARKER_COLUMN`], then `columns` typed
+    /// as in `like`, all nullable. Does nothing if it exists.
+    async fn create_snapshot_table(&self, like: &TableRef, columns: &[Ident], snapshot: &TableRef) -> Result<()>;
+
+    /// In one transaction: rename `target` to `keep_as` and `replacement`
+    /// to `target`.
+    async fn swap(&self, target: &TableRef, replacement: &TableRef, keep_as: &TableRef) -> Result<()>;
+
+    /// Creates or replaces `view` as `SELECT * FROM table`.
+    async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()>;
+
+    /// Drops a table if it exists; returns whether it existed.
+    async fn drop_table(&self, table: &TableRef) -> Result<bool>;
+
+    /// Materializes `source` restricted to `predicate` into a new table
+    /// `into`, sorted by `order_by`, binding `bounds` into a bounded query.
+    /// A bounded query that yields rows outside `predicate` fails with
+    /// [`crate::Error::OutOfBounds`] and leaves no table. Does nothing if
+    /// `into` exists. Returns the rows staged.
+    async fn stage_source(
+        &self,
+        source: &Source,
+        predicate: &Predicate,
+        bounds: (Option<&Value>, Option<&Value>),
+        order_by: &Ident,
+        into: &TableRef,
+    ) -> Result<u64>;
+}
