@@ -232,8 +232,16 @@ impl Brief {
                 f.push(Finding::block(section, "is blank"));
             }
         }
-        if !blank(&self.operator) && self.operator.trim().eq_ignore_ascii_case(self.reviewer.trim()) {
-            f.push(Finding::block("reviewer", "must be a different person from the operator"));
+        if !blank(&self.operator)
+            && self
+                .operator
+                .trim()
+                .eq_ignore_ascii_case(self.reviewer.trim())
+        {
+            f.push(Finding::block(
+                "reviewer",
+                "must be a different person from the operator",
+            ));
         }
         if let Err(e) = self.scope.validate() {
             f.push(Finding::block("scope", e.to_string()));
@@ -246,17 +254,26 @@ impl Brief {
         }
         for d in self.dependencies.all() {
             if blank(&d.name) || blank(&d.owner) {
-                f.push(Finding::block("dependencies", format!("dependency {:?} needs a name and an owner", d.name)));
+                f.push(Finding::block(
+                    "dependencies",
+                    format!("dependency {:?} needs a name and an owner", d.name),
+                ));
             }
         }
         if blank(&self.idempotency) {
-            f.push(Finding::block("idempotency", "is blank: say why repeating a batch gives the same table"));
+            f.push(Finding::block(
+                "idempotency",
+                "is blank: say why repeating a batch gives the same table",
+            ));
         }
         if let Err(e) = self.strategy.check() {
             f.push(Finding::block("strategy", e.to_string()));
         }
         if self.validation.checks.is_empty() {
-            f.push(Finding::block("validation", "is blank: declare at least one check"));
+            f.push(Finding::block(
+                "validation",
+                "is blank: declare at least one check",
+            ));
         }
         if blank(&self.rollback.description) {
             f.push(Finding::block("rollback", "is blank"));
@@ -268,7 +285,10 @@ impl Brief {
             ));
         }
         if self.rollback.retention_days == 0 {
-            f.push(Finding::block("rollback", "retention of 0 days leaves nothing to roll back to"));
+            f.push(Finding::block(
+                "rollback",
+                "retention of 0 days leaves nothing to roll back to",
+            ));
         }
         for (section, text) in [
             ("operations.rerun", &self.operations.rerun),
@@ -276,11 +296,17 @@ impl Brief {
             ("operations.recovery", &self.operations.recovery),
         ] {
             if blank(text) {
-                f.push(Finding::block(section, "is not defined; a run cannot start without it"));
+                f.push(Finding::block(
+                    section,
+                    "is not defined; a run cannot start without it",
+                ));
             }
         }
         if self.scope.expected_rows.is_none() {
-            f.push(Finding::warn("scope", "no expected row count; estimates will rely on the engine"));
+            f.push(Finding::warn(
+                "scope",
+                "no expected row count; estimates will rely on the engine",
+            ));
         }
         if self.risk == RiskClass::ProductionCriticalRebuild && self.dependencies.human.is_empty() {
             f.push(Finding::block(

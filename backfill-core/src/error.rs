@@ -47,7 +47,9 @@ pub enum Error {
     #[error("schema mismatch: {0}")]
     SchemaMismatch(String),
     /// The source yielded rows outside the batch's bounds; nothing was written.
-    #[error("batch {batch}: source yielded {rows} row(s) outside the batch bounds; nothing was written")]
+    #[error(
+        "batch {batch}: source yielded {rows} row(s) outside the batch bounds; nothing was written"
+    )]
     OutOfBounds {
         /// The batch.
         batch: String,
@@ -63,7 +65,9 @@ pub enum Error {
         rows: u64,
     },
     /// A merge source has duplicate keys; nothing was written.
-    #[error("batch {batch}: {groups} duplicate source key(s), e.g. {sample:?}; nothing was written")]
+    #[error(
+        "batch {batch}: {groups} duplicate source key(s), e.g. {sample:?}; nothing was written"
+    )]
     DuplicateKeys {
         /// The batch.
         batch: String,
@@ -156,7 +160,13 @@ fn summarize(findings: &[Finding]) -> String {
 impl Error {
     /// Whether retrying the operation may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Engine { transient: true, .. })
+        matches!(
+            self,
+            Error::Engine {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// A permanent engine error.

@@ -44,7 +44,9 @@ impl Ident {
             return Err(bad("must start with a letter or underscore"));
         }
         if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(bad("only ASCII letters, digits and underscores are allowed"));
+            return Err(bad(
+                "only ASCII letters, digits and underscores are allowed",
+            ));
         }
         Ok(Ident(s))
     }
@@ -130,7 +132,10 @@ impl TableRef {
         let parts: Vec<&str> = s.split('.').collect();
         match parts.as_slice() {
             [name] => Ok(TableRef::new(Ident::new(*name)?)),
-            [schema, name] => Ok(TableRef::qualified(Ident::new(*schema)?, Ident::new(*name)?)),
+            [schema, name] => Ok(TableRef::qualified(
+                Ident::new(*schema)?,
+                Ident::new(*name)?,
+            )),
             _ => Err(Error::InvalidIdentifier {
                 ident: s.to_string(),
                 reason: "expected `table` or `schema.table`".into(),

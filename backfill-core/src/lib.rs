@@ -42,14 +42,19 @@ pub mod validate;
 pub mod value;
 pub mod warehouse;
 
-pub use brief::{Brief, Dependencies, Dependency, Finding, Operations, Preflight, RiskClass, RollbackPlan, ValidationPlan};
+pub use brief::{
+    Brief, Dependencies, Dependency, Finding, Operations, Preflight, RiskClass, RollbackPlan,
+    ValidationPlan,
+};
 pub use error::{Error, Result};
 pub use ident::{Ident, TableRef};
 pub use ledger::{BatchState, Ledger, MemoryLedger, RunId, RunStatus};
 pub use plan::{Batch, BatchId, Grain, Plan, Planner};
 pub use predicate::Predicate;
 pub use report::RunReport;
-pub use runner::{Backfill, Event, Load, LoadSignal, Reading, RunControl, RunOptions, Runner, SliceEstimate};
+pub use runner::{
+    Backfill, Event, Load, LoadSignal, Reading, RunControl, RunOptions, Runner, SliceEstimate,
+};
 pub use scope::{Bounds, Scope, TimeColumn};
 pub use source::Source;
 pub use strategy::StrategySpec;

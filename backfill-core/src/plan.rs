@@ -144,7 +144,11 @@ impl Plan {
 
     /// Plans `scope`, probing the table through `warehouse` where the
     /// planner needs it (keyset boundaries, density).
-    pub async fn build_probed(scope: Scope, planner: Planner, warehouse: &dyn Warehouse) -> Result<Plan> {
+    pub async fn build_probed(
+        scope: Scope,
+        planner: Planner,
+        warehouse: &dyn Warehouse,
+    ) -> Result<Plan> {
         scope.validate()?;
         let (start, end) = match scope.bounds {
             Bounds::Keys { start, end } => (start, end),
@@ -159,7 +163,9 @@ impl Plan {
             _ => return Plan::build(scope, planner),
         };
         if rows_per_batch == 0 {
-            return Err(Error::InvalidPlan("rows_per_batch must be at least 1".into()));
+            return Err(Error::InvalidPlan(
+                "rows_per_batch must be at least 1".into(),
+            ));
         }
         let pred = scope.predicate()?;
         if let Some(min_density) = min_density {
@@ -232,7 +238,9 @@ fn windows(scope: &Scope, grain: Grain) -> Result<Vec<Batch>> {
     };
     let tz = scope.zone()?;
     if column == TimeColumn::Date && grain == Grain::Hour {
-        return Err(Error::InvalidPlan("hourly windows on a DATE column have zero width".into()));
+        return Err(Error::InvalidPlan(
+            "hourly windows on a DATE column have zero width".into(),
+        ));
     }
     if column == TimeColumn::Instant && grain == Grain::Hour {
         return instant_hours(scope, &tz, start, end);
@@ -245,28 +253,42 @@ fn windows(scope: &Scope, grain: Grain) -> Result<Vec<Batch>> {
         let hi = next.min(end);
         let (s, e) = (time_value(&tz, column, lo)?, time_value(&tz, column, hi)?);
         if s != e {
-            out.push(range_batch(scope, out.len() as u32, label(cur, grain), s, e));
+            out.push(range_batch(
+                scope,
+                out.len() as u32,
+                label(cur, grain),
+                s,
+                e,
+            ));
         }
         cur = next;
     }
     Ok(out)
 }
 
-fn instant_hours(scope: &Scope, tz: &TimeZone, start: DateTime, end: DateTime) -> Result<Vec<Batch>> {
+fn instant_hours(
+    scope: &Scope,
+    tz: &TimeZone,
+    start: DateTime,
+    end: DateTime,
+) -> Result<Vec<Batch>> {
     let s = boundary_instant(tz, start)?;
     let e = boundary_instant(tz, end)?;
     let mut out = Vec::new();
-    // First boundary: the top of the hour at or before the start instant.
-    let secs = s.as_second();
-    let mut cur = jiff::Timestamp::from_second(secs - secs.rem_euclid(3600))
-        .map_err(|err| Error::InvalidPlan(err.to_string()))?;
+    // First boundary: the top of the local hour at or before the start
+    // (zones with half-hour offsets have local hours off UTC hours); then
+    // steps of 3,600 seconds, so a 25-hour day has 25 batches.
+    let mut cur = boundary_instant(tz, floor(start, Grain::Hour)?)?;
     while cur < e {
         let next = cur
             .checked_add(1.hour())
             .map_err(|err| Error::InvalidPlan(err.to_string()))?;
         let lo = cur.max(s);
         let hi = next.min(e);
-        let id = cur.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%dT%H%z").to_string();
+        let id = cur
+            .to_zoned_datetime(tz.clone())
+            .strftime("%Y-%m-%dT%H%z")
+            .to_string();
         out.push(range_batch(
             scope,
             out.len() as u32,
@@ -333,7 +355,9 @@ fn range_batch(scope: &Scope, seq: u32, id: String, start: Value, end: Value) ->
 
 fn partitions(scope: &Scope) -> Result<Vec<Batch>> {
     let Bounds::Partitions { values } = &scope.bounds else {
-        return Err(Error::InvalidPlan("a partition plan needs a partition list".into()));
+        return Err(Error::InvalidPlan(
+            "a partition plan needs a partition list".into(),
+        ));
     };
     Ok(values
         .iter()
@@ -359,12 +383,16 @@ fn key_ranges(scope: &Scope, width: u64) -> Result<Vec<Batch>> {
         return Err(Error::InvalidPlan("key ranges need key bounds".into()));
     };
     if width == 0 {
-        return Err(Error::InvalidPlan("key range width must be at least 1".into()));
+        return Err(Error::InvalidPlan(
+            "key range width must be at least 1".into(),
+        ));
     }
     let mut out = Vec::new();
     let mut cur = start;
     while cur < end {
-        let next = cur.saturating_add(i64::try_from(width).unwrap_or(i64::MAX)).min(end);
+        let next = cur
+            .saturating_add(i64::try_from(width).unwrap_or(i64::MAX))
+            .min(end);
         out.push(key_batch(scope, out.len() as u32, cur, next));
         cur = next;
     }
@@ -372,12 +400,20 @@ fn key_ranges(scope: &Scope, width: u64) -> Result<Vec<Batch>> {
 }
 
 fn key_batch(scope: &Scope, seq: u32, lo: i64, hi: i64) -> Batch {
-    range_batch(scope, seq, format!("k-{lo}-{hi}"), Value::Int(lo), Value::Int(hi))
+    range_batch(
+        scope,
+        seq,
+        format!("k-{lo}-{hi}"),
+        Value::Int(lo),
+        Value::Int(hi),
+    )
 }
 
 fn hash_buckets(scope: &Scope, buckets: u32) -> Result<Vec<Batch>> {
     if buckets == 0 {
-        return Err(Error::InvalidPlan("hash plan needs at least one bucket".into()));
+        return Err(Error::InvalidPlan(
+            "hash plan needs at least one bucket".into(),
+        ));
     }
     let base = scope.predicate()?;
     Ok((0..buckets)

@@ -83,7 +83,9 @@ impl Predicate {
             Predicate::Range { column, .. }
             | Predicate::In { column, .. }
             | Predicate::HashBucket { column, .. } => out.push(column),
-            Predicate::And(ps) | Predicate::Or(ps) => ps.iter().for_each(|p| p.collect_columns(out)),
+            Predicate::And(ps) | Predicate::Or(ps) => {
+                ps.iter().for_each(|p| p.collect_columns(out))
+            }
             Predicate::Not(p) => p.collect_columns(out),
         }
     }
@@ -91,6 +93,9 @@ impl Predicate {
     /// Evaluates the predicate on a row, with SQL three-valued logic;
     /// `lookup` returns a column's value. Returns `Some(true)` only when
     /// the row is selected.
+    // A short-circuiting `try_fold` would stop at the first unknown and
+    // break three-valued logic (`unknown AND false` is false).
+    #[allow(clippy::manual_try_fold)]
     pub fn eval(&self, lookup: &dyn Fn(&Ident) -> Value) -> Option<bool> {
         match self {
             Predicate::All => Some(true),
@@ -110,6 +115,10 @@ impl Predicate {
                 and3(lower, upper)
             }
             Predicate::In { column, values } => {
+                if values.is_empty() {
+                    // Rendered as FALSE in SQL, whatever the value.
+                    return Some(false);
+                }
                 let v = lookup(column);
                 if v.is_null() {
                     return None;
@@ -133,8 +142,12 @@ impl Predicate {
                 buckets,
                 bucket,
             } => Some(memory_bucket(&lookup(column), *buckets) == *bucket),
-            Predicate::And(ps) => ps.iter().fold(Some(true), |acc, p| and3(acc, p.eval(lookup))),
-            Predicate::Or(ps) => ps.iter().fold(Some(false), |acc, p| or3(acc, p.eval(lookup))),
+            Predicate::And(ps) => ps
+                .iter()
+                .fold(Some(true), |acc, p| and3(acc, p.eval(lookup))),
+            Predicate::Or(ps) => ps
+                .iter()
+                .fold(Some(false), |acc, p| or3(acc, p.eval(lookup))),
             Predicate::Not(p) => p.eval(lookup).map(|b| !b),
         }
     }

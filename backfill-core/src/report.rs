@@ -53,7 +53,9 @@ impl RunReport {
 
     /// Outcomes that failed.
     pub fn failures(&self) -> impl Iterator<Item = &Outcome> {
-        self.outcomes.iter().filter(|o| matches!(o.status, Status::Fail | Status::Error))
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o.status, Status::Fail | Status::Error))
     }
 }
 
@@ -82,10 +84,21 @@ impl fmt::Display for RunReport {
                 format!(", {:.1}s throttled", self.throttled.as_secs_f64())
             }
         )?;
-        let passed = self.outcomes.iter().filter(|o| o.status == Status::Pass).count();
-        let warned = self.outcomes.iter().filter(|o| o.status == Status::Warn).count();
+        let passed = self
+            .outcomes
+            .iter()
+            .filter(|o| o.status == Status::Pass)
+            .count();
+        let warned = self
+            .outcomes
+            .iter()
+            .filter(|o| o.status == Status::Warn)
+            .count();
         let failed = self.failures().count();
-        writeln!(f, "  checks: {passed} passed, {warned} warned, {failed} failed")?;
+        writeln!(
+            f,
+            "  checks: {passed} passed, {warned} warned, {failed} failed"
+        )?;
         for o in self.failures().take(5) {
             writeln!(
                 f,
@@ -97,7 +110,12 @@ impl fmt::Display for RunReport {
         }
         if !self.gaps.is_empty() {
             let shown: Vec<&str> = self.gaps.iter().take(5).map(|g| g.0.as_str()).collect();
-            writeln!(f, "  gaps: {} batch(es) not written: {}", self.gaps.len(), shown.join(", "))?;
+            writeln!(
+                f,
+                "  gaps: {} batch(es) not written: {}",
+                self.gaps.len(),
+                shown.join(", ")
+            )?;
         }
         Ok(())
     }

@@ -118,7 +118,12 @@ pub struct Scope {
 
 impl Scope {
     /// A scope on `target`, cut on `batch_column`, in `time_zone`.
-    pub fn new(target: TableRef, batch_column: &str, bounds: Bounds, time_zone: &str) -> Result<Scope> {
+    pub fn new(
+        target: TableRef,
+        batch_column: &str,
+        bounds: Bounds,
+        time_zone: &str,
+    ) -> Result<Scope> {
         let scope = Scope {
             target,
             batch_column: Ident::new(batch_column)?,
@@ -146,8 +151,9 @@ impl Scope {
 
     /// The scope's time zone.
     pub fn zone(&self) -> Result<TimeZone> {
-        TimeZone::get(&self.time_zone)
-            .map_err(|e| Error::InvalidScope(format!("unknown time zone {:?}: {e}", self.time_zone)))
+        TimeZone::get(&self.time_zone).map_err(|e| {
+            Error::InvalidScope(format!("unknown time zone {:?}: {e}", self.time_zone))
+        })
     }
 
     /// Checks the scope: known zone, non-empty and non-inverted ranges,
@@ -157,13 +163,21 @@ impl Scope {
         match &self.bounds {
             Bounds::Time { start, end, column } => {
                 if start == end {
-                    return Err(Error::InvalidScope(format!("empty range: start {start} equals end")));
+                    return Err(Error::InvalidScope(format!(
+                        "empty range: start {start} equals end"
+                    )));
                 }
                 if start > end {
-                    return Err(Error::InvalidScope(format!("inverted range: start {start} is after end {end}")));
+                    return Err(Error::InvalidScope(format!(
+                        "inverted range: start {start} is after end {end}"
+                    )));
                 }
-                if *column == TimeColumn::Date && (start.time() != Time::midnight() || end.time() != Time::midnight()) {
-                    return Err(Error::InvalidScope("a DATE column needs bounds at midnight".into()));
+                if *column == TimeColumn::Date
+                    && (start.time() != Time::midnight() || end.time() != Time::midnight())
+                {
+                    return Err(Error::InvalidScope(
+                        "a DATE column needs bounds at midnight".into(),
+                    ));
                 }
                 if *column == TimeColumn::Instant {
                     to_instant(&tz, *start)?;
@@ -177,18 +191,33 @@ impl Scope {
                 if values.iter().any(Value::is_null) {
                     return Err(Error::InvalidScope("NULL in partition list".into()));
                 }
+                let kind = std::mem::discriminant(&values[0]);
+                if values.iter().any(|v| std::mem::discriminant(v) != kind) {
+                    return Err(Error::InvalidScope(
+                        "partition values must all have one type".into(),
+                    ));
+                }
+                // Duplicates as SQL sees them (0.0 equals -0.0): sort, then
+                // compare neighbours with SQL equality.
                 let mut sorted = values.clone();
                 sorted.sort_by(|a, b| a.total_cmp(b));
-                if let Some(w) = sorted.windows(2).find(|w| w[0].total_cmp(&w[1]).is_eq()) {
+                if let Some(w) = sorted
+                    .windows(2)
+                    .find(|w| w[0].compare(&w[1]).is_some_and(|o| o.is_eq()))
+                {
                     return Err(Error::InvalidScope(format!("duplicate partition {}", w[0])));
                 }
             }
             Bounds::Keys { start, end } => {
                 if start == end {
-                    return Err(Error::InvalidScope(format!("empty key range [{start}, {end})")));
+                    return Err(Error::InvalidScope(format!(
+                        "empty key range [{start}, {end})"
+                    )));
                 }
                 if start > end {
-                    return Err(Error::InvalidScope(format!("inverted key range [{start}, {end})")));
+                    return Err(Error::InvalidScope(format!(
+                        "inverted key range [{start}, {end})"
+                    )));
                 }
             }
             Bounds::All => {}
@@ -230,7 +259,12 @@ pub(crate) fn to_instant(tz: &TimeZone, dt: DateTime) -> Result<Timestamp> {
     tz.to_ambiguous_zoned_datetime(dt)
         .unambiguous()
         .map(|z| z.timestamp())
-        .map_err(|e| Error::InvalidScope(format!("local time {dt} in {}: {e}", tz.iana_name().unwrap_or("zone"))))
+        .map_err(|e| {
+            Error::InvalidScope(format!(
+                "local time {dt} in {}: {e}",
+                tz.iana_name().unwrap_or("zone")
+            ))
+        })
 }
 
 /// The boundary instant of a window starting at wall-clock `dt`: a

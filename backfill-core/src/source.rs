@@ -45,7 +45,14 @@ impl Source {
             Source::Query(q) => {
                 let one_line: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
                 if one_line.len() > 80 {
-                    format!("query {}…", &one_line[..one_line.char_indices().nth(79).map(|(i, _)| i).unwrap_or(one_line.len())])
+                    format!(
+                        "query {}…",
+                        &one_line[..one_line
+                            .char_indices()
+                            .nth(79)
+                            .map(|(i, _)| i)
+                            .unwrap_or(one_line.len())]
+                    )
                 } else {
                     format!("query {one_line}")
                 }

@@ -39,19 +39,27 @@ impl StrategySpec {
     /// Whether the strategy changes the target table in place (and so
     /// needs a pre-image to roll back).
     pub fn overwrites_in_place(&self) -> bool {
-        matches!(self, StrategySpec::PartitionOverwrite | StrategySpec::Merge { .. })
+        matches!(
+            self,
+            StrategySpec::PartitionOverwrite | StrategySpec::Merge { .. }
+        )
     }
 
     /// Whether new data is exposed only at cut-over.
     pub fn needs_cutover(&self) -> bool {
-        matches!(self, StrategySpec::StagingSwap | StrategySpec::ParallelVersion { .. })
+        matches!(
+            self,
+            StrategySpec::StagingSwap | StrategySpec::ParallelVersion { .. }
+        )
     }
 
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
         if let StrategySpec::Merge { keys } = self {
             if keys.is_empty() {
-                return Err(Error::InvalidPlan("merge needs at least one key column".into()));
+                return Err(Error::InvalidPlan(
+                    "merge needs at least one key column".into(),
+                ));
             }
         }
         Ok(())
@@ -153,7 +161,12 @@ pub trait WriteStrategy: Send + Sync {
     async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>>;
 
     /// Writes one batch atomically (idempotent under repetition).
-    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome>;
+    async fn write_batch(
+        &self,
+        ctx: &RunContext<'_>,
+        batch: &Batch,
+        mark: Option<&TxMark>,
+    ) -> Result<WriteOutcome>;
 
     /// Exposes the new data to readers (a no-op for in-place patterns).
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()>;
@@ -161,7 +174,8 @@ pub trait WriteStrategy: Send + Sync {
     /// Restores the exact prior state. `written` lists the batches whose
     /// data was written, in plan order; `cut_over` says whether cut-over
     /// happened.
-    async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], cut_over: bool) -> Result<()>;
+    async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], cut_over: bool)
+        -> Result<()>;
 }
 
 /// The strategy implementing `spec`.
@@ -180,10 +194,16 @@ pub fn strategy_for(spec: &StrategySpec) -> Box<dyn WriteStrategy> {
     }
 }
 
-async fn prepare_pre_image(ctx: &RunContext<'_>, like: &TableRef, assets: &mut Vec<Asset>) -> Result<()> {
+async fn prepare_pre_image(
+    ctx: &RunContext<'_>,
+    like: &TableRef,
+    assets: &mut Vec<Asset>,
+) -> Result<()> {
     if ctx.keep_pre_image {
         let pre = ctx.pre_image_table()?;
-        ctx.warehouse.create_snapshot_table(like, ctx.columns, &pre).await?;
+        ctx.warehouse
+            .create_snapshot_table(like, ctx.columns, &pre)
+            .await?;
         assets.push(ctx.asset(AssetKind::PreImage, pre));
     }
     Ok(())
@@ -248,7 +268,12 @@ impl WriteStrategy for PartitionOverwrite {
         Ok(assets)
     }
 
-    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+    async fn write_batch(
+        &self,
+        ctx: &RunContext<'_>,
+        batch: &Batch,
+        mark: Option<&TxMark>,
+    ) -> Result<WriteOutcome> {
         let pre = if ctx.keep_pre_image {
             Some(ctx.pre_image_table()?)
         } else {
@@ -263,7 +288,12 @@ impl WriteStrategy for PartitionOverwrite {
         Ok(())
     }
 
-    async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], _cut_over: bool) -> Result<()> {
+    async fn rollback(
+        &self,
+        ctx: &RunContext<'_>,
+        written: &[Batch],
+        _cut_over: bool,
+    ) -> Result<()> {
         restore_slices(ctx, ctx.target, written).await
     }
 }
@@ -288,27 +318,43 @@ impl WriteStrategy for StagingSwap {
         Ok(vec![ctx.asset(AssetKind::Stage, stage)])
     }
 
-    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+    async fn write_batch(
+        &self,
+        ctx: &RunContext<'_>,
+        batch: &Batch,
+        mark: Option<&TxMark>,
+    ) -> Result<WriteOutcome> {
         let stage = ctx.stage_table()?;
-        ctx.warehouse.overwrite_slice(&slice(ctx, batch, &stage, None, mark)).await
+        ctx.warehouse
+            .overwrite_slice(&slice(ctx, batch, &stage, None, mark))
+            .await
     }
 
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {
         let stage = ctx.stage_table()?;
         let old = ctx.kept_old_table()?;
-        if ctx.warehouse.describe(&stage).await?.is_none() && ctx.warehouse.describe(&old).await?.is_some() {
+        if ctx.warehouse.describe(&stage).await?.is_none()
+            && ctx.warehouse.describe(&old).await?.is_some()
+        {
             // Already swapped: cut-over is idempotent.
             return Ok(());
         }
         ctx.warehouse.swap(ctx.target, &stage, &old).await
     }
 
-    async fn rollback(&self, ctx: &RunContext<'_>, _written: &[Batch], cut_over: bool) -> Result<()> {
+    async fn rollback(
+        &self,
+        ctx: &RunContext<'_>,
+        _written: &[Batch],
+        cut_over: bool,
+    ) -> Result<()> {
         let stage = ctx.stage_table()?;
         if cut_over {
             let old = ctx.kept_old_table()?;
             if ctx.warehouse.describe(&old).await?.is_none() {
-                return Err(Error::NotAllowed(format!("kept old table {old} is gone; cannot roll back")));
+                return Err(Error::NotAllowed(format!(
+                    "kept old table {old} is gone; cannot roll back"
+                )));
             }
             // The new table goes back to the stage name, the old one back
             // to the target name.
@@ -341,13 +387,20 @@ impl WriteStrategy for Merge {
         prepare_pre_image(ctx, ctx.target, &mut assets).await?;
         if ctx.keep_pre_image {
             let log = ctx.key_log_table()?;
-            ctx.warehouse.create_snapshot_table(ctx.target, &self.keys, &log).await?;
+            ctx.warehouse
+                .create_snapshot_table(ctx.target, &self.keys, &log)
+                .await?;
             assets.push(ctx.asset(AssetKind::KeyLog, log));
         }
         Ok(assets)
     }
 
-    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+    async fn write_batch(
+        &self,
+        ctx: &RunContext<'_>,
+        batch: &Batch,
+        mark: Option<&TxMark>,
+    ) -> Result<WriteOutcome> {
         let (pre, log) = if ctx.keep_pre_image {
             (Some(ctx.pre_image_table()?), Some(ctx.key_log_table()?))
         } else {
@@ -366,11 +419,20 @@ impl WriteStrategy for Merge {
         Ok(())
     }
 
-    async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], _cut_over: bool) -> Result<()> {
+    async fn rollback(
+        &self,
+        ctx: &RunContext<'_>,
+        written: &[Batch],
+        _cut_over: bool,
+    ) -> Result<()> {
         let pre = ctx.pre_image_table()?;
         let log = ctx.key_log_table()?;
-        if ctx.warehouse.describe(&pre).await?.is_none() || ctx.warehouse.describe(&log).await?.is_none() {
-            return Err(Error::NotAllowed(format!("no pre-image {pre} to roll back to")));
+        if ctx.warehouse.describe(&pre).await?.is_none()
+            || ctx.warehouse.describe(&log).await?.is_none()
+        {
+            return Err(Error::NotAllowed(format!(
+                "no pre-image {pre} to roll back to"
+            )));
         }
         for b in written.iter().rev() {
             ctx.warehouse
@@ -413,9 +475,16 @@ impl WriteStrategy for ParallelVersion {
         Ok(vec![ctx.asset(AssetKind::Version, v)])
     }
 
-    async fn write_batch(&self, ctx: &RunContext<'_>, batch: &Batch, mark: Option<&TxMark>) -> Result<WriteOutcome> {
+    async fn write_batch(
+        &self,
+        ctx: &RunContext<'_>,
+        batch: &Batch,
+        mark: Option<&TxMark>,
+    ) -> Result<WriteOutcome> {
         let v = ctx.version_table()?;
-        ctx.warehouse.overwrite_slice(&slice(ctx, batch, &v, None, mark)).await
+        ctx.warehouse
+            .overwrite_slice(&slice(ctx, batch, &v, None, mark))
+            .await
     }
 
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {
@@ -423,7 +492,12 @@ impl WriteStrategy for ParallelVersion {
         ctx.warehouse.point_view(&self.view, &v).await
     }
 
-    async fn rollback(&self, ctx: &RunContext<'_>, _written: &[Batch], cut_over: bool) -> Result<()> {
+    async fn rollback(
+        &self,
+        ctx: &RunContext<'_>,
+        _written: &[Batch],
+        cut_over: bool,
+    ) -> Result<()> {
         if cut_over {
             ctx.warehouse.point_view(&self.view, ctx.target).await?;
         }

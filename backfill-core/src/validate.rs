@@ -177,7 +177,11 @@ pub trait Validator: Send + Sync {
     async fn check_batch(&self, ctx: &CheckContext<'_>, batch: &BatchCheck<'_>) -> Result<Outcome>;
 }
 
-fn query_text(ctx: &CheckContext<'_>, render: impl FnOnce(&dyn crate::sql::Dialect) -> crate::sql::Sql, what: &str) -> String {
+fn query_text(
+    ctx: &CheckContext<'_>,
+    render: impl FnOnce(&dyn crate::sql::Dialect) -> crate::sql::Sql,
+    what: &str,
+) -> String {
     match ctx.warehouse.dialect() {
         Some(d) => render(d).display(),
         None => format!("in-memory: {what}"),
@@ -224,7 +228,11 @@ impl Validator for RowCountCheck {
             threshold: Some(threshold),
             detail: format!("{before} rows before, {after} after"),
             sample: Vec::new(),
-            query: query_text(ctx, |d| crate::sql::stmt::count(d, ctx.table, pred), "count rows in slice"),
+            query: query_text(
+                ctx,
+                |d| crate::sql::stmt::count(d, ctx.table, pred),
+                "count rows in slice",
+            ),
         })
     }
 }
@@ -279,7 +287,16 @@ impl Validator for UniquenessCheck {
             sample: r.sample,
             query: query_text(
                 ctx,
-                |d| crate::sql::stmt::key_report(d, ctx.table, &self.keys, &b.batch.predicate, SAMPLE_LIMIT).0,
+                |d| {
+                    crate::sql::stmt::key_report(
+                        d,
+                        ctx.table,
+                        &self.keys,
+                        &b.batch.predicate,
+                        SAMPLE_LIMIT,
+                    )
+                    .0
+                },
                 "group by key having count(*) > 1",
             ),
         })

@@ -68,10 +68,12 @@ impl Value {
                 Value::Timestamp(_) => 5,
             }
         }
-        rank(self).cmp(&rank(other)).then_with(|| match (self, other) {
-            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
-            _ => self.compare(other).unwrap_or(Ordering::Equal),
-        })
+        rank(self)
+            .cmp(&rank(other))
+            .then_with(|| match (self, other) {
+                (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+                _ => self.compare(other).unwrap_or(Ordering::Equal),
+            })
     }
 
     /// The value as an `i64`, if it is an integer.

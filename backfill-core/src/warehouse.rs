@@ -150,20 +150,35 @@ pub trait Warehouse: Send + Sync {
 
     /// Every `every`-th value of `column` in order, among rows matching
     /// `predicate`: the boundaries of keyset batches.
-    async fn key_boundaries(&self, table: &TableRef, column: &Ident, predicate: &Predicate, every: u64)
-        -> Result<Vec<Value>>;
+    async fn key_boundaries(
+        &self,
+        table: &TableRef,
+        column: &Ident,
+        predicate: &Predicate,
+        every: u64,
+    ) -> Result<Vec<Value>>;
 
     /// Null and duplicate keys among rows of `table` matching `predicate`.
-    async fn key_report(&self, table: &TableRef, keys: &[Ident], predicate: &Predicate, sample: usize)
-        -> Result<KeyReport>;
+    async fn key_report(
+        &self,
+        table: &TableRef,
+        keys: &[Ident],
+        predicate: &Predicate,
+        sample: usize,
+    ) -> Result<KeyReport>;
 
     /// An order-independent checksum of the rows matching `predicate`.
     async fn checksum(&self, table: &TableRef, predicate: &Predicate) -> Result<Checksum>;
 
     /// Up to `limit` rows matching `predicate`, ordered by `order_by`: for
     /// inspection and tests, never for moving data.
-    async fn sample_rows(&self, table: &TableRef, predicate: &Predicate, order_by: &[Ident], limit: usize)
-        -> Result<Vec<Vec<Value>>>;
+    async fn sample_rows(
+        &self,
+        table: &TableRef,
+        predicate: &Predicate,
+        order_by: &[Ident],
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>>;
 
     /// Overwrites one batch's slice (see [`SliceWrite`]).
     async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome>;
@@ -183,11 +198,21 @@ pub trait Warehouse: Send + Sync {
     /// Creates a pre-image or key-log table: a text column
     /// [`BATCH_COLUMN`], a boolean [`MARKER_COLUMN`], then `columns` typed
     /// as in `like`, all nullable. Does nothing if it exists.
-    async fn create_snapshot_table(&self, like: &TableRef, columns: &[Ident], snapshot: &TableRef) -> Result<()>;
+    async fn create_snapshot_table(
+        &self,
+        like: &TableRef,
+        columns: &[Ident],
+        snapshot: &TableRef,
+    ) -> Result<()>;
 
     /// In one transaction: rename `target` to `keep_as` and `replacement`
     /// to `target`.
-    async fn swap(&self, target: &TableRef, replacement: &TableRef, keep_as: &TableRef) -> Result<()>;
+    async fn swap(
+        &self,
+        target: &TableRef,
+        replacement: &TableRef,
+        keep_as: &TableRef,
+    ) -> Result<()>;
 
     /// Creates or replaces `view` as `SELECT * FROM table`.
     async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()>;
@@ -208,4 +233,106 @@ pub trait Warehouse: Send + Sync {
         order_by: &Ident,
         into: &TableRef,
     ) -> Result<u64>;
+}
+
+/// Any shared warehouse is a warehouse.
+#[async_trait]
+impl<T: Warehouse + ?Sized> Warehouse for std::sync::Arc<T> {
+    fn engine(&self) -> &str {
+        (**self).engine()
+    }
+    fn dialect(&self) -> Option<&dyn Dialect> {
+        (**self).dialect()
+    }
+    async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>> {
+        (**self).describe(table).await
+    }
+    async fn describe_source(&self, source: &Source) -> Result<TableSchema> {
+        (**self).describe_source(source).await
+    }
+    async fn count(&self, table: &TableRef, predicate: &Predicate) -> Result<u64> {
+        (**self).count(table, predicate).await
+    }
+    async fn key_boundaries(
+        &self,
+        table: &TableRef,
+        column: &Ident,
+        predicate: &Predicate,
+        every: u64,
+    ) -> Result<Vec<Value>> {
+        (**self)
+            .key_boundaries(table, column, predicate, every)
+            .await
+    }
+    async fn key_report(
+        &self,
+        table: &TableRef,
+        keys: &[Ident],
+        predicate: &Predicate,
+        sample: usize,
+    ) -> Result<KeyReport> {
+        (**self).key_report(table, keys, predicate, sample).await
+    }
+    async fn checksum(&self, table: &TableRef, predicate: &Predicate) -> Result<Checksum> {
+        (**self).checksum(table, predicate).await
+    }
+    async fn sample_rows(
+        &self,
+        table: &TableRef,
+        predicate: &Predicate,
+        order_by: &[Ident],
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>> {
+        (**self)
+            .sample_rows(table, predicate, order_by, limit)
+            .await
+    }
+    async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome> {
+        (**self).overwrite_slice(write).await
+    }
+    async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
+        (**self).merge_slice(write).await
+    }
+    async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {
+        (**self).restore_slice(restore).await
+    }
+    async fn create_copy(&self, from: &TableRef, to: &TableRef, with_rows: bool) -> Result<()> {
+        (**self).create_copy(from, to, with_rows).await
+    }
+    async fn create_snapshot_table(
+        &self,
+        like: &TableRef,
+        columns: &[Ident],
+        snapshot: &TableRef,
+    ) -> Result<()> {
+        (**self)
+            .create_snapshot_table(like, columns, snapshot)
+            .await
+    }
+    async fn swap(
+        &self,
+        target: &TableRef,
+        replacement: &TableRef,
+        keep_as: &TableRef,
+    ) -> Result<()> {
+        (**self).swap(target, replacement, keep_as).await
+    }
+    async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()> {
+        (**self).point_view(view, table).await
+    }
+    async fn drop_table(&self, table: &TableRef) -> Result<bool> {
+        (**self).drop_table(table).await
+    }
+    async fn stage_source(
+        &self,
+        source: &Source,
+        predicate: &Predicate,
+        bounds: (Option<&Value>, Option<&Value>),
+        order_by: &Ident,
+        into: &TableRef,
+    ) -> Result<u64> {
+        (**self)
+            .stage_source(source, predicate, bounds, order_by, into)
+            .await
+    }
 }

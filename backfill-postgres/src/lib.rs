@@ -1,1 +1,2 @@
-//! placeholder
+//! PostgreSQL adapter for backfill (in progress).
+#![warn(missing_docs)]

@@ -149,7 +149,12 @@ impl Ledger for MemoryLedger {
         Ok(run_mut(&mut st, run_id)?.record.clone())
     }
 
-    async fn set_run_status(&self, run_id: &RunId, status: RunStatus, note: Option<&str>) -> Result<()> {
+    async fn set_run_status(
+        &self,
+        run_id: &RunId,
+        status: RunStatus,
+        note: Option<&str>,
+    ) -> Result<()> {
         let now = self.clock.now();
         let mut st = self.lock();
         let run = run_mut(&mut st, run_id)?;
@@ -174,8 +179,13 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn claim(&self, run_id: &RunId, worker: &str, lease: Duration, only: Option<&[BatchId]>)
-        -> Result<Option<Claim>> {
+    async fn claim(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[BatchId]>,
+    ) -> Result<Option<Claim>> {
         let now = self.clock.now();
         let mut st = self.lock();
         let run = run_mut(&mut st, run_id)?;
@@ -243,7 +253,8 @@ impl Ledger for MemoryLedger {
             .find(|b| &b.batch.id == batch_id)
             .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
         if let Some(t) = token {
-            let held = b.state == BatchState::Running && b.lease.as_ref().is_some_and(|l| l.token == t);
+            let held =
+                b.state == BatchState::Running && b.lease.as_ref().is_some_and(|l| l.token == t);
             if !held {
                 return Err(Error::LeaseLost {
                     batch: batch_id.to_string(),

@@ -39,7 +39,8 @@ impl RunId {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if ok {
             Ok(RunId(s))
         } else {
@@ -468,14 +469,24 @@ pub trait Ledger: Send + Sync {
     async fn run(&self, run_id: &RunId) -> Result<RunRecord>;
 
     /// Sets the run's status, appending a note if given.
-    async fn set_run_status(&self, run_id: &RunId, status: RunStatus, note: Option<&str>) -> Result<()>;
+    async fn set_run_status(
+        &self,
+        run_id: &RunId,
+        status: RunStatus,
+        note: Option<&str>,
+    ) -> Result<()>;
 
     /// Claims the next claimable batch (pending in plan order, then running
     /// with an expired lease), restricted to `only` if given. The claim
     /// moves it to `running`, counts an attempt and issues a new fencing
     /// token.
-    async fn claim(&self, run_id: &RunId, worker: &str, lease: Duration, only: Option<&[BatchId]>)
-        -> Result<Option<Claim>>;
+    async fn claim(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[BatchId]>,
+    ) -> Result<Option<Claim>>;
 
     /// Moves a batch to `to`. With `token`, the move is refused with
     /// [`Error::LeaseLost`] unless the batch is still held under that token.

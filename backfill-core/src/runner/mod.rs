@@ -115,7 +115,9 @@ impl RetryPolicy {
     /// The backoff before attempt `attempt` (2 = first retry).
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(2).min(20);
-        self.initial_backoff.saturating_mul(1 << exp).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(1 << exp)
+            .min(self.max_backoff)
     }
 }
 
@@ -290,7 +292,9 @@ impl Runner {
     pub async fn test_slice(&self, job: &Backfill, batches: &[BatchId]) -> Result<SliceEstimate> {
         for id in batches {
             if job.plan.batch(id).is_none() {
-                return Err(Error::InvalidPlan(format!("test slice names batch {id}, which is not in the plan")));
+                return Err(Error::InvalidPlan(format!(
+                    "test slice names batch {id}, which is not in the plan"
+                )));
             }
         }
         let (_, shared) = self.execute(job, Some(batches)).await?;
@@ -369,14 +373,29 @@ impl Runner {
         let started = Instant::now();
         job.brief.preflight().into_result()?;
         if job.plan.scope != job.brief.scope {
-            return Err(Error::InvalidPlan("the plan was made for a different scope than the brief's".into()));
+            return Err(Error::InvalidPlan(
+                "the plan was made for a different scope than the brief's".into(),
+            ));
         }
         let columns = self.check_schema(job).await?;
         let target = job.target().clone();
         let fingerprint = job.fingerprint();
         let run_id = &job.run_id;
 
-        self.ledger.lock_target(&target, run_id).await?;
+        // A finished run with the same plan has nothing to do and must not
+        // take the target again; anything else takes the lock first.
+        let existing = match self.ledger.run(run_id).await {
+            Ok(r) => Some(r),
+            Err(Error::RunNotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let finished = existing.as_ref().is_some_and(|r| {
+            matches!(r.status, RunStatus::Completed | RunStatus::CutOver)
+                && r.fingerprint == fingerprint
+        });
+        if !finished {
+            self.ledger.lock_target(&target, run_id).await?;
+        }
         let now = self.ledger.now();
         let record = RunRecord {
             run_id: run_id.clone(),
@@ -402,7 +421,13 @@ impl Runner {
         for b in self.ledger.batches(run_id).await? {
             if b.state == BatchState::Failed && only.is_none_or(|ids| ids.contains(&b.batch.id)) {
                 self.ledger
-                    .transition(run_id, &b.batch.id, None, BatchState::Pending, BatchUpdate::reason("requeued on resume"))
+                    .transition(
+                        run_id,
+                        &b.batch.id,
+                        None,
+                        BatchState::Pending,
+                        BatchUpdate::reason("requeued on resume"),
+                    )
                     .await?;
             }
         }
@@ -414,7 +439,8 @@ impl Runner {
             .count();
 
         let strategy = strategy_for(&job.brief.strategy);
-        let retention = jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
+        let retention =
+            jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
         let mut source = job.source.clone();
         let owner = job.brief.operator.clone();
         let ctx0 = RunContext {
@@ -440,7 +466,13 @@ impl Runner {
                 let scope_pred = job.plan.scope.predicate()?;
                 let (lo, hi) = scope_bounds(&job.plan);
                 self.warehouse
-                    .stage_source(&job.source, &scope_pred, (lo.as_ref(), hi.as_ref()), &job.plan.scope.batch_column, &staged)
+                    .stage_source(
+                        &job.source,
+                        &scope_pred,
+                        (lo.as_ref(), hi.as_ref()),
+                        &job.plan.scope.batch_column,
+                        &staged,
+                    )
                     .await?;
                 assets.push(Asset {
                     run_id: run_id.clone(),
@@ -466,8 +498,13 @@ impl Runner {
             done: done_before,
             resumed: start == RunStart::Resumed,
         });
-        let validators: Vec<Box<dyn Validator>> =
-            job.brief.validation.checks.iter().map(|c| c.validator()).collect();
+        let validators: Vec<Box<dyn Validator>> = job
+            .brief
+            .validation
+            .checks
+            .iter()
+            .map(|c| c.validator())
+            .collect();
         let shared = Shared {
             job,
             ctx,
@@ -495,7 +532,11 @@ impl Runner {
             join_all(workers).instrument(span).await;
         }
 
-        let failure = shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let failure = shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let cancelled = self.control.state() == ControlState::Cancelled;
         let after = self.ledger.batches(run_id).await?;
         let gap_ids = gaps(&after);
@@ -519,15 +560,24 @@ impl Runner {
         };
         let current = self.ledger.run(run_id).await?.status;
         if current != status || note.is_some() {
-            self.ledger.set_run_status(run_id, status, note.as_deref()).await?;
+            self.ledger
+                .set_run_status(run_id, status, note.as_deref())
+                .await?;
         }
-        if status == RunStatus::Completed && !job.brief.strategy.needs_cutover() {
+        let released = status == RunStatus::CutOver
+            || (status == RunStatus::Completed && !job.brief.strategy.needs_cutover());
+        if released {
             self.ledger.unlock_target(&target, run_id).await?;
         }
         self.emit(Event::RunFinished { status });
         if let Some(e) = failure {
             return Err(e);
         }
+        let outcomes = shared
+            .outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let report = RunReport {
             run_id: run_id.clone(),
             target: target.to_string(),
@@ -539,7 +589,7 @@ impl Runner {
             batches_this_run: shared.this_run.load(Ordering::SeqCst),
             rows_written: shared.rows_written.load(Ordering::SeqCst),
             rows_before: shared.rows_before.load(Ordering::SeqCst),
-            outcomes: shared.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            outcomes,
             gaps: gap_ids,
             assets: self.ledger.assets(Some(run_id)).await?,
             elapsed: started.elapsed(),
@@ -562,7 +612,11 @@ impl Runner {
                     if !shared.paused_announced.swap(true, Ordering::SeqCst) {
                         let _ = self
                             .ledger
-                            .set_run_status(&shared.job.run_id, RunStatus::Paused, Some("paused by operator"))
+                            .set_run_status(
+                                &shared.job.run_id,
+                                RunStatus::Paused,
+                                Some("paused by operator"),
+                            )
                             .await;
                         self.emit(Event::Paused {
                             reason: "paused by operator".into(),
@@ -574,7 +628,11 @@ impl Runner {
                             if shared.paused_announced.swap(false, Ordering::SeqCst) {
                                 let _ = self
                                     .ledger
-                                    .set_run_status(&shared.job.run_id, RunStatus::Running, Some("resumed"))
+                                    .set_run_status(
+                                        &shared.job.run_id,
+                                        RunStatus::Running,
+                                        Some("resumed"),
+                                    )
                                     .await;
                                 self.emit(Event::Resumed);
                             }
@@ -586,7 +644,14 @@ impl Runner {
             }
             let mut throttle = None;
             for s in &self.signals {
-                match read_fail_closed(s.as_ref(), self.options.signal_timeout, self.options.signal_max_age, self.ledger.now()).await {
+                match read_fail_closed(
+                    s.as_ref(),
+                    self.options.signal_timeout,
+                    self.options.signal_max_age,
+                    self.ledger.now(),
+                )
+                .await
+                {
                     Load::Ok => {}
                     Load::Throttle(r) => {
                         throttle = Some(r);
@@ -598,7 +663,11 @@ impl Runner {
                         throttle = None;
                         let _ = self
                             .ledger
-                            .set_run_status(&shared.job.run_id, RunStatus::Paused, Some(&format!("critical load: {r}")))
+                            .set_run_status(
+                                &shared.job.run_id,
+                                RunStatus::Paused,
+                                Some(&format!("critical load: {r}")),
+                            )
                             .await;
                         shared.paused_announced.store(true, Ordering::SeqCst);
                         self.emit(Event::Paused { reason: r });
@@ -630,7 +699,11 @@ impl Runner {
             if !self.gate(shared).await {
                 return;
             }
-            let claim = match self.ledger.claim(run_id, &worker, self.options.lease, shared.only).await {
+            let claim = match self
+                .ledger
+                .claim(run_id, &worker, self.options.lease, shared.only)
+                .await
+            {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
                 Err(e) => {
@@ -639,7 +712,10 @@ impl Runner {
                 }
             };
             let span = tracing::info_span!("backfill.batch", batch = %claim.batch.id, attempt = claim.attempt);
-            let r = self.one_batch(shared, &claim.batch, claim.token, claim.attempt).instrument(span).await;
+            let r = self
+                .one_batch(shared, &claim.batch, claim.token, claim.attempt)
+                .instrument(span)
+                .await;
             if let Err(e) = r {
                 self.fail(shared, e);
                 return;
@@ -655,7 +731,13 @@ impl Runner {
         }
     }
 
-    async fn one_batch(&self, shared: &Shared<'_>, batch: &Batch, token: u64, attempt: u32) -> Result<()> {
+    async fn one_batch(
+        &self,
+        shared: &Shared<'_>,
+        batch: &Batch,
+        token: u64,
+        attempt: u32,
+    ) -> Result<()> {
         let run_id = &shared.job.run_id;
         self.emit(Event::BatchStarted {
             batch: batch.id.clone(),
@@ -665,7 +747,11 @@ impl Runner {
         let mark = self.ledger.tx_mark(run_id, &batch.id, token);
         let mut tries = 1;
         let written: WriteOutcome = loop {
-            match shared.strategy.write_batch(&shared.ctx, batch, mark.as_ref()).await {
+            match shared
+                .strategy
+                .write_batch(&shared.ctx, batch, mark.as_ref())
+                .await
+            {
                 Ok(w) => break w,
                 Err(e) => {
                     let retry = e.is_transient() && tries < self.options.retry.max_attempts;
@@ -714,7 +800,10 @@ impl Runner {
             warehouse: self.warehouse.as_ref(),
             table: &shared.write_table,
         };
-        let check = BatchCheck { batch, written: &written };
+        let check = BatchCheck {
+            batch,
+            written: &written,
+        };
         let mut blocking_failure = None;
         for v in &shared.validators {
             let o = match v.check_batch(&cctx, &check).await {
@@ -739,7 +828,11 @@ impl Runner {
                     detail: format!("batch {}: {}", batch.id, o.detail),
                 });
             }
-            shared.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(o);
+            shared
+                .outcomes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(o);
         }
         if let Some(e) = blocking_failure {
             self.ledger
@@ -758,14 +851,25 @@ impl Runner {
         }
         if !shared.validators.is_empty() {
             self.ledger
-                .transition(run_id, &batch.id, None, BatchState::Validated, BatchUpdate::reason("checks passed"))
+                .transition(
+                    run_id,
+                    &batch.id,
+                    None,
+                    BatchState::Validated,
+                    BatchUpdate::reason("checks passed"),
+                )
                 .await?;
         }
         let elapsed = t0.elapsed();
         let done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
         shared.this_run.fetch_add(1, Ordering::SeqCst);
-        let rows = shared.rows_written.fetch_add(written.rows_written, Ordering::SeqCst) + written.rows_written;
-        shared.rows_before.fetch_add(written.rows_before, Ordering::SeqCst);
+        let rows = shared
+            .rows_written
+            .fetch_add(written.rows_written, Ordering::SeqCst)
+            + written.rows_written;
+        shared
+            .rows_before
+            .fetch_add(written.rows_before, Ordering::SeqCst);
         shared
             .slice
             .lock()
@@ -780,7 +884,9 @@ impl Runner {
             let mut m = shared.ewma.lock().unwrap_or_else(|e| e.into_inner());
             m.observe(elapsed.as_secs_f64());
             let remaining = match shared.only {
-                Some(ids) => ids.len().saturating_sub(shared.this_run.load(Ordering::SeqCst)),
+                Some(ids) => ids
+                    .len()
+                    .saturating_sub(shared.this_run.load(Ordering::SeqCst)),
                 None => shared.total.saturating_sub(done),
             };
             m.eta(remaining, self.options.concurrency)
@@ -827,7 +933,10 @@ impl Runner {
             return Ok(());
         }
         if run.status != RunStatus::Completed {
-            return Err(Error::NotAllowed(format!("cut-over of a run that is {}", run.status.as_str())));
+            return Err(Error::NotAllowed(format!(
+                "cut-over of a run that is {}",
+                run.status.as_str()
+            )));
         }
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
@@ -877,7 +986,13 @@ impl Runner {
         for b in touched {
             if b.state.can_move_to(BatchState::RolledBack) {
                 self.ledger
-                    .transition(run_id, &b.batch.id, None, BatchState::RolledBack, BatchUpdate::reason("rolled back"))
+                    .transition(
+                        run_id,
+                        &b.batch.id,
+                        None,
+                        BatchState::RolledBack,
+                        BatchUpdate::reason("rolled back"),
+                    )
                     .await?;
             }
         }

@@ -51,7 +51,12 @@ pub trait LoadSignal: Send + Sync {
 
 /// Reads a signal and fails closed: an error, a timeout or a reading
 /// older than `max_age` counts as [`Load::Throttle`] with the reason.
-pub async fn read_fail_closed(signal: &dyn LoadSignal, timeout: Duration, max_age: Duration, now: Timestamp) -> Load {
+pub async fn read_fail_closed(
+    signal: &dyn LoadSignal,
+    timeout: Duration,
+    max_age: Duration,
+    now: Timestamp,
+) -> Load {
     let name = signal.name();
     match tokio::time::timeout(timeout, signal.read()).await {
         Err(_) => Load::Throttle(format!("{name}: no reading within {timeout:?}")),

@@ -52,7 +52,9 @@ impl Dialect for DuckDbDialect {
     }
 
     fn hash_bucket(&self, expr: &str, buckets: u32) -> String {
-        format!("(CASE WHEN {expr} IS NULL THEN 0 ELSE CAST(hash({expr}) % {buckets} AS BIGINT) END)")
+        format!(
+            "(CASE WHEN {expr} IS NULL THEN 0 ELSE CAST(hash({expr}) % {buckets} AS BIGINT) END)"
+        )
     }
 
     fn row_hash(&self, alias: &str) -> String {

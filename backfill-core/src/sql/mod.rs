@@ -174,7 +174,11 @@ impl<'d> SqlBuilder<'d> {
                 let mut inner = SqlBuilder::new(self.dialect);
                 col(&mut inner, column);
                 let expr = self.dialect.hash_bucket(&inner.text, *buckets);
-                self.push("(").push(&expr).push(" = ").param(Value::Int(i64::from(*bucket))).push(")");
+                self.push("(")
+                    .push(&expr)
+                    .push(" = ")
+                    .param(Value::Int(i64::from(*bucket)))
+                    .push(")");
             }
             Predicate::And(ps) | Predicate::Or(ps) => {
                 let (op, empty) = if matches!(p, Predicate::And(_)) {
@@ -207,7 +211,12 @@ impl<'d> SqlBuilder<'d> {
     /// Appends a source as a derived table `(...) AS alias`. A bounded
     /// query gets the batch's start and end bound where it says
     /// `{start}` / `{end}`.
-    pub fn source(&mut self, source: &Source, bounds: (Option<&Value>, Option<&Value>), alias: &str) -> &mut Self {
+    pub fn source(
+        &mut self,
+        source: &Source,
+        bounds: (Option<&Value>, Option<&Value>),
+        alias: &str,
+    ) -> &mut Self {
         match source {
             Source::Table(t) => {
                 self.push("(SELECT * FROM ").table(t).push(")");
@@ -260,11 +269,20 @@ impl<'d> SqlBuilder<'d> {
     /// for the batch. An unbounded source gets the batch predicate applied
     /// on top; a bounded query is trusted to apply its bounds (and checked
     /// by the guard).
-    pub fn source_slice(&mut self, source: &Source, batch: &Batch, columns: &[Ident], alias: &str) -> &mut Self {
-        self.push("(SELECT ").idents(columns, Some("__s")).push(" FROM ");
+    pub fn source_slice(
+        &mut self,
+        source: &Source,
+        batch: &Batch,
+        columns: &[Ident],
+        alias: &str,
+    ) -> &mut Self {
+        self.push("(SELECT ")
+            .idents(columns, Some("__s"))
+            .push(" FROM ");
         self.source(source, (batch.start.as_ref(), batch.end.as_ref()), "__s");
         if !source.is_bounded() {
-            self.push(" WHERE ").predicate(&batch.predicate, Some("__s"));
+            self.push(" WHERE ")
+                .predicate(&batch.predicate, Some("__s"));
         }
         self.push(") AS ").push(alias);
         self

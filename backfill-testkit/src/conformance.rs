@@ -1,0 +1,1029 @@
+//! The adapter conformance suite.
+//!
+//! What every adapter must do is written once, here, as public async
+//! functions over an [`Env`]; the fake, DuckDB and Postgres each run all of
+//! them with one [`conformance_tests!`](crate::conformance_tests) call, the
+//! way arrow-rs `object_store` shares its integration tests across
+//! backends.
+//!
+//! Every case seeds a small `facts` table (40 rows over ten days), runs a
+//! daily backfill over five of those days from a corrected source, and
+//! compares order-independent checksums against an expected table seeded
+//! beside it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backfill_core::ledger::{BatchState, Ledger, RunStatus};
+use backfill_core::runner::{Backfill, Event, RetryPolicy, RunOptions, Runner};
+use backfill_core::warehouse::Warehouse;
+use backfill_core::{
+    Bounds, Brief, CheckSpec, Column, ColumnType, Dependencies, Dependency, Error, Grain, Ident,
+    Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, Scope, Source,
+    StrategySpec, TableRef, TableSchema, ValidationPlan, Value,
+};
+use jiff::civil::{date, Date};
+
+use crate::faults::{FaultPoint, Faulty};
+use crate::fixtures::Seed;
+
+/// Makes a bounded query source over `table` on `column`, binding
+/// `{start}` and `{end}`; with `leaky_end` the query wrongly includes the
+/// end bound (`<=`), so it yields rows outside the batch.
+pub type BoundedSourceFn = Arc<dyn Fn(&TableRef, &Ident, bool) -> Source + Send + Sync>;
+
+/// One fresh, isolated place to run a conformance case.
+#[derive(Clone)]
+pub struct Env {
+    /// The engine under test.
+    pub warehouse: Arc<dyn Warehouse>,
+    /// The ledger the engine uses (in the engine, or in memory).
+    pub ledger: Arc<dyn Ledger>,
+    /// Loads test data into the engine.
+    pub seed: Arc<dyn Seed>,
+    /// The schema tables live in, if the engine isolates cases by schema.
+    pub schema: Option<Ident>,
+    /// Makes bounded query sources for this engine.
+    pub bounded_source: BoundedSourceFn,
+}
+
+/// A fresh env on the [`FakeWarehouse`](crate::FakeWarehouse) with an
+/// in-memory ledger.
+pub fn fake_env() -> Env {
+    let fake = crate::FakeWarehouse::new();
+    let reader = fake.clone();
+    let registry = fake.clone();
+    let bounded: BoundedSourceFn =
+        Arc::new(move |table: &TableRef, column: &Ident, leaky_end: bool| {
+            let source = sql_bounded_source(table, column, leaky_end);
+            let Source::Query(sql) = &source else {
+                return source;
+            };
+            let (reader, table, column) = (reader.clone(), table.clone(), column.clone());
+            let schema = schema();
+            let position = schema
+                .columns
+                .iter()
+                .position(|c| c.name == column)
+                .unwrap_or(0);
+            registry.register_query(sql, schema, move |start, end| {
+                let within = |v: &Value| {
+                    let lower = start.is_none_or(|s| v.compare(s).is_some_and(|o| o.is_ge()));
+                    let upper = end.is_none_or(|e| {
+                        v.compare(e)
+                            .is_some_and(|o| if leaky_end { o.is_le() } else { o.is_lt() })
+                    });
+                    lower && upper
+                };
+                reader
+                    .rows(&table)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| within(&r[position]))
+                    .collect()
+            });
+            source
+        });
+    Env {
+        warehouse: Arc::new(fake.clone()),
+        ledger: Arc::new(backfill_core::MemoryLedger::new()),
+        seed: Arc::new(fake),
+        schema: None,
+        bounded_source: bounded,
+    }
+}
+
+/// A bounded SQL query for SQL engines.
+pub fn sql_bounded_source(table: &TableRef, column: &Ident, leaky_end: bool) -> Source {
+    let t = match &table.schema {
+        Some(s) => format!("\"{s}\".\"{}\"", table.name),
+        None => format!("\"{}\"", table.name),
+    };
+    let op = if leaky_end { "<=" } else { "<" };
+    Source::query(format!(
+        "SELECT * FROM {t} WHERE \"{column}\" >= {{start}} AND \"{column}\" {op} {{end}}"
+    ))
+}
+
+/// The write patterns, as conformance cases name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// Partition overwrite.
+    Overwrite,
+    /// Staging then swap.
+    Staging,
+    /// Merge by key.
+    Merge,
+    /// Parallel version behind a view.
+    Parallel,
+}
+
+impl Pattern {
+    fn spec(self, env: &Env) -> StrategySpec {
+        match self {
+            Pattern::Overwrite => StrategySpec::PartitionOverwrite,
+            Pattern::Staging => StrategySpec::StagingSwap,
+            Pattern::Merge => StrategySpec::Merge {
+                keys: vec![ident("id")],
+            },
+            Pattern::Parallel => StrategySpec::ParallelVersion {
+                view: env.table("facts_view"),
+            },
+        }
+    }
+}
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s).expect("valid identifier")
+}
+
+impl Env {
+    /// A table in this env's schema.
+    pub fn table(&self, name: &str) -> TableRef {
+        TableRef {
+            schema: self.schema.clone(),
+            name: ident(name),
+        }
+    }
+}
+
+const FIRST_DAY: (i16, i8, i8) = (2026, 3, 1);
+const DAYS: i8 = 10;
+const ROWS_PER_DAY: i64 = 4;
+
+fn day(n: i8) -> Date {
+    date(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2 + n)
+}
+
+fn schema() -> TableSchema {
+    TableSchema {
+        columns: vec![
+            Column::new(ident("id"), ColumnType::Int).not_null(),
+            Column::new(ident("day"), ColumnType::Date),
+            Column::new(ident("amount"), ColumnType::Int),
+            Column::new(ident("note"), ColumnType::Text),
+        ],
+    }
+}
+
+fn row(id: i64, d: Date, amount: i64, note: &str) -> Vec<Value> {
+    vec![
+        Value::Int(id),
+        Value::Date(d),
+        Value::Int(amount),
+        Value::Text(note.into()),
+    ]
+}
+
+/// The original history: 4 rows a day for 10 days.
+pub fn original_rows() -> Vec<Vec<Value>> {
+    let mut rows = Vec::new();
+    for d in 0..DAYS {
+        for k in 0..ROWS_PER_DAY {
+            let id = i64::from(d) * ROWS_PER_DAY + k + 1;
+            rows.push(row(id, day(d), id * 10, "original"));
+        }
+    }
+    rows
+}
+
+/// The scope: days 2..7 (five days), half-open.
+fn scope_days() -> (Date, Date) {
+    (day(2), day(7))
+}
+
+fn in_scope(d: &Date) -> bool {
+    let (s, e) = scope_days();
+    *d >= s && *d < e
+}
+
+/// The corrected source: amounts fixed on every day (in and out of scope),
+/// one row dropped and one row added inside the scope.
+pub fn source_rows() -> Vec<Vec<Value>> {
+    let mut rows: Vec<Vec<Value>> = original_rows()
+        .into_iter()
+        .filter(|r| r[0] != Value::Int(13))
+        .map(|mut r| {
+            let id = r[0].as_i64().unwrap_or(0);
+            r[2] = Value::Int(id * 10 + 1);
+            r[3] = Value::Text("fixed".into());
+            r
+        })
+        .collect();
+    rows.push(row(1000, day(4), 5, "added"));
+    rows
+}
+
+fn day_of(r: &[Value]) -> Date {
+    match &r[1] {
+        Value::Date(d) => *d,
+        _ => day(0),
+    }
+}
+
+/// What partition overwrite, staging and parallel version must produce.
+pub fn expected_replace() -> Vec<Vec<Value>> {
+    let mut rows: Vec<Vec<Value>> = original_rows()
+        .into_iter()
+        .filter(|r| !in_scope(&day_of(r)))
+        .collect();
+    rows.extend(source_rows().into_iter().filter(|r| in_scope(&day_of(r))));
+    rows
+}
+
+/// What merge must produce: keys in the source slice updated or inserted,
+/// other rows untouched (a merge never deletes).
+pub fn expected_merge() -> Vec<Vec<Value>> {
+    let src: Vec<Vec<Value>> = source_rows()
+        .into_iter()
+        .filter(|r| in_scope(&day_of(r)))
+        .collect();
+    let mut rows: Vec<Vec<Value>> = original_rows()
+        .into_iter()
+        .map(|r| src.iter().find(|s| s[0] == r[0]).cloned().unwrap_or(r))
+        .collect();
+    for s in &src {
+        if !rows.iter().any(|r| r[0] == s[0]) {
+            rows.push(s.clone());
+        }
+    }
+    rows
+}
+
+/// A complete brief for `scope` and `strategy`.
+pub fn brief(scope: Scope, strategy: StrategySpec) -> Brief {
+    Brief {
+        title: "Fix amounts".into(),
+        reason: "Amounts were computed without the correction.".into(),
+        operator: "ada".into(),
+        reviewer: "grace".into(),
+        risk: RiskClass::MetricChangingRepair,
+        scope,
+        dependencies: Dependencies {
+            direct: vec![Dependency::new("facts dashboard", "bi-team")],
+            indirect: vec![],
+            human: vec![Dependency::new("finance", "cfo-office")],
+        },
+        strategy,
+        idempotency: "Each batch replaces its own slice in one transaction.".into(),
+        validation: ValidationPlan {
+            checks: vec![CheckSpec::Unique {
+                keys: vec![ident("id")],
+                blocking: true,
+            }],
+            description: "Keys stay unique.".into(),
+        },
+        rollback: RollbackPlan {
+            description: "Restore pre-images with Runner::rollback.".into(),
+            keep_pre_image: true,
+            retention_days: 7,
+        },
+        expected_impact: "Amounts in five days change by a few units.".into(),
+        operations: Operations {
+            rerun: "Rerun with the same run id; done batches are skipped.".into(),
+            pause: "Pause at a batch boundary with the control handle.".into(),
+            recovery: "Resume continues the stored plan; rollback restores.".into(),
+        },
+    }
+}
+
+/// A seeded case: tables, job and runner settings.
+pub struct Case {
+    /// The environment.
+    pub env: Env,
+    /// The target table.
+    pub target: TableRef,
+    /// The job.
+    pub job: Backfill,
+    /// The pattern.
+    pub pattern: Pattern,
+}
+
+async fn seed_table(env: &Env, name: &str, rows: &[Vec<Value>]) -> TableRef {
+    seed_table_as(env, name, &schema(), rows).await
+}
+
+async fn seed_table_as(
+    env: &Env,
+    name: &str,
+    schema: &TableSchema,
+    rows: &[Vec<Value>],
+) -> TableRef {
+    let t = env.table(name);
+    env.seed
+        .create_table(&t, schema)
+        .await
+        .expect("create table");
+    if !rows.is_empty() {
+        env.seed.insert_rows(&t, rows).await.expect("insert rows");
+    }
+    t
+}
+
+/// Seeds `facts`, `facts_fix` and the parallel-version view, and builds
+/// the job.
+pub async fn setup(env: Env, pattern: Pattern, run: &str) -> Case {
+    let target = seed_table(&env, "facts", &original_rows()).await;
+    let fix = seed_table(&env, "facts_fix", &source_rows()).await;
+    if pattern == Pattern::Parallel {
+        env.seed
+            .create_view(&env.table("facts_view"), &target)
+            .await
+            .expect("create view");
+    }
+    let job = job_on(&env, pattern, run, Source::Table(fix));
+    Case {
+        env,
+        target,
+        job,
+        pattern,
+    }
+}
+
+fn job_on(env: &Env, pattern: Pattern, run: &str, source: Source) -> Backfill {
+    let (s, e) = scope_days();
+    let scope = Scope::new(env.table("facts"), "day", Bounds::dates(s, e), "UTC").expect("scope");
+    let plan = Plan::build(scope.clone(), Planner::Windows { grain: Grain::Day }).expect("plan");
+    Backfill::new(
+        RunId::new(run).expect("run id"),
+        brief(scope, pattern.spec(env)),
+        plan,
+        source,
+    )
+}
+
+fn fast_options() -> RunOptions {
+    RunOptions {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        },
+        throttle_wait: Duration::from_millis(1),
+        ..RunOptions::default()
+    }
+}
+
+impl Case {
+    /// A runner on the case's warehouse and ledger.
+    pub fn runner(&self) -> Runner {
+        Runner::new(self.env.warehouse.clone(), self.env.ledger.clone())
+            .with_options(fast_options())
+    }
+
+    /// A runner on a fault-injecting wrapper of the warehouse.
+    pub fn faulty_runner(&self) -> (Runner, Arc<Faulty<Arc<dyn Warehouse>>>) {
+        let f = Arc::new(Faulty::new(self.env.warehouse.clone()));
+        let r = Runner::new(f.clone(), self.env.ledger.clone()).with_options(fast_options());
+        (r, f)
+    }
+
+    /// The table readers see (the view for parallel version).
+    pub fn visible(&self) -> TableRef {
+        match self.pattern {
+            Pattern::Parallel => self.env.table("facts_view"),
+            _ => self.target.clone(),
+        }
+    }
+
+    /// Checksum of a table.
+    pub async fn checksum(&self, t: &TableRef) -> backfill_core::warehouse::Checksum {
+        self.env
+            .warehouse
+            .checksum(t, &Predicate::All)
+            .await
+            .expect("checksum")
+    }
+
+    /// Seeds a table with `rows` and returns its checksum.
+    pub async fn checksum_of(
+        &self,
+        name: &str,
+        rows: &[Vec<Value>],
+    ) -> backfill_core::warehouse::Checksum {
+        let t = seed_table(&self.env, name, rows).await;
+        self.checksum(&t).await
+    }
+
+    /// The checksum the case must end with.
+    pub async fn expected(&self) -> backfill_core::warehouse::Checksum {
+        let rows = if self.pattern == Pattern::Merge {
+            expected_merge()
+        } else {
+            expected_replace()
+        };
+        self.checksum_of("facts_expected", &rows).await
+    }
+
+    /// Runs to completion and cuts over where the pattern needs it.
+    pub async fn run_and_cut_over(&self, runner: &Runner) -> backfill_core::Result<()> {
+        runner.run(&self.job).await?;
+        runner.cutover(&self.job).await
+    }
+
+    async fn states(&self) -> Vec<BatchState> {
+        self.env
+            .ledger
+            .batches(&self.job.run_id)
+            .await
+            .expect("batches")
+            .iter()
+            .map(|b| b.state)
+            .collect()
+    }
+}
+
+/// A run gives the expected table.
+pub async fn run_gives_expected_table(env: Env, pattern: Pattern) {
+    let case = setup(env, pattern, "expected").await;
+    let original = case.checksum(&case.target).await;
+    let runner = case.runner();
+    let report = runner.run(&case.job).await.expect("run");
+    assert_eq!(report.batches_done, 5, "{report}");
+    assert!(report.gaps.is_empty());
+    if pattern.needs_cutover() {
+        // Nothing is visible before cut-over.
+        assert_eq!(
+            case.checksum(&case.visible()).await,
+            original,
+            "visible before cut-over"
+        );
+    }
+    runner.cutover(&case.job).await.expect("cutover");
+    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
+    if pattern == Pattern::Parallel {
+        assert_eq!(
+            case.checksum(&case.target).await,
+            original,
+            "old table untouched"
+        );
+    }
+    if pattern == Pattern::Staging {
+        let old = case.target.sibling("__bf_old_expected").expect("name");
+        assert_eq!(case.checksum(&old).await, original, "old table kept");
+    }
+}
+
+impl Pattern {
+    fn needs_cutover(self) -> bool {
+        matches!(self, Pattern::Staging | Pattern::Parallel)
+    }
+}
+
+/// Re-running the same plan changes nothing and says so.
+pub async fn rerun_changes_nothing(env: Env, pattern: Pattern) {
+    let case = setup(env, pattern, "rerun").await;
+    let runner = case.runner();
+    case.run_and_cut_over(&runner).await.expect("first run");
+    let after_first = case.checksum(&case.visible()).await;
+    let again = runner.run(&case.job).await.expect("second run");
+    assert!(again.nothing_to_do(), "second run did work: {again}");
+    runner
+        .cutover(&case.job)
+        .await
+        .expect("cut-over again is a no-op");
+    assert_eq!(case.checksum(&case.visible()).await, after_first);
+    if !pattern.needs_cutover() {
+        // A new run over the same scope gives the same table (idempotent).
+        let job2 = job_on(&case.env, pattern, "rerun_two", case.job.source.clone());
+        runner.run(&job2).await.expect("new run");
+        assert_eq!(case.checksum(&case.visible()).await, after_first);
+    }
+}
+
+/// A crash at `point` on the third batch, then resume, gives the same
+/// table as a clean run: no duplicates, no lost slice.
+pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
+    let case = setup(env, pattern, "crash").await;
+    let original = case.checksum(&case.visible()).await;
+    let (runner, faults) = case.faulty_runner();
+    match point {
+        FaultPoint::BeforeWrite | FaultPoint::AfterWriteBeforeLedger => {
+            faults.fail_nth(point, 3);
+            let err = runner.run(&case.job).await.expect_err("crash");
+            assert!(matches!(err, Error::InjectedFault(_)), "{err:?}");
+            let states = case.states().await;
+            assert_eq!(
+                states.iter().filter(|s| s.is_done()).count(),
+                2,
+                "{states:?}"
+            );
+            assert!(
+                !states.contains(&BatchState::Running),
+                "no batch left running: {states:?}"
+            );
+            // A fresh process resumes from the ledger.
+            let resumed = case.runner();
+            let report = resumed.run(&case.job).await.expect("resume");
+            assert_eq!(report.batches_this_run, 3, "{report}");
+            resumed.cutover(&case.job).await.expect("cutover");
+        }
+        FaultPoint::DuringSwap | FaultPoint::DuringCutover => {
+            faults.fail_once(point);
+            runner.run(&case.job).await.expect("run");
+            let err = runner.cutover(&case.job).await;
+            let fires = matches!(
+                (pattern, point),
+                (Pattern::Staging, FaultPoint::DuringSwap)
+                    | (Pattern::Parallel, FaultPoint::DuringCutover)
+            );
+            if fires {
+                assert!(matches!(err, Err(Error::InjectedFault(_))), "{err:?}");
+                assert_eq!(
+                    case.checksum(&case.visible()).await,
+                    original,
+                    "failed cut-over exposed nothing"
+                );
+                case.runner()
+                    .cutover(&case.job)
+                    .await
+                    .expect("cut-over retried");
+            } else {
+                err.expect("cut-over");
+            }
+        }
+    }
+    let rows = case
+        .env
+        .warehouse
+        .count(&case.visible(), &Predicate::All)
+        .await
+        .expect("count");
+    let expected_rows = if pattern == Pattern::Merge {
+        expected_merge().len()
+    } else {
+        expected_replace().len()
+    };
+    assert_eq!(rows as usize, expected_rows, "no duplicates, no lost slice");
+    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
+}
+
+/// Rollback restores the exact prior state, after a full run and after a
+/// run that crashed half-way (with data written but not recorded).
+pub async fn rollback_restores(env: Env, pattern: Pattern) {
+    let case = setup(env, pattern, "rollback").await;
+    let original = case.checksum(&case.visible()).await;
+    let runner = case.runner();
+    case.run_and_cut_over(&runner).await.expect("run");
+    assert_ne!(
+        case.checksum(&case.visible()).await,
+        original,
+        "the run changed something"
+    );
+    runner.rollback(&case.job).await.expect("rollback");
+    assert_eq!(
+        case.checksum(&case.visible()).await,
+        original,
+        "exact prior state"
+    );
+    assert_eq!(
+        case.env
+            .ledger
+            .run(&case.job.run_id)
+            .await
+            .expect("run")
+            .status,
+        RunStatus::RolledBack
+    );
+    // Rolling back twice is harmless.
+    runner.rollback(&case.job).await.expect("second rollback");
+    assert_eq!(case.checksum(&case.visible()).await, original);
+
+    // A crashed run (write landed, ledger not updated) rolls back exactly.
+    let job = job_on(
+        &case.env,
+        pattern,
+        "rollback_crash",
+        case.job.source.clone(),
+    );
+    let (frunner, faults) = case.faulty_runner();
+    faults.fail_nth(FaultPoint::AfterWriteBeforeLedger, 2);
+    let _ = frunner.run(&job).await.expect_err("crash");
+    runner.rollback(&job).await.expect("rollback after crash");
+    assert_eq!(
+        case.checksum(&case.visible()).await,
+        original,
+        "exact prior state after crash"
+    );
+}
+
+/// The guard rejects a source that yields rows outside the batch, with
+/// nothing written.
+pub async fn guard_rejects_out_of_bounds(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "guard").await;
+    let original = case.checksum(&case.target).await;
+    let fix = case.env.table("facts_fix");
+    let leaky = (case.env.bounded_source)(&fix, &ident("day"), true);
+    let job = job_on(&case.env, Pattern::Overwrite, "guard", leaky);
+    let err = case.runner().run(&job).await.expect_err("guard");
+    assert!(
+        matches!(err, Error::OutOfBounds { rows, .. } if rows > 0),
+        "{err:?}"
+    );
+    assert_eq!(
+        case.checksum(&case.target).await,
+        original,
+        "nothing written"
+    );
+    let states = case.states().await;
+    assert_eq!(states.first(), Some(&BatchState::Failed));
+
+    // The failed run still holds the target; rolling it back releases it
+    // and restores nothing, because nothing was written.
+    case.runner()
+        .rollback(&job)
+        .await
+        .expect("release the failed run");
+    assert_eq!(
+        case.checksum(&case.target).await,
+        original,
+        "nothing to restore"
+    );
+
+    // The same query with correct bounds passes the guard.
+    let sound = (case.env.bounded_source)(&fix, &ident("day"), false);
+    let job = job_on(&case.env, Pattern::Overwrite, "guard_ok", sound);
+    case.runner().run(&job).await.expect("sound bounded query");
+    assert_eq!(case.checksum(&case.target).await, case.expected().await);
+}
+
+/// Merge refuses null and duplicate source keys, with nothing written.
+pub async fn merge_refuses_bad_keys(env: Env) {
+    let case = setup(env, Pattern::Merge, "nullkey").await;
+    let original = case.checksum(&case.target).await;
+    let mut with_null = source_rows();
+    with_null.push(vec![
+        Value::Null,
+        Value::Date(day(2)),
+        Value::Int(1),
+        Value::Text("null key".into()),
+    ]);
+    let mut nullable = schema();
+    nullable.columns[0].nullable = true;
+    let nulls = seed_table_as(&case.env, "facts_nulls", &nullable, &with_null).await;
+    let job = job_on(&case.env, Pattern::Merge, "nullkey", Source::Table(nulls));
+    let err = case.runner().run(&job).await.expect_err("null keys");
+    assert!(matches!(err, Error::NullKeys { rows: 1, .. }), "{err:?}");
+    assert_eq!(
+        case.checksum(&case.target).await,
+        original,
+        "nothing written"
+    );
+    case.runner().rollback(&job).await.expect("release");
+
+    let mut dup = source_rows();
+    dup.push(row(9, day(2), 1, "duplicate of 9"));
+    let dups = seed_table(&case.env, "facts_dups", &dup).await;
+    let job = job_on(&case.env, Pattern::Merge, "dupkey", Source::Table(dups));
+    let err = case.runner().run(&job).await.expect_err("duplicate keys");
+    assert!(
+        matches!(err, Error::DuplicateKeys { groups: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        case.checksum(&case.target).await,
+        original,
+        "nothing written"
+    );
+}
+
+/// A second run on the same target is refused while the first holds it.
+pub async fn second_run_refused(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "first").await;
+    let runner = case.runner();
+    let first = case.job.plan.batches[0].id.clone();
+    runner
+        .test_slice(&case.job, &[first])
+        .await
+        .expect("test slice");
+    let held = case.checksum(&case.target).await;
+    let other = job_on(
+        &case.env,
+        Pattern::Overwrite,
+        "second",
+        case.job.source.clone(),
+    );
+    let err = runner.run(&other).await.expect_err("refused");
+    assert!(
+        matches!(err, Error::TargetLocked { ref holder, .. } if holder == "first"),
+        "{err:?}"
+    );
+    assert_eq!(
+        case.checksum(&case.target).await,
+        held,
+        "the refused run wrote nothing"
+    );
+    // Once the first run completes, the target is free again.
+    runner.run(&case.job).await.expect("finish first");
+    runner
+        .run(&other)
+        .await
+        .expect("second run after the first completed");
+}
+
+/// Pause at a batch boundary leaves the ledger consistent; resume
+/// finishes the plan.
+pub async fn pause_and_resume(env: Env, pattern: Pattern) {
+    let case = setup(env, pattern, "pause").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let finished = Arc::new(Mutex::new(0usize));
+    let runner = case.runner();
+    let control = runner.control();
+    let ctl = control.clone();
+    let count = finished.clone();
+    let runner = runner.on_event(move |e| {
+        if let Event::BatchFinished { .. } = e {
+            let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            if *n == 2 {
+                ctl.pause();
+            }
+        }
+        let _ = tx.send(e.clone());
+    });
+    let job = case.job.clone();
+    let r2 = runner.clone();
+    let handle = tokio::spawn(async move { r2.run(&job).await });
+    loop {
+        match rx.recv().await {
+            Some(Event::Paused { .. }) => break,
+            Some(_) => continue,
+            None => panic!("run ended without pausing"),
+        }
+    }
+    let states = case.states().await;
+    assert_eq!(
+        states.iter().filter(|s| s.is_done()).count(),
+        2,
+        "{states:?}"
+    );
+    assert!(!states.contains(&BatchState::Running), "{states:?}");
+    assert_eq!(
+        case.env
+            .ledger
+            .run(&case.job.run_id)
+            .await
+            .expect("run")
+            .status,
+        RunStatus::Paused
+    );
+    control.resume();
+    let report = handle.await.expect("join").expect("run");
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    runner.cutover(&case.job).await.expect("cutover");
+    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
+}
+
+/// Cancel stops at a batch boundary with the ledger consistent; a later
+/// run finishes the plan.
+pub async fn cancel_then_resume(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "cancel").await;
+    let runner = case.runner();
+    let ctl = runner.control();
+    let count = Arc::new(Mutex::new(0usize));
+    let c2 = count.clone();
+    let runner = runner.on_event(move |e| {
+        if let Event::BatchFinished { .. } = e {
+            let mut n = c2.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            if *n == 2 {
+                ctl.cancel();
+            }
+        }
+    });
+    let report = runner.run(&case.job).await.expect("cancelled run");
+    assert_eq!(report.status, RunStatus::Cancelled, "{report}");
+    assert_eq!(report.gaps.len(), 3);
+    let states = case.states().await;
+    assert_eq!(
+        states.iter().filter(|s| s.is_done()).count(),
+        2,
+        "{states:?}"
+    );
+    assert!(!states.contains(&BatchState::Running), "{states:?}");
+    let report = case.runner().run(&case.job).await.expect("resume");
+    assert_eq!(report.batches_this_run, 3);
+    assert_eq!(case.checksum(&case.target).await, case.expected().await);
+}
+
+/// A transient error is retried and the run completes.
+pub async fn transient_error_is_retried(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "transient").await;
+    let (runner, faults) = case.faulty_runner();
+    faults.transient_once(FaultPoint::BeforeWrite);
+    let report = runner.run(&case.job).await.expect("retried");
+    assert_eq!(report.batches_done, 5);
+    let attempts: Vec<u32> = case
+        .env
+        .ledger
+        .batches(&case.job.run_id)
+        .await
+        .expect("batches")
+        .iter()
+        .map(|b| b.attempts)
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![1; 5],
+        "a retry within a claim is not a new claim"
+    );
+    assert!(
+        faults.hits(FaultPoint::BeforeWrite) >= 6,
+        "the failed write was tried again"
+    );
+    assert_eq!(case.checksum(&case.target).await, case.expected().await);
+}
+
+/// Unknown tables and columns, and identifier injection, are typed errors
+/// before any write.
+pub async fn bad_input_refused_before_write(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "bad").await;
+    let original = case.checksum(&case.target).await;
+    let runner = case.runner();
+
+    let mut job = case.job.clone();
+    job.brief.scope.target = case.env.table("no_such_table");
+    job.plan = Plan::build(
+        job.brief.scope.clone(),
+        Planner::Windows { grain: Grain::Day },
+    )
+    .expect("plan");
+    let err = runner.run(&job).await.expect_err("unknown table");
+    assert!(matches!(err, Error::UnknownTable(_)), "{err:?}");
+
+    let mut job = case.job.clone();
+    job.brief.scope.columns = vec![ident("id"), ident("no_such_column")];
+    job.plan = Plan::build(
+        job.brief.scope.clone(),
+        Planner::Windows { grain: Grain::Day },
+    )
+    .expect("plan");
+    let err = runner.run(&job).await.expect_err("unknown column");
+    assert!(matches!(err, Error::UnknownColumn { .. }), "{err:?}");
+
+    let mut job = case.job.clone();
+    job.source = Source::Table(case.env.table("no_such_source"));
+    let err = runner.run(&job).await.expect_err("unknown source");
+    assert!(matches!(err, Error::UnknownTable(_)), "{err:?}");
+
+    assert!(matches!(
+        Ident::new("facts\"; DROP TABLE facts; --"),
+        Err(Error::InvalidIdentifier { .. })
+    ));
+    assert_eq!(
+        case.checksum(&case.target).await,
+        original,
+        "nothing written"
+    );
+}
+
+/// Generates one `#[tokio::test]` per conformance case for an adapter.
+///
+/// `$env` is an async expression (awaited once per test) giving a fresh
+/// [`Env`]; it may use the test name `name: &str` it is given.
+///
+/// ```ignore
+/// backfill_testkit::conformance_tests!(|name| async move { my_env(name).await });
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::conformance::{self as c, Pattern};
+            use $crate::faults::FaultPoint;
+
+            async fn env(name: &str) -> c::Env {
+                let f = $make;
+                f(name).await
+            }
+
+            macro_rules! case {
+                ($name:ident, $body:expr) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let e = env(stringify!($name)).await;
+                        let f = $body;
+                        f(e).await;
+                    }
+                };
+            }
+
+            case!(overwrite_expected, |e| c::run_gives_expected_table(
+                e,
+                Pattern::Overwrite
+            ));
+            case!(staging_expected, |e| c::run_gives_expected_table(
+                e,
+                Pattern::Staging
+            ));
+            case!(merge_expected, |e| c::run_gives_expected_table(
+                e,
+                Pattern::Merge
+            ));
+            case!(parallel_expected, |e| c::run_gives_expected_table(
+                e,
+                Pattern::Parallel
+            ));
+            case!(overwrite_rerun, |e| c::rerun_changes_nothing(
+                e,
+                Pattern::Overwrite
+            ));
+            case!(staging_rerun, |e| c::rerun_changes_nothing(
+                e,
+                Pattern::Staging
+            ));
+            case!(merge_rerun, |e| c::rerun_changes_nothing(e, Pattern::Merge));
+            case!(parallel_rerun, |e| c::rerun_changes_nothing(
+                e,
+                Pattern::Parallel
+            ));
+            case!(overwrite_crash_before_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Overwrite,
+                FaultPoint::BeforeWrite
+            ));
+            case!(overwrite_crash_after_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Overwrite,
+                FaultPoint::AfterWriteBeforeLedger
+            ));
+            case!(staging_crash_before_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Staging,
+                FaultPoint::BeforeWrite
+            ));
+            case!(staging_crash_after_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Staging,
+                FaultPoint::AfterWriteBeforeLedger
+            ));
+            case!(staging_crash_during_swap, |e| c::crash_then_resume(
+                e,
+                Pattern::Staging,
+                FaultPoint::DuringSwap
+            ));
+            case!(merge_crash_before_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Merge,
+                FaultPoint::BeforeWrite
+            ));
+            case!(merge_crash_after_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Merge,
+                FaultPoint::AfterWriteBeforeLedger
+            ));
+            case!(parallel_crash_before_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Parallel,
+                FaultPoint::BeforeWrite
+            ));
+            case!(parallel_crash_after_write, |e| c::crash_then_resume(
+                e,
+                Pattern::Parallel,
+                FaultPoint::AfterWriteBeforeLedger
+            ));
+            case!(parallel_crash_during_cutover, |e| c::crash_then_resume(
+                e,
+                Pattern::Parallel,
+                FaultPoint::DuringCutover
+            ));
+            case!(overwrite_rollback, |e| c::rollback_restores(
+                e,
+                Pattern::Overwrite
+            ));
+            case!(staging_rollback, |e| c::rollback_restores(
+                e,
+                Pattern::Staging
+            ));
+            case!(merge_rollback, |e| c::rollback_restores(e, Pattern::Merge));
+            case!(parallel_rollback, |e| c::rollback_restores(
+                e,
+                Pattern::Parallel
+            ));
+            case!(guard_out_of_bounds, c::guard_rejects_out_of_bounds);
+            case!(merge_bad_keys, c::merge_refuses_bad_keys);
+            case!(second_run_on_target, c::second_run_refused);
+            case!(overwrite_pause_resume, |e| c::pause_and_resume(
+                e,
+                Pattern::Overwrite
+            ));
+            case!(staging_pause_resume, |e| c::pause_and_resume(
+                e,
+                Pattern::Staging
+            ));
+            case!(merge_pause_resume, |e| c::pause_and_resume(
+                e,
+                Pattern::Merge
+            ));
+            case!(parallel_pause_resume, |e| c::pause_and_resume(
+                e,
+                Pattern::Parallel
+            ));
+            case!(cancel_resume, c::cancel_then_resume);
+            case!(transient_retry, c::transient_error_is_retried);
+            case!(bad_input, c::bad_input_refused_before_write);
+        }
+    };
+}
