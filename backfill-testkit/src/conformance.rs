@@ -299,7 +299,9 @@ pub struct Case {
     pub pattern: Pattern,
 }
 
-async fn seed_table(env: &Env, name: &str, rows: &[Vec<Value>]) -> TableRef {
+/// Creates table `name` with the `facts` schema in `env` and inserts
+/// `rows`.
+pub async fn seed_table(env: &Env, name: &str, rows: &[Vec<Value>]) -> TableRef {
     seed_table_as(env, name, &schema(), rows).await
 }
 
@@ -340,7 +342,9 @@ pub async fn setup(env: Env, pattern: Pattern, run: &str) -> Case {
     }
 }
 
-fn job_on(env: &Env, pattern: Pattern, run: &str, source: Source) -> Backfill {
+/// The case's job (daily windows over the five days in scope, a complete
+/// brief for `pattern`) with run id `run`, reading `source`.
+pub fn job_on(env: &Env, pattern: Pattern, run: &str, source: Source) -> Backfill {
     let (s, e) = scope_days();
     let scope = Scope::new(env.table("facts"), "day", Bounds::dates(s, e), "UTC").expect("scope");
     let plan = Plan::build(scope.clone(), Planner::Windows { grain: Grain::Day }).expect("plan");
@@ -352,7 +356,8 @@ fn job_on(env: &Env, pattern: Pattern, run: &str, source: Source) -> Backfill {
     )
 }
 
-fn fast_options() -> RunOptions {
+/// Runner options with millisecond backoff and throttle waits, for tests.
+pub fn fast_options() -> RunOptions {
     RunOptions {
         retry: RetryPolicy {
             max_attempts: 3,

@@ -205,6 +205,8 @@ struct Shared<'a> {
     throttled_ms: AtomicU64,
     stop: AtomicBool,
     paused_announced: AtomicBool,
+    pause_reason: Mutex<Option<String>>,
+    in_flight: AtomicUsize,
     failure: Mutex<Option<Error>>,
     outcomes: Mutex<Vec<Outcome>>,
     ewma: Mutex<Ewma>,
@@ -297,14 +299,14 @@ impl Runner {
                 )));
             }
         }
-        let (_, shared) = self.execute(job, Some(batches)).await?;
+        let (report, shared) = self.execute(job, Some(batches)).await?;
         let slice = shared.unwrap_or_default();
         let n = slice.len().max(1) as f64;
         let mean_secs = slice.iter().map(|(_, _, d)| d.as_secs_f64()).sum::<f64>() / n;
         let mean_rows = slice.iter().map(|(_, r, _)| *r as f64).sum::<f64>() / n;
         let total = job.plan.batches.len();
         let waves = total.div_ceil(self.options.concurrency.max(1));
-        let outcomes = Vec::new();
+        let outcomes = report.outcomes;
         Ok(SliceEstimate {
             batches: slice,
             mean_batch: Duration::from_secs_f64(mean_secs),
@@ -341,6 +343,11 @@ impl Runner {
         }
         if let StrategySpec::Merge { keys } = &job.brief.strategy {
             needed.extend(keys.iter());
+        }
+        for check in &job.brief.validation.checks {
+            if let crate::validate::CheckSpec::Unique { keys, .. } = check {
+                needed.extend(keys.iter());
+            }
         }
         for c in needed {
             if schema.column(c).is_none() {
@@ -520,6 +527,8 @@ impl Runner {
             throttled_ms: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             paused_announced: AtomicBool::new(false),
+            pause_reason: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
             failure: Mutex::new(None),
             outcomes: Mutex::new(Vec::new()),
             ewma: Mutex::new(Ewma::default()),
@@ -609,49 +618,24 @@ impl Runner {
             match self.control.state() {
                 ControlState::Cancelled => return false,
                 ControlState::Paused => {
-                    if !shared.paused_announced.swap(true, Ordering::SeqCst) {
-                        let _ = self
-                            .ledger
-                            .set_run_status(
-                                &shared.job.run_id,
-                                RunStatus::Paused,
-                                Some("paused by operator"),
-                            )
-                            .await;
-                        self.emit(Event::Paused {
-                            reason: "paused by operator".into(),
-                        });
+                    self.announce_pause(shared).await;
+                    if self.control.wait_while_paused().await == ControlState::Cancelled {
+                        return false;
                     }
-                    match self.control.wait_while_paused().await {
-                        ControlState::Cancelled => return false,
-                        _ => {
-                            if shared.paused_announced.swap(false, Ordering::SeqCst) {
-                                let _ = self
-                                    .ledger
-                                    .set_run_status(
-                                        &shared.job.run_id,
-                                        RunStatus::Running,
-                                        Some("resumed"),
-                                    )
-                                    .await;
-                                self.emit(Event::Resumed);
-                            }
-                            continue;
-                        }
-                    }
+                    continue;
                 }
-                ControlState::Running => {}
+                ControlState::Running => self.announce_resume(shared).await,
             }
             let mut throttle = None;
             for s in &self.signals {
-                match read_fail_closed(
+                let load = read_fail_closed(
                     s.as_ref(),
                     self.options.signal_timeout,
                     self.options.signal_max_age,
                     self.ledger.now(),
                 )
-                .await
-                {
+                .await;
+                match load {
                     Load::Ok => {}
                     Load::Throttle(r) => {
                         throttle = Some(r);
@@ -659,27 +643,29 @@ impl Runner {
                     }
                     Load::Critical(r) => {
                         self.emit(Event::Throttled { reason: r.clone() });
+                        *shared.pause_reason.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(format!("critical load: {r}"));
                         self.control.pause();
                         throttle = None;
-                        let _ = self
-                            .ledger
-                            .set_run_status(
-                                &shared.job.run_id,
-                                RunStatus::Paused,
-                                Some(&format!("critical load: {r}")),
-                            )
-                            .await;
-                        shared.paused_announced.store(true, Ordering::SeqCst);
-                        self.emit(Event::Paused { reason: r });
                         break;
                     }
                 }
             }
-            if self.control.state() == ControlState::Paused {
+            if self.control.state() != ControlState::Running {
+                // Back to the top: pause (or stop) at this boundary.
                 continue;
             }
             match throttle {
-                None => return true,
+                None => {
+                    // Count this worker in flight before it claims, then
+                    // look again: a pause announced in between must not
+                    // see zero batches in flight while one is starting.
+                    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                    if self.control.state() == ControlState::Running {
+                        return true;
+                    }
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
                 Some(reason) => {
                     self.emit(Event::Throttled { reason });
                     let t = Instant::now();
@@ -689,6 +675,39 @@ impl Runner {
                         .fetch_add(t.elapsed().as_millis() as u64, Ordering::SeqCst);
                 }
             }
+        }
+    }
+
+    /// Records and announces a pause once no batch is in flight: the
+    /// last worker to reach the boundary announces it.
+    async fn announce_pause(&self, shared: &Shared<'_>) {
+        if shared.in_flight.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if shared.paused_announced.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let reason = shared
+            .pause_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| "paused by operator".to_string());
+        let _ = self
+            .ledger
+            .set_run_status(&shared.job.run_id, RunStatus::Paused, Some(&reason))
+            .await;
+        self.emit(Event::Paused { reason });
+    }
+
+    /// Records and announces a resume, once, if a pause was announced.
+    async fn announce_resume(&self, shared: &Shared<'_>) {
+        if shared.paused_announced.swap(false, Ordering::SeqCst) {
+            let _ = self
+                .ledger
+                .set_run_status(&shared.job.run_id, RunStatus::Running, Some("resumed"))
+                .await;
+            self.emit(Event::Resumed);
         }
     }
 
@@ -705,8 +724,12 @@ impl Runner {
                 .await
             {
                 Ok(Some(c)) => c,
-                Ok(None) => return,
+                Ok(None) => {
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
                 Err(e) => {
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     self.fail(shared, e);
                     return;
                 }
@@ -716,6 +739,7 @@ impl Runner {
                 .one_batch(shared, &claim.batch, claim.token, claim.attempt)
                 .instrument(span)
                 .await;
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             if let Err(e) = r {
                 self.fail(shared, e);
                 return;
