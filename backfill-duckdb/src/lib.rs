@@ -1,1 +1,44 @@
-//! placeholder
+//! # backfill-duckdb
+//!
+//! The DuckDB adapter for [`backfill_core`]: a [`Warehouse`] whose writes,
+//! guards, snapshots and checks run as SQL inside DuckDB, and a [`Ledger`]
+//! kept in tables of the same database, so each batch's data and its
+//! ledger mark commit in one transaction.
+//!
+//! - [`DuckDbWarehouse`]: open a file or an in-memory database, or wrap a
+//!   connection;
+//! - [`DuckDbLedger`]: made with [`DuckDbWarehouse::ledger`], in a schema
+//!   of your choice ([`DEFAULT_SCHEMA`] by default).
+//!
+//! All SQL is rendered by the shared renderer in
+//! [`backfill_core::sql::stmt`] with the [`DuckDbDialect`]; identifiers
+//! are validated and quoted, values are always bound parameters.
+//!
+//! ```no_run
+//! # async fn demo(brief: backfill_core::Brief) -> backfill_core::Result<()> {
+//! use std::sync::Arc;
+//! use backfill_core::{Backfill, Grain, Plan, Planner, RunId, Runner, Source};
+//! use backfill_duckdb::DuckDbWarehouse;
+//!
+//! let warehouse = DuckDbWarehouse::open("analytics.duckdb")?;
+//! let ledger = warehouse.ledger("backfill").await?;
+//! let plan = Plan::build(brief.scope.clone(), Planner::Windows { grain: Grain::Day })?;
+//! let job = Backfill::new(RunId::new("refunds_fix")?, brief, plan,
+//!     Source::query("SELECT * FROM corrected_revenue"));
+//! let report = Runner::new(Arc::new(warehouse), Arc::new(ledger)).run(&job).await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+//!
+//! [`Warehouse`]: backfill_core::Warehouse
+//! [`Ledger`]: backfill_core::Ledger
+//! [`DuckDbDialect`]: backfill_core::sql::DuckDbDialect
+#![warn(missing_docs)]
+
+mod db;
+mod ledger;
+mod warehouse;
+
+pub use duckdb;
+pub use ledger::{DuckDbLedger, DEFAULT_SCHEMA};
+pub use warehouse::DuckDbWarehouse;

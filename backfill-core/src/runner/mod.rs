@@ -796,9 +796,19 @@ impl Runner {
                     };
                     // A lost lease means another worker owns the batch now.
                     if !matches!(e, Error::LeaseLost { .. }) {
-                        self.ledger
+                        let failed = self
+                            .ledger
                             .transition(run_id, &batch.id, Some(token), BatchState::Failed, upd)
-                            .await?;
+                            .await;
+                        match failed {
+                            // The batch is no longer ours under this token:
+                            // its write committed together with its ledger
+                            // mark before the error (an in-engine ledger),
+                            // or another worker took it over. Either way the
+                            // ledger is right as it stands.
+                            Ok(()) | Err(Error::LeaseLost { .. }) => {}
+                            Err(other) => return Err(other),
+                        }
                     }
                     return Err(e);
                 }

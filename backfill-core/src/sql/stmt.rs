@@ -4,12 +4,16 @@
 //! override only where their engine has a better native path.
 
 use super::{Dialect, Sql, SqlBuilder};
-use crate::{Predicate, TableRef};
+use crate::plan::Batch;
+use crate::warehouse::{BATCH_COLUMN, MARKER_COLUMN};
+use crate::{Column, ColumnType, Ident, Predicate, Source, TableRef, TableSchema, Value};
 
 /// `SELECT count(*) FROM table WHERE predicate`.
 pub fn count(d: &dyn Dialect, table: &TableRef, predicate: &Predicate) -> Sql {
     let mut b = SqlBuilder::new(d);
-    b.push("SELECT count(*) FROM ").table(table).push(" AS __t WHERE ");
+    b.push("SELECT count(*) FROM ")
+        .table(table)
+        .push(" AS __t WHERE ");
     b.predicate(predicate, Some("__t"));
     b.finish()
 }
@@ -27,11 +31,18 @@ pub fn key_report(
     limit: usize,
 ) -> (Sql, Sql) {
     let dup_cte = |b: &mut SqlBuilder<'_>| {
-        b.push("WITH __s AS (SELECT ").idents(keys, Some("__t")).push(" FROM ").table(table);
-        b.push(" AS __t WHERE ").predicate(predicate, Some("__t")).push("), __g AS (SELECT ");
+        b.push("WITH __s AS (SELECT ")
+            .idents(keys, Some("__t"))
+            .push(" FROM ")
+            .table(table);
+        b.push(" AS __t WHERE ")
+            .predicate(predicate, Some("__t"))
+            .push("), __g AS (SELECT ");
         b.idents(keys, None).push(" FROM __s WHERE ");
         not_null(b, keys);
-        b.push(" GROUP BY ").idents(keys, None).push(" HAVING count(*) > 1) ");
+        b.push(" GROUP BY ")
+            .idents(keys, None)
+            .push(" HAVING count(*) > 1) ");
     };
     let mut s = SqlBuilder::new(d);
     dup_cte(&mut s);
@@ -60,5 +71,985 @@ fn not_null(b: &mut SqlBuilder<'_>, keys: &[crate::Ident]) {
             b.push(" AND ");
         }
         b.ident(k).push(" IS NOT NULL");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transactions and helpers
+// ---------------------------------------------------------------------------
+
+/// Starts a transaction.
+pub const BEGIN: &str = "BEGIN TRANSACTION";
+/// Commits the open transaction.
+pub const COMMIT: &str = "COMMIT";
+/// Rolls the open transaction back.
+pub const ROLLBACK: &str = "ROLLBACK";
+
+fn batch_ident() -> Ident {
+    Ident::new(BATCH_COLUMN).expect("BATCH_COLUMN is a valid identifier")
+}
+
+fn marker_ident() -> Ident {
+    Ident::new(MARKER_COLUMN).expect("MARKER_COLUMN is a valid identifier")
+}
+
+/// Binds a text value, cast to text so engines need not infer its type
+/// (a bare placeholder in a select list has no context to infer from).
+fn text_param(b: &mut SqlBuilder<'_>, s: &str) {
+    let n = b.bind(Value::Text(s.to_string()));
+    let p = b.dialect().placeholder(n, &Value::Text(String::new()));
+    let t = b.dialect().text(&p);
+    b.push(&t);
+}
+
+/// `a.k1 = b.k1 AND a.k2 = b.k2 …` (NULL keys never match).
+fn keys_equal(b: &mut SqlBuilder<'_>, keys: &[Ident], left: &str, right: &str) {
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            b.push(" AND ");
+        }
+        b.qualified(left, k).push(" = ").qualified(right, k);
+    }
+}
+
+/// The table's schema as a parameter: the given schema, or the session's
+/// current schema for an unqualified table.
+fn schema_of(b: &mut SqlBuilder<'_>, table: &TableRef) {
+    match &table.schema {
+        Some(s) => {
+            b.param(Value::Text(s.to_string()));
+        }
+        None => {
+            b.push("current_schema()");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Catalog
+// ---------------------------------------------------------------------------
+
+/// The columns of a table or view, one row each `(column_name, data_type,
+/// is_nullable)` in table order, from `information_schema.columns` of the
+/// current database. An unqualified table is looked up in the current
+/// schema. No rows: the relation does not exist.
+pub fn describe(d: &dyn Dialect, table: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push(
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+         WHERE table_catalog = current_database() AND table_schema = ",
+    );
+    schema_of(&mut b, table);
+    b.push(" AND table_name = ")
+        .param(Value::Text(table.name.to_string()));
+    b.push(" ORDER BY ordinal_position");
+    b.finish()
+}
+
+/// The kind of a relation: one row `(table_type)`, `'BASE TABLE'` or
+/// `'VIEW'`, or no row when it does not exist.
+pub fn relation_kind(d: &dyn Dialect, table: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push(
+        "SELECT table_type FROM information_schema.tables \
+         WHERE table_catalog = current_database() AND table_schema = ",
+    );
+    schema_of(&mut b, table);
+    b.push(" AND table_name = ")
+        .param(Value::Text(table.name.to_string()));
+    b.finish()
+}
+
+/// Maps an engine's type name (`information_schema.columns.data_type`)
+/// to a [`ColumnType`].
+pub fn column_type(data_type: &str) -> ColumnType {
+    let t = data_type.trim().to_ascii_uppercase();
+    let base = t.split('(').next().unwrap_or("").trim();
+    match base {
+        "BOOLEAN" | "BOOL" | "LOGICAL" => ColumnType::Bool,
+        "TINYINT" | "SMALLINT" | "INTEGER" | "INT" | "BIGINT" | "HUGEINT" | "UTINYINT"
+        | "USMALLINT" | "UINTEGER" | "UBIGINT" | "UHUGEINT" | "INT1" | "INT2" | "INT4" | "INT8"
+        | "LONG" | "SHORT" => ColumnType::Int,
+        "FLOAT" | "REAL" | "DOUBLE" | "DOUBLE PRECISION" | "FLOAT4" | "FLOAT8" => ColumnType::Float,
+        "DECIMAL" | "NUMERIC" => ColumnType::Decimal,
+        "VARCHAR" | "TEXT" | "STRING" | "CHAR" | "BPCHAR" | "CHARACTER" | "CHARACTER VARYING" => {
+            ColumnType::Text
+        }
+        "DATE" => ColumnType::Date,
+        "TIMESTAMP"
+        | "TIMESTAMP WITHOUT TIME ZONE"
+        | "DATETIME"
+        | "TIMESTAMP_NS"
+        | "TIMESTAMP_MS"
+        | "TIMESTAMP_S"
+        | "TIMESTAMP_US" => ColumnType::DateTime,
+        "TIMESTAMP WITH TIME ZONE" | "TIMESTAMPTZ" => ColumnType::Timestamp,
+        _ => ColumnType::Other,
+    }
+}
+
+/// The SQL type used for a [`ColumnType`] when this library creates a
+/// table from a [`TableSchema`] (names both DuckDB and PostgreSQL accept).
+pub fn sql_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Bool => "BOOLEAN",
+        ColumnType::Int => "BIGINT",
+        ColumnType::Float => "DOUBLE PRECISION",
+        ColumnType::Decimal => "NUMERIC(38, 10)",
+        ColumnType::Text | ColumnType::Other => "TEXT",
+        ColumnType::Date => "DATE",
+        ColumnType::DateTime => "TIMESTAMP",
+        ColumnType::Timestamp => "TIMESTAMPTZ",
+    }
+}
+
+/// `CREATE TABLE table (col type [NOT NULL], …)` from a schema.
+pub fn create_table(d: &dyn Dialect, table: &TableRef, schema: &TableSchema) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("CREATE TABLE ").table(table).push(" (");
+    for (i, c) in schema.columns.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.ident(&c.name).push(" ").push(sql_type(c.ty));
+        if !c.nullable {
+            b.push(" NOT NULL");
+        }
+    }
+    b.push(")");
+    b.finish()
+}
+
+/// `INSERT INTO table (columns) VALUES (…), (…)` with every value bound.
+pub fn insert_values(
+    d: &dyn Dialect,
+    table: &TableRef,
+    columns: &[Ident],
+    rows: &[Vec<Value>],
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ")
+        .table(table)
+        .push(" (")
+        .idents(columns, None)
+        .push(") VALUES ");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.push("(");
+        for (j, v) in row.iter().enumerate() {
+            if j > 0 {
+                b.push(", ");
+            }
+            b.param(v.clone());
+        }
+        b.push(")");
+    }
+    b.finish()
+}
+
+/// `CREATE OR REPLACE VIEW view AS SELECT * FROM table`.
+pub fn create_or_replace_view(d: &dyn Dialect, view: &TableRef, table: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("CREATE OR REPLACE VIEW ")
+        .table(view)
+        .push(" AS SELECT * FROM ")
+        .table(table);
+    b.finish()
+}
+
+/// `SELECT * FROM table LIMIT 0`: binds a relation (resolving views)
+/// without reading rows.
+pub fn probe(d: &dyn Dialect, table: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT * FROM ").table(table).push(" LIMIT 0");
+    b.finish()
+}
+
+/// `DROP TABLE IF EXISTS table`.
+pub fn drop_table(d: &dyn Dialect, table: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("DROP TABLE IF EXISTS ").table(table);
+    b.finish()
+}
+
+/// `ALTER TABLE table RENAME TO new_name` (the schema stays).
+pub fn rename(d: &dyn Dialect, table: &TableRef, new_name: &Ident) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("ALTER TABLE ")
+        .table(table)
+        .push(" RENAME TO ")
+        .ident(new_name);
+    b.finish()
+}
+
+/// `CREATE TABLE to AS SELECT * FROM from LIMIT 0`: the same columns and
+/// types, no rows, no constraints (see [`set_not_null`]).
+pub fn create_table_like(d: &dyn Dialect, to: &TableRef, from: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("CREATE TABLE ")
+        .table(to)
+        .push(" AS SELECT * FROM ")
+        .table(from)
+        .push(" LIMIT 0");
+    b.finish()
+}
+
+/// `ALTER TABLE table ALTER COLUMN column SET NOT NULL`.
+pub fn set_not_null(d: &dyn Dialect, table: &TableRef, column: &Ident) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("ALTER TABLE ")
+        .table(table)
+        .push(" ALTER COLUMN ")
+        .ident(column)
+        .push(" SET NOT NULL");
+    b.finish()
+}
+
+/// `INSERT INTO to (columns) SELECT columns FROM from`.
+pub fn copy_rows(d: &dyn Dialect, to: &TableRef, from: &TableRef, columns: &[Ident]) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ")
+        .table(to)
+        .push(" (")
+        .idents(columns, None)
+        .push(") SELECT ");
+    b.idents(columns, Some("__f"))
+        .push(" FROM ")
+        .table(from)
+        .push(" AS __f");
+    b.finish()
+}
+
+/// Creates a pre-image or key-log table: [`BATCH_COLUMN`] (text),
+/// [`MARKER_COLUMN`] (boolean), then `columns` typed as in `like`, all
+/// nullable.
+pub fn create_snapshot_table(
+    d: &dyn Dialect,
+    snapshot: &TableRef,
+    like: &TableRef,
+    columns: &[Ident],
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("CREATE TABLE ").table(snapshot).push(" AS SELECT ");
+    b.push(&d.text("NULL")).push(" AS ").ident(&batch_ident());
+    b.push(", CAST(NULL AS BOOLEAN) AS ").ident(&marker_ident());
+    for c in columns {
+        b.push(", ").qualified("__t", c);
+    }
+    b.push(" FROM ").table(like).push(" AS __t LIMIT 0");
+    b.finish()
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------
+
+/// Every `every`-th non-NULL value of `column` in order (the 1st, the
+/// `every+1`-th, …) among rows matching `predicate`, numbered in the engine
+/// with `row_number()`; only the boundaries come back.
+pub fn key_boundaries(
+    d: &dyn Dialect,
+    table: &TableRef,
+    column: &Ident,
+    predicate: &Predicate,
+    every: u64,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT __k.__v FROM (SELECT ")
+        .qualified("__t", column)
+        .push(" AS __v, row_number() OVER (ORDER BY ");
+    b.qualified("__t", column)
+        .push(") AS __rn FROM ")
+        .table(table)
+        .push(" AS __t WHERE ");
+    b.predicate(predicate, Some("__t"))
+        .push(" AND ")
+        .qualified("__t", column)
+        .push(" IS NOT NULL) AS __k");
+    b.push(" WHERE (__k.__rn - 1) % ");
+    b.param(Value::Int(i64::try_from(every).unwrap_or(i64::MAX)));
+    b.push(" = 0 ORDER BY __k.__rn");
+    b.finish()
+}
+
+/// An order-independent checksum: one row `(rows, hash)`, the hash being
+/// the sum of the dialect's row hash over the matching rows, as text.
+pub fn checksum(d: &dyn Dialect, table: &TableRef, predicate: &Predicate) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    let sum = format!("coalesce(sum({}), 0)", d.row_hash("__t"));
+    b.push("SELECT count(*), ")
+        .push(&d.text(&sum))
+        .push(" FROM ")
+        .table(table)
+        .push(" AS __t WHERE ");
+    b.predicate(predicate, Some("__t"));
+    b.finish()
+}
+
+/// Up to `limit` rows matching `predicate`, ordered by `order_by` (NULLs
+/// first), with `columns` selected in order; columns of type
+/// [`ColumnType::Other`] come back as text.
+pub fn sample_rows(
+    d: &dyn Dialect,
+    table: &TableRef,
+    columns: &[Column],
+    predicate: &Predicate,
+    order_by: &[Ident],
+    limit: usize,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT ");
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        if c.ty == ColumnType::Other {
+            let mut inner = SqlBuilder::new(d);
+            inner.qualified("__t", &c.name);
+            b.push(&d.text(inner.text()));
+        } else {
+            b.qualified("__t", &c.name);
+        }
+    }
+    b.push(" FROM ")
+        .table(table)
+        .push(" AS __t WHERE ")
+        .predicate(predicate, Some("__t"));
+    if !order_by.is_empty() {
+        b.push(" ORDER BY ");
+        for (i, c) in order_by.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.qualified("__t", c).push(" ASC NULLS FIRST");
+        }
+    }
+    b.push(" LIMIT ")
+        .param(Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    b.finish()
+}
+
+/// `SELECT * FROM (source) AS __s LIMIT 0`, with a bounded query's bounds
+/// bound as NULL: describes a source without reading it.
+pub fn source_columns(d: &dyn Dialect, source: &Source) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT * FROM ")
+        .source(source, (None, None), "__s")
+        .push(" LIMIT 0");
+    b.finish()
+}
+
+/// Rows of `table` that do not match `predicate` (false or unknown): the
+/// out-of-bounds guard, one row `(count)`.
+pub fn outside(d: &dyn Dialect, table: &TableRef, predicate: &Predicate) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT count(*) FROM ")
+        .table(table)
+        .push(" AS __t WHERE (");
+    b.predicate(predicate, Some("__t")).push(") IS NOT TRUE");
+    b.finish()
+}
+
+/// Whether a batch's marker exists in a pre-image or key-log table: one
+/// row `(count)`.
+pub fn marker_count(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT count(*) FROM ")
+        .table(snapshot)
+        .push(" AS __p WHERE ");
+    b.qualified("__p", &batch_ident()).push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__p", &marker_ident())
+        .push(" IS TRUE");
+    b.finish()
+}
+
+// ---------------------------------------------------------------------------
+// Writes
+// ---------------------------------------------------------------------------
+
+/// `CREATE [TEMP] TABLE into AS SELECT * FROM (source) AS __s [WHERE
+/// filter] [ORDER BY order_by]`, binding `bounds` into a bounded query.
+pub fn materialize(
+    d: &dyn Dialect,
+    into: &TableRef,
+    temporary: bool,
+    source: &Source,
+    bounds: (Option<&Value>, Option<&Value>),
+    filter: Option<&Predicate>,
+    order_by: Option<&Ident>,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push(if temporary {
+        "CREATE TEMP TABLE "
+    } else {
+        "CREATE TABLE "
+    });
+    b.table(into)
+        .push(" AS SELECT * FROM ")
+        .source(source, bounds, "__s");
+    if let Some(f) = filter {
+        b.push(" WHERE ").predicate(f, Some("__s"));
+    }
+    if let Some(o) = order_by {
+        b.push(" ORDER BY ").qualified("__s", o);
+    }
+    b.finish()
+}
+
+/// Copies the rows of `table` matching `predicate` into a pre-image as
+/// data rows of `batch_id` (marker FALSE); `columns` are the pre-image's
+/// data columns.
+pub fn snapshot_slice(
+    d: &dyn Dialect,
+    snapshot: &TableRef,
+    columns: &[Ident],
+    table: &TableRef,
+    predicate: &Predicate,
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    snapshot_head(&mut b, snapshot, columns, batch_id);
+    b.idents(columns, Some("__t"))
+        .push(" FROM ")
+        .table(table)
+        .push(" AS __t WHERE ");
+    b.predicate(predicate, Some("__t"));
+    b.finish()
+}
+
+fn snapshot_head(b: &mut SqlBuilder<'_>, snapshot: &TableRef, columns: &[Ident], batch_id: &str) {
+    b.push("INSERT INTO ")
+        .table(snapshot)
+        .push(" (")
+        .ident(&batch_ident())
+        .push(", ")
+        .ident(&marker_ident());
+    if !columns.is_empty() {
+        b.push(", ").idents(columns, None);
+    }
+    b.push(") SELECT ");
+    text_param(b, batch_id);
+    b.push(", FALSE");
+    if !columns.is_empty() {
+        b.push(", ");
+    }
+}
+
+/// Copies the rows of `table` whose key occurs in `source` into a
+/// pre-image as data rows of `batch_id`.
+pub fn snapshot_keys(
+    d: &dyn Dialect,
+    snapshot: &TableRef,
+    columns: &[Ident],
+    table: &TableRef,
+    keys: &[Ident],
+    source: &TableRef,
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    snapshot_head(&mut b, snapshot, columns, batch_id);
+    b.idents(columns, Some("__t"))
+        .push(" FROM ")
+        .table(table)
+        .push(" AS __t WHERE EXISTS (SELECT 1 FROM ");
+    b.table(source).push(" AS __s WHERE ");
+    keys_equal(&mut b, keys, "__s", "__t");
+    b.push(")");
+    b.finish()
+}
+
+/// Logs the keys of every row of `source` as data rows of `batch_id` in a
+/// key-log table.
+pub fn log_keys(
+    d: &dyn Dialect,
+    key_log: &TableRef,
+    keys: &[Ident],
+    source: &TableRef,
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    snapshot_head(&mut b, key_log, keys, batch_id);
+    b.idents(keys, Some("__s"))
+        .push(" FROM ")
+        .table(source)
+        .push(" AS __s");
+    b.finish()
+}
+
+/// Adds the marker row of `batch_id` (marker TRUE, data columns NULL).
+pub fn insert_marker(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ")
+        .table(snapshot)
+        .push(" (")
+        .ident(&batch_ident())
+        .push(", ")
+        .ident(&marker_ident());
+    b.push(") VALUES (");
+    text_param(&mut b, batch_id);
+    b.push(", TRUE)");
+    b.finish()
+}
+
+/// `DELETE FROM table WHERE predicate`.
+pub fn delete_slice(d: &dyn Dialect, table: &TableRef, predicate: &Predicate) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("DELETE FROM ")
+        .table(table)
+        .push(" AS __t WHERE ")
+        .predicate(predicate, Some("__t"));
+    b.finish()
+}
+
+/// Inserts a batch's source slice ([`SqlBuilder::source_slice`]) into
+/// `table`, columns by name.
+pub fn insert_slice(
+    d: &dyn Dialect,
+    table: &TableRef,
+    columns: &[Ident],
+    source: &Source,
+    batch: &Batch,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ")
+        .table(table)
+        .push(" (")
+        .idents(columns, None)
+        .push(") SELECT ");
+    b.idents(columns, Some("__n")).push(" FROM ");
+    b.source_slice(source, batch, columns, "__n");
+    b.finish()
+}
+
+/// Updates the rows of `table` whose key occurs in `source`, setting
+/// `columns` from the source row (`UPDATE … FROM`, no constraint needed).
+pub fn merge_update(
+    d: &dyn Dialect,
+    table: &TableRef,
+    columns: &[Ident],
+    keys: &[Ident],
+    source: &TableRef,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("UPDATE ").table(table).push(" AS __t SET ");
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.ident(c).push(" = ").qualified("__s", c);
+    }
+    b.push(" FROM ").table(source).push(" AS __s WHERE ");
+    keys_equal(&mut b, keys, "__s", "__t");
+    b.finish()
+}
+
+/// Inserts the rows of `source` whose key does not occur in `table`.
+pub fn merge_insert(
+    d: &dyn Dialect,
+    table: &TableRef,
+    columns: &[Ident],
+    keys: &[Ident],
+    source: &TableRef,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ")
+        .table(table)
+        .push(" (")
+        .idents(columns, None)
+        .push(") SELECT ");
+    b.idents(columns, Some("__s"))
+        .push(" FROM ")
+        .table(source)
+        .push(" AS __s WHERE NOT EXISTS (SELECT 1 FROM ");
+    b.table(table).push(" AS __t WHERE ");
+    keys_equal(&mut b, keys, "__t", "__s");
+    b.push(")");
+    b.finish()
+}
+
+/// Deletes the rows of `table` whose key was logged for `batch_id`.
+pub fn delete_logged_keys(
+    d: &dyn Dialect,
+    table: &TableRef,
+    keys: &[Ident],
+    key_log: &TableRef,
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("DELETE FROM ")
+        .table(table)
+        .push(" AS __t WHERE EXISTS (SELECT 1 FROM ")
+        .table(key_log);
+    b.push(" AS __l WHERE ")
+        .qualified("__l", &batch_ident())
+        .push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__l", &marker_ident())
+        .push(" IS NOT TRUE AND ");
+    keys_equal(&mut b, keys, "__l", "__t");
+    b.push(")");
+    b.finish()
+}
+
+/// Re-inserts the pre-image rows of `batch_id` into `table`.
+pub fn restore_rows(
+    d: &dyn Dialect,
+    table: &TableRef,
+    columns: &[Ident],
+    snapshot: &TableRef,
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ")
+        .table(table)
+        .push(" (")
+        .idents(columns, None)
+        .push(") SELECT ");
+    b.idents(columns, Some("__p"))
+        .push(" FROM ")
+        .table(snapshot)
+        .push(" AS __p WHERE ");
+    b.qualified("__p", &batch_ident()).push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__p", &marker_ident())
+        .push(" IS NOT TRUE");
+    b.finish()
+}
+
+/// Binds `v` for use in a select list, where an engine has no context to
+/// infer a parameter's type: each value gets a cast to its own type.
+fn select_param(b: &mut SqlBuilder<'_>, v: &Value) {
+    let d = b.dialect();
+    match v {
+        Value::Null => {
+            b.push("NULL");
+        }
+        Value::Text(_) => {
+            let n = b.bind(v.clone());
+            let p = d.placeholder(n, v);
+            b.push(&d.text(&p));
+        }
+        Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
+            let ty = match v {
+                Value::Int(_) => "BIGINT",
+                Value::Float(_) => "DOUBLE PRECISION",
+                _ => "BOOLEAN",
+            };
+            let n = b.bind(v.clone());
+            let p = d.placeholder(n, v);
+            b.push(&format!("CAST({p} AS {ty})"));
+        }
+        Value::Date(_) | Value::DateTime(_) | Value::Timestamp(_) => {
+            b.param(v.clone());
+        }
+    }
+}
+
+/// Statements of a ledger kept in SQL tables (runs, batches, transitions,
+/// locks, assets) in a schema of the user's choice.
+///
+/// Ledger logic (state machine, fencing, claim order) lives in the
+/// adapters; these are the statement shapes they run. Timestamps are
+/// `TIMESTAMPTZ`; JSON (predicates, bounds, parameters, notes) is text.
+pub mod ledger {
+    use super::{select_param, Dialect, Sql, SqlBuilder};
+    use crate::{Ident, TableRef, Value};
+
+    /// Run headers, one row per run.
+    pub const RUNS: &str = "runs";
+    /// Batches, one row per planned batch.
+    pub const BATCHES: &str = "batches";
+    /// The transition log.
+    pub const TRANSITIONS: &str = "transitions";
+    /// Target locks, one row per locked target.
+    pub const LOCKS: &str = "locks";
+    /// Assets (pre-images, stages, kept tables) with owner and expiry.
+    pub const ASSETS: &str = "assets";
+
+    /// A ledger table: name, columns with their SQL types, and trailing
+    /// table constraints.
+    struct TableDef {
+        name: &'static str,
+        columns: &'static [(&'static str, &'static str)],
+        extra: &'static str,
+    }
+
+    const TABLES: &[TableDef] = &[
+        TableDef {
+            name: RUNS,
+            columns: &[
+                ("run_id", "TEXT NOT NULL PRIMARY KEY"),
+                ("target", "TEXT NOT NULL"),
+                ("fingerprint", "TEXT NOT NULL"),
+                ("code_version", "TEXT NOT NULL"),
+                ("parameters", "TEXT NOT NULL"),
+                ("operator", "TEXT NOT NULL"),
+                ("status", "TEXT NOT NULL"),
+                ("started_at", "TIMESTAMPTZ NOT NULL"),
+                ("finished_at", "TIMESTAMPTZ"),
+                ("rows_affected", "BIGINT NOT NULL"),
+                ("notes", "TEXT NOT NULL"),
+            ],
+            extra: "",
+        },
+        TableDef {
+            name: BATCHES,
+            columns: &[
+                ("run_id", "TEXT NOT NULL"),
+                ("batch_id", "TEXT NOT NULL"),
+                ("seq", "BIGINT NOT NULL"),
+                ("predicate", "TEXT NOT NULL"),
+                ("start_bound", "TEXT"),
+                ("end_bound", "TEXT"),
+                ("state", "TEXT NOT NULL"),
+                ("attempts", "BIGINT NOT NULL"),
+                ("lease_worker", "TEXT"),
+                ("lease_token", "BIGINT"),
+                ("lease_expires", "TIMESTAMPTZ"),
+                ("rows_before", "BIGINT NOT NULL"),
+                ("rows_written", "BIGINT NOT NULL"),
+                ("started_at", "TIMESTAMPTZ"),
+                ("finished_at", "TIMESTAMPTZ"),
+                ("error", "TEXT"),
+            ],
+            extra: ", PRIMARY KEY (\"run_id\", \"batch_id\")",
+        },
+        TableDef {
+            name: TRANSITIONS,
+            columns: &[
+                ("id", "BIGINT NOT NULL PRIMARY KEY"),
+                ("run_id", "TEXT NOT NULL"),
+                ("batch_id", "TEXT"),
+                ("from_state", "TEXT NOT NULL"),
+                ("to_state", "TEXT NOT NULL"),
+                ("at", "TIMESTAMPTZ NOT NULL"),
+                ("reason", "TEXT NOT NULL"),
+            ],
+            extra: "",
+        },
+        TableDef {
+            name: LOCKS,
+            columns: &[
+                ("target", "TEXT NOT NULL PRIMARY KEY"),
+                ("run_id", "TEXT NOT NULL"),
+                ("locked_at", "TIMESTAMPTZ NOT NULL"),
+            ],
+            extra: "",
+        },
+        TableDef {
+            name: ASSETS,
+            columns: &[
+                ("id", "BIGINT NOT NULL PRIMARY KEY"),
+                ("run_id", "TEXT NOT NULL"),
+                ("kind", "TEXT NOT NULL"),
+                ("table_name", "TEXT NOT NULL"),
+                ("owner", "TEXT NOT NULL"),
+                ("created_at", "TIMESTAMPTZ NOT NULL"),
+                ("expires_at", "TIMESTAMPTZ NOT NULL"),
+                ("dropped_at", "TIMESTAMPTZ"),
+            ],
+            extra: "",
+        },
+    ];
+
+    fn ident(name: &str) -> Ident {
+        Ident::new(name).expect("ledger names are valid identifiers")
+    }
+
+    /// A ledger table in `schema`.
+    pub fn table(schema: &Ident, name: &str) -> TableRef {
+        TableRef::qualified(schema.clone(), ident(name))
+    }
+
+    /// Creates the schema and the ledger tables if they do not exist.
+    pub fn create(d: &dyn Dialect, schema: &Ident) -> Vec<Sql> {
+        let mut out = Vec::new();
+        let mut b = SqlBuilder::new(d);
+        b.push("CREATE SCHEMA IF NOT EXISTS ").ident(schema);
+        out.push(b.finish());
+        for def in TABLES {
+            let mut b = SqlBuilder::new(d);
+            b.push("CREATE TABLE IF NOT EXISTS ")
+                .table(&table(schema, def.name))
+                .push(" (");
+            for (i, (c, ty)) in def.columns.iter().enumerate() {
+                if i > 0 {
+                    b.push(", ");
+                }
+                b.ident(&ident(c)).push(" ").push(ty);
+            }
+            b.push(def.extra).push(")");
+            out.push(b.finish());
+        }
+        out
+    }
+
+    fn where_eq(b: &mut SqlBuilder<'_>, conditions: &[(&str, Value)]) {
+        if conditions.is_empty() {
+            b.push(" WHERE TRUE");
+        }
+        for (i, (c, v)) in conditions.iter().enumerate() {
+            b.push(if i == 0 { " WHERE " } else { " AND " });
+            b.ident(&ident(c));
+            if v.is_null() {
+                b.push(" IS NULL");
+            } else {
+                b.push(" = ").param(v.clone());
+            }
+        }
+    }
+
+    /// `SELECT columns FROM table WHERE c1 = v1 AND … ORDER BY …` (a NULL
+    /// value means `IS NULL`).
+    pub fn select(
+        d: &dyn Dialect,
+        table: &TableRef,
+        columns: &[&str],
+        conditions: &[(&str, Value)],
+        order_by: &[&str],
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("SELECT ");
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.ident(&ident(c));
+        }
+        b.push(" FROM ").table(table);
+        where_eq(&mut b, conditions);
+        for (i, c) in order_by.iter().enumerate() {
+            b.push(if i == 0 { " ORDER BY " } else { ", " });
+            b.ident(&ident(c));
+        }
+        b.finish()
+    }
+
+    /// `UPDATE table SET c = v, … WHERE c1 = v1 AND …` (a NULL condition
+    /// value means `IS NULL`).
+    pub fn update(
+        d: &dyn Dialect,
+        table: &TableRef,
+        set: &[(&str, Value)],
+        conditions: &[(&str, Value)],
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("UPDATE ").table(table).push(" SET ");
+        for (i, (c, v)) in set.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.ident(&ident(c)).push(" = ").param(v.clone());
+        }
+        where_eq(&mut b, conditions);
+        b.finish()
+    }
+
+    /// `UPDATE table SET column = column + n WHERE …`.
+    pub fn increment(
+        d: &dyn Dialect,
+        table: &TableRef,
+        column: &str,
+        n: i64,
+        conditions: &[(&str, Value)],
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        let c = ident(column);
+        b.push("UPDATE ")
+            .table(table)
+            .push(" SET ")
+            .ident(&c)
+            .push(" = ")
+            .ident(&c)
+            .push(" + ");
+        b.param(Value::Int(n));
+        where_eq(&mut b, conditions);
+        b.finish()
+    }
+
+    /// `DELETE FROM table WHERE c1 = v1 AND …`.
+    pub fn delete(d: &dyn Dialect, table: &TableRef, conditions: &[(&str, Value)]) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("DELETE FROM ").table(table);
+        where_eq(&mut b, conditions);
+        b.finish()
+    }
+
+    /// `INSERT INTO table (columns) VALUES (…)`.
+    pub fn insert(d: &dyn Dialect, table: &TableRef, columns: &[&str], values: &[Value]) -> Sql {
+        let cols: Vec<Ident> = columns.iter().map(|c| ident(c)).collect();
+        super::insert_values(d, table, &cols, &[values.to_vec()])
+    }
+
+    /// Inserts a row numbered one past the table's highest `id`, so rows
+    /// read back in insertion order (writers are serialized by the caller's
+    /// transaction).
+    pub fn insert_numbered(
+        d: &dyn Dialect,
+        table: &TableRef,
+        columns: &[&str],
+        values: &[Value],
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("INSERT INTO ").table(table).push(" (\"id\"");
+        for c in columns {
+            b.push(", ").ident(&ident(c));
+        }
+        b.push(") SELECT coalesce(max(\"id\"), 0) + 1");
+        for v in values {
+            b.push(", ");
+            select_param(&mut b, v);
+        }
+        b.push(" FROM ").table(table);
+        b.finish()
+    }
+
+    /// The next claimable batch of a run: `(batch_id, state, lease_token)`
+    /// of the first pending batch in plan order, or, with `expired_at`,
+    /// of the first running batch whose lease expired at or before it;
+    /// restricted to `only` when given (an empty list matches nothing).
+    pub fn claim_candidate(
+        d: &dyn Dialect,
+        batches: &TableRef,
+        run_id: &str,
+        only: Option<&[String]>,
+        expired_at: Option<Value>,
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("SELECT \"batch_id\", \"state\", \"lease_token\" FROM ")
+            .table(batches);
+        b.push(" WHERE \"run_id\" = ")
+            .param(Value::Text(run_id.to_string()));
+        match expired_at {
+            None => {
+                b.push(" AND \"state\" = 'pending'");
+            }
+            Some(now) => {
+                b.push(" AND \"state\" = 'running' AND \"lease_token\" IS NOT NULL AND \"lease_expires\" <= ");
+                b.param(now);
+            }
+        }
+        if let Some(ids) = only {
+            if ids.is_empty() {
+                b.push(" AND FALSE");
+            } else {
+                b.push(" AND \"batch_id\" IN (");
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        b.push(", ");
+                    }
+                    b.param(Value::Text(id.clone()));
+                }
+                b.push(")");
+            }
+        }
+        b.push(" ORDER BY \"seq\" LIMIT 1");
+        b.finish()
     }
 }
