@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace.
+# Runs every test of the workspace, the Postgres ones included: the tests
+# run inside ./scripts/with-postgres.sh, which starts a throwaway cluster
+# and stops it afterwards.
 #
 #   ./scripts/test.sh            # all tests
 #   ./scripts/test.sh -p NAME    # extra arguments go to `cargo test`
@@ -13,6 +15,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-cargo test --workspace --all-targets "$@"
-# Doc examples (the workspace's doc tests; adapters keep theirs no_run).
+./scripts/with-postgres.sh cargo test --workspace --all-targets "$@"
+# Doc examples.
 cargo test --workspace --doc "$@"

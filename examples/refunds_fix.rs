@@ -1,0 +1,480 @@
+//! The refunds fix: six months of net revenue were overstated because the
+//! pipeline stopped joining refunds. This example repairs that history on
+//! an embedded DuckDB file, the safe way:
+//!
+//! brief → preflight → plan → test slice → run in batches → validate →
+//! change summary.
+//!
+//! ```text
+//! cargo run --example refunds_fix                    # run (or resume, or confirm done)
+//! cargo run --example refunds_fix -- --stop-after 40 # stop part-way; run again to resume
+//! cargo run --example refunds_fix -- --fresh         # start over with a new database
+//! cargo run --example refunds_fix -- --orders 200000 # a smaller dataset
+//! ```
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backfill::duckdb::{duckdb, DuckDbWarehouse};
+use backfill::jiff::civil::date;
+use backfill::ledger::Ledger;
+use backfill::runner::RunOptions;
+use backfill::warehouse::Warehouse;
+use backfill::{
+    Backfill, BatchId, Bounds, Brief, CheckSpec, Dependencies, Dependency, Event, Expectation, Grain,
+    Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, RunStatus, Runner,
+    Scope, Source, StrategySpec, TableRef, ValidationPlan,
+};
+
+const RUN_ID: &str = "refunds_2026h1";
+const ZONE: &str = "America/New_York";
+
+/// The corrected logic: refunds joined on the order, summed per order.
+const CORRECTED: &str = "
+    SELECT o.order_id, o.order_date, o.customer_id, o.gross,
+           CAST(coalesce(r.refunds, 0) AS DECIMAL(18,2)) AS refunds,
+           CAST(o.gross - coalesce(r.refunds, 0) AS DECIMAL(18,2)) AS net
+    FROM shop.orders AS o
+    LEFT JOIN (SELECT order_id, sum(amount) AS refunds FROM shop.refunds GROUP BY order_id) AS r
+      USING (order_id)";
+
+struct Args {
+    db: PathBuf,
+    fresh: bool,
+    stop_after: Option<usize>,
+    orders: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        db: PathBuf::from("refunds_fix.duckdb"),
+        fresh: false,
+        stop_after: None,
+        orders: 1_200_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--fresh" => a.fresh = true,
+            "--stop-after" => a.stop_after = it.next().and_then(|v| v.parse().ok()),
+            "--orders" => a.orders = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.orders),
+            "--db" => a.db = it.next().map(PathBuf::from).unwrap_or(a.db),
+            other => {
+                eprintln!("unknown argument {other}; see the example's header for usage");
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn t(name: &str) -> TableRef {
+    TableRef::parse(name).expect("valid table name")
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(args()).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.fresh {
+        for suffix in ["", ".wal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", args.db.display()));
+        }
+    }
+    let new_db = !args.db.exists();
+    let wh = DuckDbWarehouse::open(&args.db)?;
+    println!("== refunds fix on {} ==", args.db.display());
+    if new_db {
+        let t0 = Instant::now();
+        generate(&wh, args.orders).await?;
+        println!(
+            "generated {} orders over 12 months in {:.1}s (refunds on ~5%, weekends, month-ends, DST on 2026-03-08)",
+            fmt_int(count(&wh, "shop.orders").await?),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let ledger = Arc::new(wh.ledger("backfill").await?);
+    let revenue = t("analytics.revenue");
+
+    // 1. The brief. Preflight refuses it while any part is blank.
+    let scope = Scope::new(
+        revenue.clone(),
+        "order_date",
+        Bounds::dates(date(2026, 1, 1), date(2026, 7, 1)),
+        ZONE,
+    )?;
+    let mut brief = brief(scope.clone());
+    let rollback_plan = std::mem::take(&mut brief.rollback.description);
+    let refused = brief.preflight();
+    println!("\n-- preflight with a blank rollback plan --");
+    for f in refused.blocking() {
+        println!("  BLOCKED {}: {}", f.section, f.message);
+    }
+    brief.rollback.description = rollback_plan;
+    let pf = brief.preflight().into_result()?;
+    println!("-- preflight with the brief complete: passed ({} warning(s)) --", pf.findings.len());
+    for f in &pf.findings {
+        println!("  note {}: {}", f.section, f.message);
+    }
+
+    // 2. Plan: one batch per business day in New York.
+    let plan = Plan::build(scope, Planner::Windows { grain: Grain::Day })?;
+    println!(
+        "\nplan: {} daily batches, {} .. {} ({ZONE}), fingerprint {}",
+        plan.batches.len(),
+        plan.batches[0].id,
+        plan.batches[plan.batches.len() - 1].id,
+        &plan.fingerprint[..12]
+    );
+    let job = Backfill::new(RunId::new(RUN_ID)?, brief, plan, Source::query(CORRECTED))
+        .code_version("revenue-model v2.3.1 (refunds joined on order_id)");
+
+    let existing = ledger.run(&job.run_id).await.ok();
+    let done = match &existing {
+        Some(_) => ledger.batches(&job.run_id).await?.iter().filter(|b| b.state.is_done()).count(),
+        None => 0,
+    };
+    if existing.is_none() {
+        baseline(&wh).await?;
+    }
+
+    let options = RunOptions {
+        stage_source: true,
+        worker: "refunds-example".into(),
+        ..RunOptions::default()
+    };
+    let runner = Runner::new(Arc::new(wh.clone()), ledger.clone()).with_options(options);
+
+    // 3. Test slice: month-end, the DST day, a known incident day.
+    if existing.is_none() {
+        let slice: Vec<BatchId> = ["2026-01-31", "2026-03-08", "2026-04-15"].map(BatchId::from).to_vec();
+        let est = runner.test_slice(&job, &slice).await?;
+        println!("\n-- test slice --");
+        for (id, rows, took) in &est.batches {
+            println!("  {id}: {} rows in {:.0} ms", fmt_int(*rows), took.as_secs_f64() * 1e3);
+        }
+        println!(
+            "  estimate for all {} batches: {:.1}s, ~{} rows",
+            est.plan_batches,
+            est.estimated_total.as_secs_f64(),
+            fmt_int(est.estimated_rows)
+        );
+    } else if let Some(r) = &existing {
+        println!(
+            "\nledger: run {} is {} with {done}/{} batches done; continuing its stored plan",
+            r.run_id,
+            r.status.as_str(),
+            job.plan.batches.len()
+        );
+    }
+
+    // 4. Run in batches, with snapshots and a progress display.
+    let finished = Arc::new(AtomicUsize::new(0));
+    let control = runner.control();
+    let stop_after = args.stop_after;
+    let tty = std::io::stderr().is_terminal();
+    let fin = finished.clone();
+    let runner = runner.on_event(move |e| match e {
+        Event::BatchFinished {
+            batch,
+            done,
+            total,
+            rows_per_sec,
+            eta,
+            ..
+        } => {
+            let n = fin.fetch_add(1, Ordering::SeqCst) + 1;
+            progress(tty, batch, *done, *total, *rows_per_sec, *eta);
+            if stop_after == Some(n) {
+                control.cancel();
+            }
+        }
+        Event::Throttled { reason } => eprintln!("  throttled: {reason}"),
+        Event::Paused { reason } => eprintln!("  paused: {reason}"),
+        _ => {}
+    });
+    println!("\n-- backfill: partition overwrite, pre-images kept --");
+    let report = runner.run(&job).await?;
+    if tty {
+        eprintln!();
+    }
+    match report.status {
+        RunStatus::Cancelled => {
+            println!(
+                "stopped after {} batch(es) as asked; {} remain. Run the same command again to resume.",
+                report.batches_this_run,
+                report.gaps.len()
+            );
+            return Ok(());
+        }
+        _ if report.nothing_to_do() => {
+            println!("nothing to do: run {RUN_ID} already wrote all {} batches; the table is unchanged", report.batches_total);
+        }
+        _ => println!(
+            "wrote {} batches this time ({} rows) in {:.1}s; {}/{} done",
+            report.batches_this_run,
+            fmt_int(report.rows_written),
+            report.elapsed.as_secs_f64(),
+            report.batches_done,
+            report.batches_total
+        ),
+    }
+
+    // 5. Validate.
+    let outcomes = &report.outcomes;
+    let failed = report.failures().count();
+    println!("\n-- validation --");
+    if !outcomes.is_empty() {
+        println!(
+            "  per-day checks this run: {} passed, {failed} failed (row counts unchanged, order_id unique)",
+            outcomes.len() - failed
+        );
+    }
+    let dups = wh
+        .key_report(&revenue, &[Ident::new("order_id")?], &Predicate::All, 5)
+        .await?;
+    println!(
+        "  whole table: {} rows, {} duplicate order_id, {} null order_id",
+        fmt_int(dups.rows),
+        dups.duplicate_keys,
+        dups.null_keys
+    );
+    let recon = reconcile(&wh).await?;
+    println!("  monthly net revenue, before → after (delta explained by refunds):");
+    println!("    {:<8} {:>16} {:>16} {:>14} {:>14}  ok", "month", "before", "after", "delta", "refunds");
+    let mut all_ok = dups.duplicate_keys == 0 && dups.null_keys == 0 && failed == 0;
+    for m in &recon {
+        let ok = (m.after - m.before + m.refunds).abs() < 0.005;
+        all_ok &= ok;
+        println!(
+            "    {:<8} {:>16} {:>16} {:>14} {:>14}  {}",
+            m.month,
+            fmt_money(m.before),
+            fmt_money(m.after),
+            fmt_signed(m.after - m.before),
+            fmt_money(m.refunds),
+            if ok { "yes" } else { "NO" }
+        );
+    }
+    let sum = wh.checksum(&revenue, &Predicate::All).await?;
+    println!("  table checksum: {} rows, hash {}", fmt_int(sum.rows), sum.hash);
+    println!("  validation {}", if all_ok { "passed" } else { "FAILED" });
+
+    // 6. What changed, for the people who read these numbers.
+    let delta: f64 = recon.iter().map(|m| m.after - m.before).sum();
+    println!("\n-- change summary --");
+    println!("  {RUN_ID}: analytics.revenue, order dates 2026-01-01 .. 2026-06-30 ({ZONE})");
+    println!("  net revenue restated by {} over six months; every day's row count unchanged", fmt_signed(delta));
+    println!("  dashboards to refresh: finance monthly revenue, growth net-revenue tiles (owners: finance-data, growth-analytics)");
+    let pre = report.assets.iter().find(|a| a.kind == backfill::ledger::AssetKind::PreImage);
+    if let Some(a) = pre {
+        println!("  rollback: Runner::rollback on run {RUN_ID}; pre-image {} kept until {}", a.table, a.expires_at);
+    }
+    if !all_ok {
+        return Err("validation failed".into());
+    }
+    Ok(())
+}
+
+fn brief(scope: Scope) -> Brief {
+    Brief {
+        title: "Restate H1 2026 net revenue with refunds".into(),
+        reason: "From January to June 2026 the revenue model stopped joining refunds, so refunds \
+                 were counted as zero and net revenue was overstated."
+            .into(),
+        operator: "ada.lovelace".into(),
+        reviewer: "grace.hopper".into(),
+        risk: RiskClass::MetricChangingRepair,
+        scope,
+        dependencies: Dependencies {
+            direct: vec![Dependency::new("finance monthly revenue dashboard", "finance-data")],
+            indirect: vec![Dependency::new("growth net-revenue tiles", "growth-analytics")],
+            human: vec![Dependency::new("finance leadership", "cfo-office")],
+        },
+        strategy: StrategySpec::PartitionOverwrite,
+        idempotency: "Each day is deleted and re-inserted from the corrected logic in one \
+                      transaction; repeating a day gives the same rows."
+            .into(),
+        validation: ValidationPlan {
+            checks: vec![
+                CheckSpec::RowCount {
+                    expect: Expectation::Unchanged,
+                    blocking: true,
+                },
+                CheckSpec::Unique {
+                    keys: vec![Ident::new("order_id").expect("ident")],
+                    blocking: true,
+                },
+            ],
+            description: "Row counts per day unchanged, order_id unique, and monthly net revenue \
+                          moves by exactly the refunds of the month."
+                .into(),
+        },
+        rollback: RollbackPlan {
+            description: "Every day's pre-image is kept for 14 days; Runner::rollback restores them.".into(),
+            keep_pre_image: true,
+            retention_days: 14,
+        },
+        expected_impact: "Net revenue for January to June 2026 drops by the refunds of those months \
+                          (about 2%); gross revenue and order counts do not change."
+            .into(),
+        operations: Operations {
+            rerun: "Run the same command: finished days are skipped, the table does not change.".into(),
+            pause: "The control handle pauses or cancels between days; no day is half-written.".into(),
+            recovery: "Run again: the ledger continues the stored plan from the first unfinished day.".into(),
+        },
+    }
+}
+
+/// Creates the shop's raw data and the buggy revenue fact, all in SQL.
+async fn generate(wh: &DuckDbWarehouse, orders: u64) -> backfill::Result<()> {
+    let per_day = (orders / 365).max(1);
+    wh.execute_batch(format!(
+        "
+        CREATE SCHEMA shop;
+        CREATE SCHEMA analytics;
+        CREATE TABLE shop.orders AS
+        WITH days AS (
+            SELECT DATE '2025-07-01' + CAST(range AS INTEGER) AS d FROM range(365)
+        ), sized AS (
+            SELECT d, CAST({per_day}
+                * CASE WHEN dayofweek(d) IN (0, 6) THEN 0.7 ELSE 1.05 END
+                * CASE WHEN d = last_day(d) THEN 1.6 ELSE 1.0 END AS BIGINT) AS n
+            FROM days
+        )
+        SELECT CAST(row_number() OVER (ORDER BY d, k) AS BIGINT) AS order_id,
+               d AS order_date,
+               CAST(CASE WHEN k % 997 = 0 THEN 1 + k % 7
+                         ELSE 100 + hash(d, k) % 60000 END AS BIGINT) AS customer_id,
+               CAST(round(CASE WHEN k % 997 = 0 THEN 2500 + hash(k, d) % 5000
+                               ELSE 5 + (hash(k, d, 1) % 20000) / 100.0 END
+                          * CASE WHEN d >= DATE '2026-04-01' THEN 1.05 ELSE 1.0 END, 2)
+                    AS DECIMAL(18,2)) AS gross
+        FROM sized, range(n) AS r(k);
+        CREATE TABLE shop.refunds AS
+        SELECT order_id,
+               CAST(round(gross * (30 + hash(order_id, 7) % 71) / 100.0, 2) AS DECIMAL(18,2)) AS amount,
+               order_date + CAST(hash(order_id, 3) % 20 AS INTEGER) AS refund_date
+        FROM shop.orders
+        WHERE hash(order_id, 5) % 100 < 5;
+        CREATE TABLE analytics.revenue AS
+        SELECT * FROM ({CORRECTED}) AS c WHERE order_date < DATE '2026-01-01'
+        UNION ALL
+        SELECT order_id, order_date, customer_id, gross,
+               CAST(0 AS DECIMAL(18,2)) AS refunds, gross AS net
+        FROM shop.orders WHERE order_date >= DATE '2026-01-01'
+        ORDER BY order_date, order_id;
+        "
+    ))
+    .await
+}
+
+async fn count(wh: &DuckDbWarehouse, table: &str) -> backfill::Result<u64> {
+    wh.count(&t(table), &Predicate::All).await
+}
+
+/// Captures monthly net revenue before the first write, in the engine.
+async fn baseline(wh: &DuckDbWarehouse) -> backfill::Result<()> {
+    wh.execute_batch(
+        "CREATE TABLE IF NOT EXISTS backfill.refunds_fix_baseline AS
+         SELECT strftime(order_date, '%Y-%m') AS month, sum(net) AS net
+         FROM analytics.revenue
+         WHERE order_date >= DATE '2026-01-01' AND order_date < DATE '2026-07-01'
+         GROUP BY 1",
+    )
+    .await
+}
+
+struct MonthRecon {
+    month: String,
+    before: f64,
+    after: f64,
+    refunds: f64,
+}
+
+/// Monthly net revenue before (the baseline) and after, with the refunds
+/// that should explain the difference. Twelve numbers come back; the
+/// aggregation stays in DuckDB.
+async fn reconcile(wh: &DuckDbWarehouse) -> backfill::Result<Vec<MonthRecon>> {
+    wh.with_connection(|c| {
+        let mut s = c.prepare(
+            "WITH after AS (
+                 SELECT strftime(order_date, '%Y-%m') AS month, sum(net) AS net
+                 FROM analytics.revenue
+                 WHERE order_date >= DATE '2026-01-01' AND order_date < DATE '2026-07-01'
+                 GROUP BY 1),
+             refunds AS (
+                 SELECT strftime(o.order_date, '%Y-%m') AS month, sum(r.amount) AS amount
+                 FROM shop.refunds AS r JOIN shop.orders AS o USING (order_id)
+                 WHERE o.order_date >= DATE '2026-01-01' AND o.order_date < DATE '2026-07-01'
+                 GROUP BY 1)
+             SELECT b.month, CAST(b.net AS DOUBLE), CAST(a.net AS DOUBLE),
+                    CAST(coalesce(r.amount, 0) AS DOUBLE)
+             FROM backfill.refunds_fix_baseline AS b
+             JOIN after AS a USING (month)
+             LEFT JOIN refunds AS r USING (month)
+             ORDER BY b.month",
+        )?;
+        let rows = s.query_map([], |r| {
+            Ok(MonthRecon {
+                month: r.get(0)?,
+                before: r.get(1)?,
+                after: r.get(2)?,
+                refunds: r.get(3)?,
+            })
+        })?;
+        rows.collect::<duckdb::Result<Vec<_>>>()
+    })
+    .await
+}
+
+fn progress(tty: bool, batch: &BatchId, done: usize, total: usize, rate: f64, eta: Option<Duration>) {
+    let width = 30;
+    let filled = (done * width) / total.max(1);
+    let line = format!(
+        "  [{}{}] {done:>3}/{total} {batch}  {}/s  ETA {}",
+        "=".repeat(filled),
+        " ".repeat(width - filled),
+        fmt_int(rate as u64),
+        eta.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "-".into())
+    );
+    if tty {
+        eprint!("\r{line}");
+        let _ = std::io::stderr().flush();
+    } else if done % 30 == 0 || done == total {
+        eprintln!("{line}");
+    }
+}
+
+fn fmt_int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_money(x: f64) -> String {
+    let cents = (x.abs() * 100.0).round() as u64;
+    format!("{}{}.{:02}", if x < 0.0 { "-" } else { "" }, fmt_int(cents / 100), cents % 100)
+}
+
+fn fmt_signed(x: f64) -> String {
+    if x >= 0.0 {
+        format!("+{}", fmt_money(x))
+    } else {
+        fmt_money(x)
+    }
+}
