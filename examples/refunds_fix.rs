@@ -24,9 +24,9 @@ use backfill::ledger::Ledger;
 use backfill::runner::RunOptions;
 use backfill::warehouse::Warehouse;
 use backfill::{
-    Backfill, BatchId, Bounds, Brief, CheckSpec, Dependencies, Dependency, Event, Expectation, Grain,
-    Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, RunStatus, Runner,
-    Scope, Source, StrategySpec, TableRef, ValidationPlan,
+    Backfill, BatchId, Bounds, Brief, CheckSpec, Dependencies, Dependency, Event, Expectation,
+    Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, RunStatus,
+    Runner, Scope, Source, StrategySpec, TableRef, ValidationPlan,
 };
 
 const RUN_ID: &str = "refunds_2026h1";
@@ -120,7 +120,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     brief.rollback.description = rollback_plan;
     let pf = brief.preflight().into_result()?;
-    println!("-- preflight with the brief complete: passed ({} warning(s)) --", pf.findings.len());
+    println!(
+        "-- preflight with the brief complete: passed ({} warning(s)) --",
+        pf.findings.len()
+    );
     for f in &pf.findings {
         println!("  note {}: {}", f.section, f.message);
     }
@@ -139,7 +142,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let existing = ledger.run(&job.run_id).await.ok();
     let done = match &existing {
-        Some(_) => ledger.batches(&job.run_id).await?.iter().filter(|b| b.state.is_done()).count(),
+        Some(_) => ledger
+            .batches(&job.run_id)
+            .await?
+            .iter()
+            .filter(|b| b.state.is_done())
+            .count(),
         None => 0,
     };
     if existing.is_none() {
@@ -155,11 +163,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Test slice: month-end, the DST day, a known incident day.
     if existing.is_none() {
-        let slice: Vec<BatchId> = ["2026-01-31", "2026-03-08", "2026-04-15"].map(BatchId::from).to_vec();
+        let slice: Vec<BatchId> = ["2026-01-31", "2026-03-08", "2026-04-15"]
+            .map(BatchId::from)
+            .to_vec();
         let est = runner.test_slice(&job, &slice).await?;
         println!("\n-- test slice --");
         for (id, rows, took) in &est.batches {
-            println!("  {id}: {} rows in {:.0} ms", fmt_int(*rows), took.as_secs_f64() * 1e3);
+            println!(
+                "  {id}: {} rows in {:.0} ms",
+                fmt_int(*rows),
+                took.as_secs_f64() * 1e3
+            );
         }
         println!(
             "  estimate for all {} batches: {:.1}s, ~{} rows",
@@ -216,7 +230,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
         _ if report.nothing_to_do() => {
-            println!("nothing to do: run {RUN_ID} already wrote all {} batches; the table is unchanged", report.batches_total);
+            println!(
+                "nothing to do: run {RUN_ID} already wrote all {} batches; the table is unchanged",
+                report.batches_total
+            );
         }
         _ => println!(
             "wrote {} batches this time ({} rows) in {:.1}s; {}/{} done",
@@ -249,7 +266,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     let recon = reconcile(&wh).await?;
     println!("  monthly net revenue, before → after (delta explained by refunds):");
-    println!("    {:<8} {:>16} {:>16} {:>14} {:>14}  ok", "month", "before", "after", "delta", "refunds");
+    println!(
+        "    {:<8} {:>16} {:>16} {:>14} {:>14}  ok",
+        "month", "before", "after", "delta", "refunds"
+    );
     let mut all_ok = dups.duplicate_keys == 0 && dups.null_keys == 0 && failed == 0;
     for m in &recon {
         let ok = (m.after - m.before + m.refunds).abs() < 0.005;
@@ -265,18 +285,31 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let sum = wh.checksum(&revenue, &Predicate::All).await?;
-    println!("  table checksum: {} rows, hash {}", fmt_int(sum.rows), sum.hash);
+    println!(
+        "  table checksum: {} rows, hash {}",
+        fmt_int(sum.rows),
+        sum.hash
+    );
     println!("  validation {}", if all_ok { "passed" } else { "FAILED" });
 
     // 6. What changed, for the people who read these numbers.
     let delta: f64 = recon.iter().map(|m| m.after - m.before).sum();
     println!("\n-- change summary --");
     println!("  {RUN_ID}: analytics.revenue, order dates 2026-01-01 .. 2026-06-30 ({ZONE})");
-    println!("  net revenue restated by {} over six months; every day's row count unchanged", fmt_signed(delta));
+    println!(
+        "  net revenue restated by {} over six months; every day's row count unchanged",
+        fmt_signed(delta)
+    );
     println!("  dashboards to refresh: finance monthly revenue, growth net-revenue tiles (owners: finance-data, growth-analytics)");
-    let pre = report.assets.iter().find(|a| a.kind == backfill::ledger::AssetKind::PreImage);
+    let pre = report
+        .assets
+        .iter()
+        .find(|a| a.kind == backfill::ledger::AssetKind::PreImage);
     if let Some(a) = pre {
-        println!("  rollback: Runner::rollback on run {RUN_ID}; pre-image {} kept until {}", a.table, a.expires_at);
+        println!(
+            "  rollback: Runner::rollback on run {RUN_ID}; pre-image {} kept until {}",
+            a.table, a.expires_at
+        );
     }
     if !all_ok {
         return Err("validation failed".into());
@@ -295,8 +328,14 @@ fn brief(scope: Scope) -> Brief {
         risk: RiskClass::MetricChangingRepair,
         scope,
         dependencies: Dependencies {
-            direct: vec![Dependency::new("finance monthly revenue dashboard", "finance-data")],
-            indirect: vec![Dependency::new("growth net-revenue tiles", "growth-analytics")],
+            direct: vec![Dependency::new(
+                "finance monthly revenue dashboard",
+                "finance-data",
+            )],
+            indirect: vec![Dependency::new(
+                "growth net-revenue tiles",
+                "growth-analytics",
+            )],
             human: vec![Dependency::new("finance leadership", "cfo-office")],
         },
         strategy: StrategySpec::PartitionOverwrite,
@@ -319,17 +358,23 @@ fn brief(scope: Scope) -> Brief {
                 .into(),
         },
         rollback: RollbackPlan {
-            description: "Every day's pre-image is kept for 14 days; Runner::rollback restores them.".into(),
+            description:
+                "Every day's pre-image is kept for 14 days; Runner::rollback restores them.".into(),
             keep_pre_image: true,
             retention_days: 14,
         },
-        expected_impact: "Net revenue for January to June 2026 drops by the refunds of those months \
+        expected_impact:
+            "Net revenue for January to June 2026 drops by the refunds of those months \
                           (about 2%); gross revenue and order counts do not change."
-            .into(),
+                .into(),
         operations: Operations {
-            rerun: "Run the same command: finished days are skipped, the table does not change.".into(),
-            pause: "The control handle pauses or cancels between days; no day is half-written.".into(),
-            recovery: "Run again: the ledger continues the stored plan from the first unfinished day.".into(),
+            rerun: "Run the same command: finished days are skipped, the table does not change."
+                .into(),
+            pause: "The control handle pauses or cancels between days; no day is half-written."
+                .into(),
+            recovery:
+                "Run again: the ledger continues the stored plan from the first unfinished day."
+                    .into(),
         },
     }
 }
@@ -436,7 +481,14 @@ async fn reconcile(wh: &DuckDbWarehouse) -> backfill::Result<Vec<MonthRecon>> {
     .await
 }
 
-fn progress(tty: bool, batch: &BatchId, done: usize, total: usize, rate: f64, eta: Option<Duration>) {
+fn progress(
+    tty: bool,
+    batch: &BatchId,
+    done: usize,
+    total: usize,
+    rate: f64,
+    eta: Option<Duration>,
+) {
     let width = 30;
     let filled = (done * width) / total.max(1);
     let line = format!(
@@ -444,7 +496,8 @@ fn progress(tty: bool, batch: &BatchId, done: usize, total: usize, rate: f64, et
         "=".repeat(filled),
         " ".repeat(width - filled),
         fmt_int(rate as u64),
-        eta.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "-".into())
+        eta.map(|d| format!("{:.1}s", d.as_secs_f64()))
+            .unwrap_or_else(|| "-".into())
     );
     if tty {
         eprint!("\r{line}");
@@ -468,7 +521,12 @@ fn fmt_int(n: u64) -> String {
 
 fn fmt_money(x: f64) -> String {
     let cents = (x.abs() * 100.0).round() as u64;
-    format!("{}{}.{:02}", if x < 0.0 { "-" } else { "" }, fmt_int(cents / 100), cents % 100)
+    format!(
+        "{}{}.{:02}",
+        if x < 0.0 { "-" } else { "" },
+        fmt_int(cents / 100),
+        cents % 100
+    )
 }
 
 fn fmt_signed(x: f64) -> String {

@@ -298,6 +298,25 @@ impl WriteStrategy for PartitionOverwrite {
     }
 }
 
+/// A full copy of the target beside it (stage or new version).
+async fn copy_beside(ctx: &RunContext<'_>, table: TableRef, kind: AssetKind) -> Result<Vec<Asset>> {
+    ctx.warehouse.create_copy(ctx.target, &table, true).await?;
+    Ok(vec![ctx.asset(kind, table)])
+}
+
+/// Overwrites a batch's slice in a copy beside the target (no pre-image:
+/// the target itself is untouched until cut-over).
+async fn overwrite_in(
+    ctx: &RunContext<'_>,
+    batch: &Batch,
+    table: &TableRef,
+    mark: Option<&TxMark>,
+) -> Result<WriteOutcome> {
+    ctx.warehouse
+        .overwrite_slice(&slice(ctx, batch, table, None, mark))
+        .await
+}
+
 /// Build beside the target, then swap atomically and keep the old table.
 #[derive(Debug)]
 pub struct StagingSwap(StrategySpec);
@@ -313,9 +332,7 @@ impl WriteStrategy for StagingSwap {
     }
 
     async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>> {
-        let stage = ctx.stage_table()?;
-        ctx.warehouse.create_copy(ctx.target, &stage, true).await?;
-        Ok(vec![ctx.asset(AssetKind::Stage, stage)])
+        copy_beside(ctx, ctx.stage_table()?, AssetKind::Stage).await
     }
 
     async fn write_batch(
@@ -324,10 +341,7 @@ impl WriteStrategy for StagingSwap {
         batch: &Batch,
         mark: Option<&TxMark>,
     ) -> Result<WriteOutcome> {
-        let stage = ctx.stage_table()?;
-        ctx.warehouse
-            .overwrite_slice(&slice(ctx, batch, &stage, None, mark))
-            .await
+        overwrite_in(ctx, batch, &ctx.stage_table()?, mark).await
     }
 
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {
@@ -470,9 +484,7 @@ impl WriteStrategy for ParallelVersion {
     }
 
     async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>> {
-        let v = ctx.version_table()?;
-        ctx.warehouse.create_copy(ctx.target, &v, true).await?;
-        Ok(vec![ctx.asset(AssetKind::Version, v)])
+        copy_beside(ctx, ctx.version_table()?, AssetKind::Version).await
     }
 
     async fn write_batch(
@@ -481,10 +493,7 @@ impl WriteStrategy for ParallelVersion {
         batch: &Batch,
         mark: Option<&TxMark>,
     ) -> Result<WriteOutcome> {
-        let v = ctx.version_table()?;
-        ctx.warehouse
-            .overwrite_slice(&slice(ctx, batch, &v, None, mark))
-            .await
+        overwrite_in(ctx, batch, &ctx.version_table()?, mark).await
     }
 
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {

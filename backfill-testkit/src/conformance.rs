@@ -514,7 +514,11 @@ pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
             // With the ledger in the engine, the third batch's mark commits
             // with its data, so a crash after the write leaves it written.
             let third = &case.job.plan.batches[2].id;
-            let in_tx = case.env.ledger.tx_mark(&case.job.run_id, third, 0).is_some();
+            let in_tx = case
+                .env
+                .ledger
+                .tx_mark(&case.job.run_id, third, 0)
+                .is_some();
             let landed = usize::from(in_tx && point == FaultPoint::AfterWriteBeforeLedger);
             let states = case.states().await;
             assert_eq!(

@@ -643,7 +643,10 @@ impl Runner {
                     }
                     Load::Critical(r) => {
                         self.emit(Event::Throttled { reason: r.clone() });
-                        *shared.pause_reason.lock().unwrap_or_else(|e| e.into_inner()) =
+                        *shared
+                            .pause_reason
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) =
                             Some(format!("critical load: {r}"));
                         self.control.pause();
                         throttle = None;

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Formatting and clippy (warnings are errors) for the whole workspace.
+#
+# Clippy runs as the compiler wrapper of a normal build, so it reuses the
+# compiled bundled DuckDB instead of building it a second time in check
+# mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
+
+cargo fmt --all -- --check
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)" \
+CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
+  cargo build --workspace --all-targets --features postgres,testkit
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features postgres,testkit
