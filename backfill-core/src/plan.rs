@@ -182,6 +182,9 @@ impl Plan {
             .key_boundaries(&scope.target, &scope.batch_column, &pred, rows_per_batch)
             .await?
             .iter()
+            // The first boundary is the smallest key: the first batch
+            // starts at the scope's start instead, so no batch is empty.
+            .skip(1)
             .filter_map(Value::as_i64)
             .filter(|k| *k > start && *k < end)
             .collect();
