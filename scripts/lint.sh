@@ -11,5 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
 cargo fmt --all -- --check
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)" \
 CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
-  cargo build --workspace --all-targets --features postgres,testkit
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features postgres,testkit
+  cargo build --workspace --all-targets
+# Rustdoc for the crates that do not link DuckDB (documenting the DuckDB
+# adapter would also build DuckDB in check mode); its docs are checked by
+# the missing_docs lint above.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p backfill-core -p backfill-testkit -p backfill-postgres

@@ -1,2 +1,61 @@
-//! PostgreSQL adapter for backfill (in progress).
+//! # backfill-postgres
+//!
+//! The PostgreSQL adapter for [`backfill_core`]: a [`Warehouse`] whose
+//! writes, guards, snapshots and checks run as SQL inside PostgreSQL, a
+//! [`Ledger`] in tables of the same database that several worker
+//! processes share, and load signals read from the server.
+//!
+//! - [`PgWarehouse`]: connect with a connection string (a
+//!   `deadpool-postgres` pool inside) or wrap a pool;
+//! - [`PgLedger`]: made with [`PgWarehouse::ledger`], in a schema of your
+//!   choice ([`DEFAULT_SCHEMA`] by default); each batch's write commits its
+//!   ledger mark in the same transaction, fenced by the claim's token;
+//! - [`ActivitySignal`], [`ReplicationLagSignal`], [`ProbeSignal`]: load
+//!   signals with [`Thresholds`].
+//!
+//! All SQL is rendered by the shared renderer in
+//! [`backfill_core::sql::stmt`] with the [`PostgresDialect`]; identifiers
+//! are validated and quoted, values are always bound parameters.
+//!
+//! ## Several workers, one run
+//!
+//! Every worker (a process, on any machine) connects to the same database,
+//! opens the ledger in the same schema and runs the same job under its own
+//! worker name; batches are claimed with `FOR UPDATE SKIP LOCKED`, each
+//! once, and a batch whose worker died is taken over when its lease
+//! expires.
+//!
+//! ```no_run
+//! # async fn demo(job: backfill_core::Backfill) -> backfill_core::Result<()> {
+//! use std::sync::Arc;
+//! use backfill_core::{RunOptions, Runner};
+//! use backfill_postgres::PgWarehouse;
+//!
+//! let warehouse = PgWarehouse::connect("host=db user=backfill dbname=analytics").await?;
+//! let ledger = warehouse.ledger("backfill").await?;
+//! let options = RunOptions { worker: "worker-a".into(), ..RunOptions::default() };
+//! let report = Runner::new(Arc::new(warehouse), Arc::new(ledger))
+//!     .with_options(options)
+//!     .run(&job)
+//!     .await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+//!
+//! [`Warehouse`]: backfill_core::Warehouse
+//! [`Ledger`]: backfill_core::Ledger
+//! [`PostgresDialect`]: backfill_core::sql::PostgresDialect
 #![warn(missing_docs)]
+
+mod db;
+mod ledger;
+mod signal;
+mod warehouse;
+
+pub use deadpool_postgres;
+pub use ledger::{PgLedger, DEFAULT_SCHEMA};
+pub use signal::{
+    Activity, ActivitySignal, ProbeSignal, Replication, ReplicationLagSignal, Thresholds,
+};
+pub use tokio_postgres;
+pub use warehouse::{PgWarehouse, DEFAULT_POOL_SIZE};

@@ -1,5 +1,5 @@
 //! The adapter conformance suite, run on the fake warehouse.
 
 backfill_testkit::conformance_tests!(|_name: &str| async {
-    backfill_testkit::conformance::fake_env()
+    Some(backfill_testkit::conformance::fake_env())
 });

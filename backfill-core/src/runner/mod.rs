@@ -427,7 +427,8 @@ impl Runner {
         // Requeue failed batches: resume means "continue this plan".
         for b in self.ledger.batches(run_id).await? {
             if b.state == BatchState::Failed && only.is_none_or(|ids| ids.contains(&b.batch.id)) {
-                self.ledger
+                let requeued = self
+                    .ledger
                     .transition(
                         run_id,
                         &b.batch.id,
@@ -435,7 +436,12 @@ impl Runner {
                         BatchState::Pending,
                         BatchUpdate::reason("requeued on resume"),
                     )
-                    .await?;
+                    .await;
+                match requeued {
+                    // Another worker sharing the run requeued it first.
+                    Ok(()) | Err(Error::InvalidTransition { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         let before = self.ledger.batches(run_id).await?;
@@ -559,6 +565,13 @@ impl Runner {
             } else {
                 RunStatus::Completed
             }
+        } else if only.is_none()
+            && after
+                .iter()
+                .all(|b| b.state.is_done() || b.state == BatchState::Running)
+        {
+            // The rest is in other workers' hands: the run goes on.
+            RunStatus::Running
         } else {
             RunStatus::Paused
         };
@@ -743,9 +756,18 @@ impl Runner {
                 .instrument(span)
                 .await;
             shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            if let Err(e) = r {
-                self.fail(shared, e);
-                return;
+            match r {
+                Ok(()) => {}
+                // Another worker took the batch over after this worker's
+                // lease expired; its write was refused and the batch is in
+                // good hands. Carry on with the next one.
+                Err(Error::LeaseLost { batch, token }) => {
+                    tracing::warn!(%batch, token, "lease lost; batch left to its new owner");
+                }
+                Err(e) => {
+                    self.fail(shared, e);
+                    return;
+                }
             }
         }
     }

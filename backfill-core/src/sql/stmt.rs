@@ -751,6 +751,102 @@ fn select_param(b: &mut SqlBuilder<'_>, v: &Value) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// PostgreSQL-specific statements (the DuckDB adapter does not use these)
+// ---------------------------------------------------------------------------
+
+/// `SELECT set_config(name, value, true)`: a setting for the rest of the
+/// open transaction only (PostgreSQL's `SET LOCAL`, with name and value
+/// bound as parameters instead of spliced).
+pub fn set_local(d: &dyn Dialect, name: &str, value: &str) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT set_config(");
+    text_param(&mut b, name);
+    b.push(", ");
+    text_param(&mut b, value);
+    b.push(", true)");
+    b.finish()
+}
+
+/// `SELECT pg_advisory_xact_lock(hashtextextended(key, 0))`: a PostgreSQL
+/// advisory lock on a text key, held until the transaction ends.
+pub fn advisory_xact_lock(d: &dyn Dialect, key: &str) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT pg_advisory_xact_lock(hashtextextended(");
+    text_param(&mut b, key);
+    b.push(", 0))");
+    b.finish()
+}
+
+/// `DROP VIEW IF EXISTS view`.
+pub fn drop_view(d: &dyn Dialect, view: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("DROP VIEW IF EXISTS ").table(view);
+    b.finish()
+}
+
+/// `CREATE TABLE to (LIKE from INCLUDING DEFAULTS INCLUDING CONSTRAINTS
+/// INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMMENTS)`: PostgreSQL's
+/// copy of a table's shape that keeps defaults, `NOT NULL` and check
+/// constraints, primary keys and indexes (identity and generated columns
+/// become plain columns, so rows can be copied in as they are).
+pub fn create_table_like_including(d: &dyn Dialect, to: &TableRef, from: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("CREATE TABLE ")
+        .table(to)
+        .push(" (LIKE ")
+        .table(from)
+        .push(
+            " INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES \
+             INCLUDING STORAGE INCLUDING COMMENTS)",
+        );
+    b.finish()
+}
+
+/// `ANALYZE table`: fresh planner statistics (PostgreSQL), e.g. for a
+/// just-materialized slice that is joined next.
+pub fn analyze(d: &dyn Dialect, table: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("ANALYZE ").table(table);
+    b.finish()
+}
+
+/// Sessions of the current database other than this one, from
+/// PostgreSQL's `pg_stat_activity`: one row `(active, waiting_on_locks)`,
+/// the client backends running a statement and those waiting for a lock.
+pub fn pg_activity(d: &dyn Dialect) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push(
+        "SELECT count(*) FILTER (WHERE state = 'active'), \
+         count(*) FILTER (WHERE wait_event_type = 'Lock') \
+         FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    );
+    b.finish()
+}
+
+/// Streaming replicas of this PostgreSQL server, from
+/// `pg_stat_replication`: one row `(replicas, max_replay_lag_seconds)`,
+/// the lag 0 when there is no replica or none lags.
+pub fn pg_replication_lag(d: &dyn Dialect) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push(
+        "SELECT count(*), CAST(coalesce(max(extract(epoch FROM replay_lag)), 0) \
+         AS DOUBLE PRECISION) FROM pg_stat_replication",
+    );
+    b.finish()
+}
+
+/// `SELECT CAST((probe) AS DOUBLE PRECISION)`: a caller's trusted scalar
+/// query (one row, one numeric column) read as a number.
+pub fn scalar_probe(d: &dyn Dialect, probe: &str) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT CAST((")
+        .push(probe)
+        .push(") AS DOUBLE PRECISION)");
+    b.finish()
+}
+
 /// Statements of a ledger kept in SQL tables (runs, batches, transitions,
 /// locks, assets) in a schema of the user's choice.
 ///
@@ -1051,5 +1147,56 @@ pub mod ledger {
         }
         b.push(" ORDER BY \"seq\" LIMIT 1");
         b.finish()
+    }
+
+    /// [`claim_candidate`] with `FOR UPDATE SKIP LOCKED` (PostgreSQL): the
+    /// candidate row is locked for the claiming transaction, and rows
+    /// another worker is claiming right now are skipped, so several
+    /// workers claim distinct batches without waiting on each other.
+    pub fn claim_candidate_skip_locked(
+        d: &dyn Dialect,
+        batches: &TableRef,
+        run_id: &str,
+        only: Option<&[String]>,
+        expired_at: Option<Value>,
+    ) -> Sql {
+        let mut q = claim_candidate(d, batches, run_id, only, expired_at);
+        q.text.push_str(" FOR UPDATE SKIP LOCKED");
+        q
+    }
+
+    /// [`select`] with `FOR UPDATE`: the rows read are locked until the
+    /// transaction ends, so a read-check-update cannot race another
+    /// writer.
+    pub fn select_for_update(
+        d: &dyn Dialect,
+        table: &TableRef,
+        columns: &[&str],
+        conditions: &[(&str, Value)],
+        order_by: &[&str],
+    ) -> Sql {
+        let mut q = select(d, table, columns, conditions, order_by);
+        q.text.push_str(" FOR UPDATE");
+        q
+    }
+
+    /// Indexes a PostgreSQL ledger adds to the shared tables, so reading a
+    /// run's transitions and assets does not scan every run's rows.
+    pub fn create_indexes(d: &dyn Dialect, schema: &Ident) -> Vec<Sql> {
+        [(TRANSITIONS, "run_id"), (ASSETS, "run_id")]
+            .iter()
+            .map(|(name, col)| {
+                let mut b = SqlBuilder::new(d);
+                let index = ident(&format!("{name}_{col}_idx"));
+                b.push("CREATE INDEX IF NOT EXISTS ")
+                    .ident(&index)
+                    .push(" ON ")
+                    .table(&table(schema, name))
+                    .push(" (")
+                    .ident(&ident(col))
+                    .push(")");
+                b.finish()
+            })
+            .collect()
     }
 }
