@@ -502,7 +502,7 @@ fn progress(
     if tty {
         eprint!("\r{line}");
         let _ = std::io::stderr().flush();
-    } else if done % 30 == 0 || done == total {
+    } else if done.is_multiple_of(30) || done == total {
         eprintln!("{line}");
     }
 }
@@ -511,7 +511,7 @@ fn fmt_int(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
 cargo fmt --all -- --check
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)" \
 CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
-  cargo build --workspace --all-targets
+  cargo build --workspace --all-targets --all-features
 # Rustdoc for the crates that do not link DuckDB (documenting the DuckDB
 # adapter would also build DuckDB in check mode); its docs are checked by
 # the missing_docs lint above.

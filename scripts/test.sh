@@ -15,6 +15,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-./scripts/with-postgres.sh cargo test --workspace --all-targets "$@"
+./scripts/with-postgres.sh cargo test --workspace --all-targets --all-features "$@"
 # Doc examples.
-cargo test --workspace --doc "$@"
+cargo test --workspace --doc --all-features "$@"

@@ -18,8 +18,7 @@ use std::time::Duration;
 use backfill_core::jiff::civil::{date, Date};
 use backfill_core::jiff::Timestamp;
 use backfill_core::ledger::{
-    Asset, AssetKind, BatchState, BatchUpdate, Ledger, ManualClock, MemoryLedger, RunRecord,
-    RunStart, RunStatus,
+    AssetKind, BatchState, BatchUpdate, Ledger, ManualClock, RunRecord, RunStart, RunStatus,
 };
 use backfill_core::plan::Batch;
 use backfill_core::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, Warehouse};
