@@ -23,15 +23,19 @@ use backfill_core::ledger::{
 use backfill_core::plan::Batch;
 use backfill_core::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, Warehouse};
 use backfill_core::{
-    Backfill, Bounds, Brief, CheckSpec, Column, ColumnType, Dependencies, Dependency, Error,
-    Expectation, Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan,
-    RunId, Runner, Scope, Source, StrategySpec, TableRef, TableSchema, ValidationPlan, Value,
+    Backfill, Bounds, Brief, CheckSpec, ColumnType, Dependencies, Dependency, Error, Expectation,
+    Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, Runner,
+    Scope, Source, StrategySpec, TableRef, TableSchema, ValidationPlan, Value,
 };
 use backfill_postgres::{PgLedger, PgWarehouse};
 
 // ---------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------
+
+use backfill_testkit::conformance::{
+    expected_replace, facts_schema, original_rows, source_rows as fixed_rows,
+};
 
 fn id(s: &str) -> Ident {
     Ident::new(s).unwrap()
@@ -45,17 +49,6 @@ fn day(n: i8) -> Date {
     date(2026, 3, 1 + n)
 }
 
-fn facts_schema() -> TableSchema {
-    TableSchema {
-        columns: vec![
-            Column::new(id("id"), ColumnType::Int).not_null(),
-            Column::new(id("day"), ColumnType::Date),
-            Column::new(id("amount"), ColumnType::Int),
-            Column::new(id("note"), ColumnType::Text),
-        ],
-    }
-}
-
 fn row(i: i64, d: Date, amount: i64, note: &str) -> Vec<Value> {
     vec![
         Value::Int(i),
@@ -63,48 +56,6 @@ fn row(i: i64, d: Date, amount: i64, note: &str) -> Vec<Value> {
         Value::Int(amount),
         Value::Text(note.into()),
     ]
-}
-
-/// 4 rows a day for 10 days.
-fn original_rows() -> Vec<Vec<Value>> {
-    let mut rows = Vec::new();
-    for d in 0..10i8 {
-        for k in 0..4i64 {
-            let i = i64::from(d) * 4 + k + 1;
-            rows.push(row(i, day(d), i * 10, "original"));
-        }
-    }
-    rows
-}
-
-/// Amounts fixed everywhere, id 13 dropped, id 1000 added on day 4.
-fn fixed_rows() -> Vec<Vec<Value>> {
-    let mut rows: Vec<Vec<Value>> = original_rows()
-        .into_iter()
-        .filter(|r| r[0] != Value::Int(13))
-        .map(|mut r| {
-            let i = r[0].as_i64().unwrap();
-            r[2] = Value::Int(i * 10 + 1);
-            r[3] = Value::Text("fixed".into());
-            r
-        })
-        .collect();
-    rows.push(row(1000, day(4), 5, "added"));
-    rows
-}
-
-fn in_scope(r: &[Value]) -> bool {
-    matches!(&r[1], Value::Date(d) if *d >= day(2) && *d < day(7))
-}
-
-/// What a partition overwrite of days 2..7 gives.
-fn expected_replace() -> Vec<Vec<Value>> {
-    let mut rows: Vec<Vec<Value>> = original_rows()
-        .into_iter()
-        .filter(|r| !in_scope(r))
-        .collect();
-    rows.extend(fixed_rows().into_iter().filter(|r| in_scope(r)));
-    rows
 }
 
 async fn seed(w: &PgWarehouse, name: &str, rows: &[Vec<Value>]) -> TableRef {

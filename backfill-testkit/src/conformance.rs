@@ -66,7 +66,7 @@ pub fn fake_env_on(fake: crate::FakeWarehouse) -> Env {
                 return source;
             };
             let (reader, table, column) = (reader.clone(), table.clone(), column.clone());
-            let schema = schema();
+            let schema = facts_schema();
             let position = schema
                 .columns
                 .iter()
@@ -161,7 +161,9 @@ fn day(n: i8) -> Date {
     date(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2 + n)
 }
 
-fn schema() -> TableSchema {
+/// The `facts` table of the conformance cases: `id` (not null), `day`,
+/// `amount`, `note`.
+pub fn facts_schema() -> TableSchema {
     TableSchema {
         columns: vec![
             Column::new(ident("id"), ColumnType::Int).not_null(),
@@ -308,7 +310,7 @@ pub struct Case {
 /// Creates table `name` with the `facts` schema in `env` and inserts
 /// `rows`.
 pub async fn seed_table(env: &Env, name: &str, rows: &[Vec<Value>]) -> TableRef {
-    seed_table_as(env, name, &schema(), rows).await
+    seed_table_as(env, name, &facts_schema(), rows).await
 }
 
 async fn seed_table_as(
@@ -678,7 +680,7 @@ pub async fn merge_refuses_bad_keys(env: Env) {
         Value::Int(1),
         Value::Text("null key".into()),
     ]);
-    let mut nullable = schema();
+    let mut nullable = facts_schema();
     nullable.columns[0].nullable = true;
     let nulls = seed_table_as(&case.env, "facts_nulls", &nullable, &with_null).await;
     let job = job_on(&case.env, Pattern::Merge, "nullkey", Source::Table(nulls));
