@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ledger::{RunId, TxMark};
 use crate::plan::Batch;
 use crate::sql::Dialect;
@@ -127,6 +127,44 @@ pub struct Checksum {
     pub rows: u64,
     /// Order-independent hash of the rows.
     pub hash: String,
+}
+
+/// Checks that `schema` (of `table`) has every column in `cols`;
+/// [`crate::Error::UnknownColumn`] names the first missing one.
+pub fn check_columns<'a>(
+    schema: &TableSchema,
+    cols: impl IntoIterator<Item = &'a Ident>,
+    table: &str,
+) -> Result<()> {
+    for col in cols {
+        if schema.column(col).is_none() {
+            return Err(Error::UnknownColumn {
+                table: table.to_string(),
+                column: col.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a source has the columns a write needs
+/// ([`crate::Error::SchemaMismatch`]) and its predicate reads
+/// ([`crate::Error::UnknownColumn`]).
+pub fn check_source(
+    schema: &TableSchema,
+    source: &Source,
+    columns: &[Ident],
+    predicate: &Predicate,
+) -> Result<()> {
+    for col in columns {
+        if schema.column(col).is_none() {
+            return Err(Error::SchemaMismatch(format!(
+                "source ({}) has no column {col}",
+                source.describe()
+            )));
+        }
+    }
+    check_columns(schema, predicate.columns(), &source.describe())
 }
 
 /// The adapter trait that every engine implements.

@@ -9,6 +9,7 @@ use backfill_core::ledger::{Clock, SystemClock, TxMark};
 use backfill_core::plan::Batch;
 use backfill_core::sql::{stmt, Dialect};
 use backfill_core::validate::SAMPLE_LIMIT;
+use backfill_core::warehouse::{check_columns, check_source};
 use backfill_core::warehouse::{
     Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome,
     BATCH_COLUMN, MARKER_COLUMN,
@@ -217,22 +218,6 @@ fn require_table(c: &Connection, t: &TableRef) -> Result<TableSchema> {
     require_relation(c, t)
 }
 
-fn check_columns<'a>(
-    schema: &TableSchema,
-    cols: impl IntoIterator<Item = &'a Ident>,
-    table: &str,
-) -> Result<()> {
-    for col in cols {
-        if schema.column(col).is_none() {
-            return Err(Error::UnknownColumn {
-                table: table.to_string(),
-                column: col.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// The columns a source yields.
 fn source_schema(c: &Connection, source: &Source) -> Result<TableSchema> {
     match source {
@@ -249,24 +234,6 @@ fn source_schema(c: &Connection, source: &Source) -> Result<TableSchema> {
             })
         }
     }
-}
-
-/// Checks that a source has the columns a write needs.
-fn check_source(
-    schema: &TableSchema,
-    source: &Source,
-    columns: &[Ident],
-    predicate: &Predicate,
-) -> Result<()> {
-    for col in columns {
-        if schema.column(col).is_none() {
-            return Err(Error::SchemaMismatch(format!(
-                "source ({}) has no column {col}",
-                source.describe()
-            )));
-        }
-    }
-    check_columns(schema, predicate.columns(), &source.describe())
 }
 
 /// The data columns of a pre-image or key-log table.

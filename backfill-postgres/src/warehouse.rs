@@ -10,6 +10,7 @@ use backfill_core::ledger::{Clock, SystemClock, TxMark};
 use backfill_core::plan::Batch;
 use backfill_core::sql::{stmt, Dialect};
 use backfill_core::validate::SAMPLE_LIMIT;
+use backfill_core::warehouse::{check_columns, check_source};
 use backfill_core::warehouse::{
     Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome,
     BATCH_COLUMN, MARKER_COLUMN,
@@ -330,22 +331,6 @@ async fn require_table<C: GenericClient + Sync>(c: &C, t: &TableRef) -> Result<T
     require_relation(c, t).await
 }
 
-fn check_columns<'a>(
-    schema: &TableSchema,
-    cols: impl IntoIterator<Item = &'a Ident>,
-    table: &str,
-) -> Result<()> {
-    for col in cols {
-        if schema.column(col).is_none() {
-            return Err(Error::UnknownColumn {
-                table: table.to_string(),
-                column: col.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// The columns a source yields.
 async fn source_schema<C: GenericClient + Sync>(c: &C, source: &Source) -> Result<TableSchema> {
     match source {
@@ -362,23 +347,6 @@ async fn source_schema<C: GenericClient + Sync>(c: &C, source: &Source) -> Resul
             })
         }
     }
-}
-
-fn check_source(
-    schema: &TableSchema,
-    source: &Source,
-    columns: &[Ident],
-    predicate: &Predicate,
-) -> Result<()> {
-    for col in columns {
-        if schema.column(col).is_none() {
-            return Err(Error::SchemaMismatch(format!(
-                "source ({}) has no column {col}",
-                source.describe()
-            )));
-        }
-    }
-    check_columns(schema, predicate.columns(), &source.describe())
 }
 
 fn data_columns(schema: &TableSchema) -> Vec<Ident> {
