@@ -26,9 +26,11 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod amount;
 pub mod brief;
 pub mod error;
 pub mod ident;
+pub mod inspect;
 pub mod ledger;
 pub mod plan;
 pub mod predicate;
@@ -42,6 +44,7 @@ pub mod validate;
 pub mod value;
 pub mod warehouse;
 
+pub use amount::Amount;
 pub use brief::{
     Brief, Dependencies, Dependency, Finding, Operations, Preflight, RiskClass, RollbackPlan,
     ValidationPlan,

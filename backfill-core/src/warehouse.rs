@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::inspect::{Answer, Inspect};
 use crate::ledger::{RunId, TxMark};
 use crate::plan::Batch;
 use crate::sql::Dialect;
@@ -271,6 +272,12 @@ pub trait Warehouse: Send + Sync {
         order_by: &Ident,
         into: &TableRef,
     ) -> Result<u64>;
+
+    /// Answers a read-only question (see [`crate::inspect`]): only
+    /// aggregates and bounded samples come back. SQL engines answer with
+    /// [`crate::sql::inspect::answer`]. Unknown tables and columns are
+    /// typed errors.
+    async fn inspect(&self, question: &Inspect) -> Result<Answer>;
 }
 
 /// Any shared warehouse is a warehouse.
@@ -372,5 +379,8 @@ impl<T: Warehouse + ?Sized> Warehouse for std::sync::Arc<T> {
         (**self)
             .stage_source(source, predicate, bounds, order_by, into)
             .await
+    }
+    async fn inspect(&self, question: &Inspect) -> Result<Answer> {
+        (**self).inspect(question).await
     }
 }

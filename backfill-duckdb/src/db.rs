@@ -169,6 +169,24 @@ pub(crate) fn query<T>(
     Ok(out)
 }
 
+/// Runs a statement and returns its rows as values, each decoded by its
+/// result type (exact decimals as text).
+pub(crate) fn query_values(conn: &Connection, sql: &Sql) -> Result<Vec<Vec<Value>>> {
+    tracing::trace!(sql = %sql.display(), "query");
+    let mut st = conn.prepare(&sql.text).map_err(engine_error)?;
+    let mut rows = st.query(params(sql)).map_err(engine_error)?;
+    let width = rows.as_ref().map_or(0, |s| s.column_count());
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(engine_error)? {
+        out.push(
+            (0..width)
+                .map(|i| get_value(r, i, ColumnType::Other))
+                .collect::<Result<_>>()?,
+        );
+    }
+    Ok(out)
+}
+
 /// Runs a query returning one row of one count.
 pub(crate) fn query_count(conn: &Connection, sql: &Sql) -> Result<u64> {
     let v = query(conn, sql, |r| get_u64(r, 0))?;

@@ -5,9 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use backfill_core::inspect::{Answer, Inspect};
 use backfill_core::ledger::{Clock, SystemClock, TxMark};
 use backfill_core::plan::Batch;
-use backfill_core::sql::{stmt, Dialect};
+use backfill_core::sql::inspect::SqlRead;
+use backfill_core::sql::{self, stmt, Dialect, Sql};
 use backfill_core::validate::SAMPLE_LIMIT;
 use backfill_core::warehouse::{check_columns, check_source};
 use backfill_core::warehouse::{
@@ -21,7 +23,7 @@ use duckdb::Connection;
 
 use crate::db::{
     engine_error, exec, get_string, get_text, get_u64, get_value, in_tx, query, query_columns,
-    query_count, Db, LedgerHome, DIALECT,
+    query_count, query_values, Db, LedgerHome, DIALECT,
 };
 use crate::ledger::{self, DuckDbLedger, DEFAULT_SCHEMA};
 
@@ -920,6 +922,19 @@ impl Warehouse for DuckDbWarehouse {
                     query_count(c, &stmt::count(d, &into, &Predicate::All))
                 })
             })
+            .await
+    }
+
+    async fn inspect(&self, question: &Inspect) -> Result<Answer> {
+        sql::inspect::answer(self, question).await
+    }
+}
+
+#[async_trait]
+impl SqlRead for DuckDbWarehouse {
+    async fn read(&self, stmts: Vec<Sql>) -> Result<Vec<Vec<Vec<Value>>>> {
+        self.db
+            .run(move |c| in_tx(c, |c| stmts.iter().map(|s| query_values(c, s)).collect()))
             .await
     }
 }

@@ -354,6 +354,23 @@ pub(crate) async fn query<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<V
 }
 
 /// Runs a query returning one row of one count.
+/// Runs a statement and returns its rows as values, each decoded by its
+/// result type (exact decimals as text).
+pub(crate) async fn query_values<C: GenericClient + Sync>(
+    c: &C,
+    sql: &Sql,
+) -> Result<Vec<Vec<Value>>> {
+    query(c, sql)
+        .await?
+        .iter()
+        .map(|r| {
+            (0..r.columns().len())
+                .map(|i| get_value(r, i, ColumnType::Other))
+                .collect()
+        })
+        .collect()
+}
+
 pub(crate) async fn query_count<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<u64> {
     let rows = query(c, sql).await?;
     let row = rows

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backfill_core::inspect::{Answer, Inspect};
 use backfill_core::ledger::{Clock, SystemClock, TxMark};
 use backfill_core::plan::Batch;
-use backfill_core::sql::{stmt, Dialect};
+use backfill_core::sql::inspect::SqlRead;
+use backfill_core::sql::{self, stmt, Dialect, Sql};
 use backfill_core::validate::SAMPLE_LIMIT;
 use backfill_core::warehouse::{check_columns, check_source};
 use backfill_core::warehouse::{
@@ -23,7 +25,7 @@ use tokio_postgres::{GenericClient, NoTls, Transaction};
 
 use crate::db::{
     advisory_lock, exec, get_string, get_text, get_u64, get_value, pg_error, query, query_columns,
-    query_count, Db, LedgerHome, Limits, TxFuture, DIALECT,
+    query_count, query_values, Db, LedgerHome, Limits, TxFuture, DIALECT,
 };
 use crate::ledger::{self, PgLedger, DEFAULT_SCHEMA};
 use crate::signal::{ActivitySignal, ProbeSignal, ReplicationLagSignal, Thresholds};
@@ -1150,6 +1152,27 @@ impl Warehouse for PgWarehouse {
                         }
                     }
                     query_count(tx, &stmt::count(d, &into, &Predicate::All)).await
+                })
+            })
+            .await
+    }
+
+    async fn inspect(&self, question: &Inspect) -> Result<Answer> {
+        sql::inspect::answer(self, question).await
+    }
+}
+
+#[async_trait]
+impl SqlRead for PgWarehouse {
+    async fn read(&self, stmts: Vec<Sql>) -> Result<Vec<Vec<Vec<Value>>>> {
+        self.db
+            .in_tx(None, move |tx| {
+                Box::pin(async move {
+                    let mut out = Vec::with_capacity(stmts.len());
+                    for s in &stmts {
+                        out.push(query_values(tx, s).await?);
+                    }
+                    Ok(out)
                 })
             })
             .await

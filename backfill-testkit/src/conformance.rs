@@ -27,6 +27,8 @@ use backfill_core::{
 use jiff::civil::{date, Date};
 
 use crate::faults::{FaultPoint, Faulty};
+
+pub mod inspect;
 use crate::fixtures::Seed;
 
 /// Makes a bounded query source over `table` on `column`, binding
@@ -563,6 +565,15 @@ pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
             } else {
                 err.expect("cut-over");
             }
+        }
+        FaultPoint::DuringInspect => {
+            faults.fail_once(point);
+            // A check that cannot run loses nothing: the run finishes, or
+            // stops with the batch not done and a resume completes it.
+            if runner.run(&case.job).await.is_err() {
+                case.runner().run(&case.job).await.expect("resume");
+            }
+            case.runner().cutover(&case.job).await.expect("cut-over");
         }
     }
     let rows = case
@@ -1330,6 +1341,17 @@ macro_rules! conformance_tests {
             case!(cancel_resume, c::cancel_then_resume);
             case!(transient_retry, c::transient_error_is_retried);
             case!(bad_input, c::bad_input_refused_before_write);
+            case!(inspect_profile, c::inspect::profile_counts_groups);
+            case!(inspect_spine, c::inspect::spine_shows_missing_day);
+            case!(inspect_orphans, c::inspect::orphans_found);
+            case!(inspect_metric, c::inspect::metric_by_period_and_dim);
+            case!(inspect_diff, c::inspect::diff_classifies_rows);
+            case!(inspect_attribution, c::inspect::diff_attributes_metric);
+            case!(inspect_pre_image_diff, c::inspect::pre_image_diff_after_run);
+            case!(
+                inspect_bad_names_and_size,
+                c::inspect::unknown_names_and_size
+            );
         }
     };
 }

@@ -35,6 +35,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use backfill_core::inspect::{Answer, Inspect};
 use backfill_core::plan::Batch;
 use backfill_core::sql::Dialect;
 use backfill_core::validate::SAMPLE_LIMIT;
@@ -48,6 +49,8 @@ use backfill_core::{
 use sha2::{Digest, Sha256};
 
 use crate::faults::Faulty;
+
+mod inspect;
 
 /// Views may point at views; resolution gives up after this many hops.
 const MAX_VIEW_DEPTH: usize = 32;
@@ -1174,5 +1177,9 @@ impl Warehouse for FakeWarehouse {
         let n = rows.len() as u64;
         st.tables.insert(into.clone(), Table { schema, rows });
         Ok(n)
+    }
+
+    async fn inspect(&self, question: &Inspect) -> Result<Answer> {
+        inspect::answer(&self.lock(), question)
     }
 }

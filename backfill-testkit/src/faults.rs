@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backfill_core::inspect::{Answer, Inspect};
 use backfill_core::sql::Dialect;
 use backfill_core::warehouse::{
     Checksum, KeyReport, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome,
@@ -53,26 +54,30 @@ pub enum FaultPoint {
     DuringSwap,
     /// Before `point_view` is delegated: the view is not moved.
     DuringCutover,
+    /// Before `inspect` is delegated: a validation query fails.
+    DuringInspect,
 }
 
 impl FaultPoint {
     /// Every point.
-    pub const ALL: [FaultPoint; 4] = [
+    pub const ALL: [FaultPoint; 5] = [
         FaultPoint::BeforeWrite,
         FaultPoint::AfterWriteBeforeLedger,
         FaultPoint::DuringSwap,
         FaultPoint::DuringCutover,
+        FaultPoint::DuringInspect,
     ];
 
     /// The point's name, as carried by [`Error::InjectedFault`]
     /// (`"before_write"`, `"after_write_before_ledger"`, `"during_swap"`,
-    /// `"during_cutover"`).
+    /// `"during_cutover"`, `"during_inspect"`).
     pub fn name(self) -> &'static str {
         match self {
             FaultPoint::BeforeWrite => "before_write",
             FaultPoint::AfterWriteBeforeLedger => "after_write_before_ledger",
             FaultPoint::DuringSwap => "during_swap",
             FaultPoint::DuringCutover => "during_cutover",
+            FaultPoint::DuringInspect => "during_inspect",
         }
     }
 }
@@ -361,5 +366,10 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         self.inner
             .stage_source(source, predicate, bounds, order_by, into)
             .await
+    }
+
+    async fn inspect(&self, question: &Inspect) -> Result<Answer> {
+        self.reach(FaultPoint::DuringInspect)?;
+        self.inner.inspect(question).await
     }
 }

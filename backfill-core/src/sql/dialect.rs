@@ -2,7 +2,9 @@
 
 use std::fmt::Debug;
 
-use crate::{Ident, Value};
+use super::stmt::schema_of;
+use super::{Sql, SqlBuilder};
+use crate::{Ident, TableRef, Value};
 
 /// The small set of things that differ between SQL engines.
 pub trait Dialect: Send + Sync + Debug {
@@ -29,6 +31,13 @@ pub trait Dialect: Send + Sync + Debug {
     fn text(&self, expr: &str) -> String {
         format!("CAST({expr} AS VARCHAR)")
     }
+
+    /// Seconds since the epoch of a timestamp expression, as a float.
+    fn epoch_seconds(&self, expr: &str) -> String;
+
+    /// A table's size from the catalog: one row `(rows, bytes)`, where
+    /// `bytes` may be NULL; no row when the table is unknown.
+    fn table_size(&self, table: &TableRef) -> Sql;
 }
 
 /// DuckDB.
@@ -60,6 +69,21 @@ impl Dialect for DuckDbDialect {
     fn row_hash(&self, alias: &str) -> String {
         format!("CAST(hash({alias}) AS HUGEINT)")
     }
+
+    fn epoch_seconds(&self, expr: &str) -> String {
+        format!("(epoch_us({expr}) / 1000000.0)")
+    }
+
+    fn table_size(&self, table: &TableRef) -> Sql {
+        // DuckDB keeps an exact row count per table; bytes are only
+        // reported per database, so they stay unknown here.
+        let mut b = SqlBuilder::new(self);
+        b.push("SELECT CAST(estimated_size AS BIGINT), CAST(NULL AS BIGINT) FROM duckdb_tables() WHERE schema_name = ");
+        schema_of(&mut b, table);
+        b.push(" AND table_name = ")
+            .param(Value::Text(table.name.to_string()));
+        b.finish()
+    }
 }
 
 /// PostgreSQL.
@@ -90,5 +114,19 @@ impl Dialect for PostgresDialect {
 
     fn text(&self, expr: &str) -> String {
         format!("({expr})::text")
+    }
+
+    fn epoch_seconds(&self, expr: &str) -> String {
+        format!("extract(epoch FROM {expr})::float8")
+    }
+
+    fn table_size(&self, table: &TableRef) -> Sql {
+        // reltuples is -1 until the table is first analyzed.
+        let mut b = SqlBuilder::new(self);
+        b.push("SELECT greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ");
+        schema_of(&mut b, table);
+        b.push(" AND c.relname = ")
+            .param(Value::Text(table.name.to_string()));
+        b.finish()
     }
 }

@@ -6,6 +6,7 @@
 //! always bound as parameters.
 
 mod dialect;
+pub mod inspect;
 pub mod stmt;
 
 pub use dialect::{Dialect, DuckDbDialect, PostgresDialect};

@@ -114,7 +114,7 @@ fn keys_equal(b: &mut SqlBuilder<'_>, keys: &[Ident], left: &str, right: &str) {
 
 /// The table's schema as a parameter: the given schema, or the session's
 /// current schema for an unqualified table.
-fn schema_of(b: &mut SqlBuilder<'_>, table: &TableRef) {
+pub(crate) fn schema_of(b: &mut SqlBuilder<'_>, table: &TableRef) {
     match &table.schema {
         Some(s) => {
             b.param(Value::Text(s.to_string()));
@@ -724,7 +724,7 @@ pub fn restore_rows(
 
 /// Binds `v` for use in a select list, where an engine has no context to
 /// infer a parameter's type: each value gets a cast to its own type.
-fn select_param(b: &mut SqlBuilder<'_>, v: &Value) {
+pub(crate) fn select_param(b: &mut SqlBuilder<'_>, v: &Value) {
     let d = b.dialect();
     match v {
         Value::Null => {
