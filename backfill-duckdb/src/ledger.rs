@@ -808,6 +808,61 @@ impl Ledger for DuckDbLedger {
         .await
     }
 
+    async fn put_document(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<()> {
+        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
+        let now = self.now();
+        self.run(move |c, home| {
+            load_run(c, home, &run_id)?;
+            let docs = t(home, sql::DOCUMENTS);
+            let key = [
+                ("run_id", text(run_id.as_str())),
+                ("name", text(name.as_str())),
+            ];
+            exec(c, &sql::delete(&DIALECT, &docs, &key))?;
+            let q = sql::insert(
+                &DIALECT,
+                &docs,
+                &["run_id", "name", "body", "updated_at"],
+                &[
+                    text(run_id.as_str()),
+                    text(name.as_str()),
+                    text(body.as_str()),
+                    Value::Timestamp(now),
+                ],
+            );
+            exec(c, &q).map(|_| ())
+        })
+        .await
+    }
+
+    async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>> {
+        let (run_id, name) = (run_id.clone(), name.to_string());
+        self.run(move |c, home| {
+            load_run(c, home, &run_id)?;
+            let q = sql::select(
+                &DIALECT,
+                &t(home, sql::DOCUMENTS),
+                &["body"],
+                &[
+                    ("run_id", text(run_id.as_str())),
+                    ("name", text(name.as_str())),
+                ],
+                &[],
+            );
+            let bodies = query(c, &q, |r| get_string(r, 0))?;
+            bodies
+                .first()
+                .map(|b| serde_json::from_str(b).map_err(|e| Error::engine(e.to_string())))
+                .transpose()
+        })
+        .await
+    }
+
     fn tx_mark(&self, run_id: &RunId, batch_id: &BatchId, token: u64) -> Option<TxMark> {
         Some(TxMark {
             ledger: self.id.clone(),

@@ -1166,6 +1166,22 @@ pub async fn ledger_script(l: &dyn Ledger, clock: &ManualClock) -> Vec<String> {
     log(format!("{:?}", l.assets(Some(&run)).await));
     log(format!("{:?}", l.assets(None).await));
     log(format!("{:?}", l.assets(Some(&other)).await));
+    // Documents: stored, replaced, absent, and refused for unknown runs.
+    let doc = serde_json::json!({"metric": "amount", "values": [["2026-03-03", "120.50"]]});
+    log(format!("{:?}", l.document(&run, "baseline").await));
+    log(format!("{:?}", l.put_document(&run, "baseline", &doc).await));
+    log(format!("{:?}", l.document(&run, "baseline").await));
+    let doc2 = serde_json::json!({"approved_by": "grace"});
+    log(format!("{:?}", l.put_document(&run, "baseline", &doc2).await));
+    let stored = l.document(&run, "baseline").await;
+    assert_eq!(stored.as_ref().ok(), Some(&Some(doc2.clone())), "replaced");
+    log(format!("{stored:?}"));
+    log(format!("{:?}", l.document(&run, "other").await));
+    let unknown = RunId::new("no_such_run").expect("run id");
+    log(format!(
+        "{:?}",
+        l.put_document(&unknown, "baseline", &doc).await
+    ));
     log(format!("{:?}", l.batches(&run).await));
     log(format!("{:?}", l.transitions(&run).await));
     log(format!("{:?}", l.run(&run).await));

@@ -22,6 +22,7 @@ struct RunData {
     batches: Vec<BatchRecord>,
     transitions: Vec<Transition>,
     assets: Vec<Asset>,
+    documents: BTreeMap<String, serde_json::Value>,
 }
 
 /// A ledger held in memory. Clones share state.
@@ -139,6 +140,7 @@ impl Ledger for MemoryLedger {
                     reason: "run planned".into(),
                 }],
                 assets: Vec::new(),
+                documents: BTreeMap::new(),
             },
         );
         Ok(RunStart::New)
@@ -336,6 +338,24 @@ impl Ledger for MemoryLedger {
             a.dropped_at = Some(at);
         }
         Ok(())
+    }
+
+    async fn put_document(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        run_mut(&mut st, run_id)?
+            .documents
+            .insert(name.to_string(), body.clone());
+        Ok(())
+    }
+
+    async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>> {
+        let mut st = self.lock();
+        Ok(run_mut(&mut st, run_id)?.documents.get(name).cloned())
     }
 
     fn now(&self) -> Timestamp {

@@ -514,6 +514,15 @@ pub trait Ledger: Send + Sync {
     /// Marks an asset dropped.
     async fn asset_dropped(&self, run_id: &RunId, table: &TableRef, at: Timestamp) -> Result<()>;
 
+    /// Stores `body` as the run's document `name`, replacing any earlier
+    /// one: a metric baseline, a validation report, an approval. The run
+    /// must exist.
+    async fn put_document(&self, run_id: &RunId, name: &str, body: &serde_json::Value)
+        -> Result<()>;
+
+    /// The run's document `name`, if one was stored.
+    async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>>;
+
     /// The in-transaction ledger update for a batch's write, when this
     /// ledger lives in the same engine as the data; `None` otherwise.
     fn tx_mark(&self, _run_id: &RunId, _batch_id: &BatchId, _token: u64) -> Option<TxMark> {

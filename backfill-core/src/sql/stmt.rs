@@ -848,7 +848,7 @@ pub fn scalar_probe(d: &dyn Dialect, probe: &str) -> Sql {
 }
 
 /// Statements of a ledger kept in SQL tables (runs, batches, transitions,
-/// locks, assets) in a schema of the user's choice.
+/// locks, assets, documents) in a schema of the user's choice.
 ///
 /// Ledger logic (state machine, fencing, claim order) lives in the
 /// adapters; these are the statement shapes they run. Timestamps are
@@ -867,6 +867,9 @@ pub mod ledger {
     pub const LOCKS: &str = "locks";
     /// Assets (pre-images, stages, kept tables) with owner and expiry.
     pub const ASSETS: &str = "assets";
+    /// Named JSON documents per run (metric baselines, validation
+    /// reports, approvals).
+    pub const DOCUMENTS: &str = "documents";
 
     /// A ledger table: name, columns with their SQL types, and trailing
     /// table constraints.
@@ -951,6 +954,16 @@ pub mod ledger {
                 ("dropped_at", "TIMESTAMPTZ"),
             ],
             extra: "",
+        },
+        TableDef {
+            name: DOCUMENTS,
+            columns: &[
+                ("run_id", "TEXT NOT NULL"),
+                ("name", "TEXT NOT NULL"),
+                ("body", "TEXT NOT NULL"),
+                ("updated_at", "TIMESTAMPTZ NOT NULL"),
+            ],
+            extra: ", PRIMARY KEY (\"run_id\", \"name\")",
         },
     ];
 
