@@ -24,6 +24,19 @@ pub struct Rows {
     /// Whether `table` is a pre-image (marker rows are skipped).
     #[serde(default)]
     pub pre_image: bool,
+    /// Only rows whose key appears in this key set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_in: Option<KeySet>,
+}
+
+/// The keys listed in a table (such as a merge's key log): rows are kept
+/// when a row of `table` has the same values in `keys`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeySet {
+    /// The table listing keys.
+    pub table: TableRef,
+    /// The key columns, named alike in both tables.
+    pub keys: Vec<Ident>,
 }
 
 impl Rows {
@@ -38,6 +51,7 @@ impl Rows {
             table,
             filter,
             pre_image: false,
+            keys_in: None,
         }
     }
 
@@ -47,7 +61,14 @@ impl Rows {
             table,
             filter,
             pre_image: true,
+            keys_in: None,
         }
+    }
+
+    /// Only the rows whose key is listed in `set`.
+    pub fn with_keys_in(mut self, set: KeySet) -> Rows {
+        self.keys_in = Some(set);
+        self
     }
 }
 

@@ -61,7 +61,7 @@ pub use runner::{
 pub use scope::{Bounds, Scope, TimeColumn};
 pub use source::Source;
 pub use strategy::StrategySpec;
-pub use validate::{CheckSpec, Expectation, Outcome, Status};
+pub use validate::{CheckSpec, Expectation, Outcome, Status, ValidationReport};
 pub use value::{Column, ColumnType, TableSchema, Value};
 pub use warehouse::Warehouse;
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ledger::{Asset, RunId, RunStatus};
 use crate::plan::BatchId;
-use crate::validate::{Outcome, Status};
+use crate::validate::{Outcome, Status, ValidationReport};
 
 /// What a run (or one invocation of it) did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,10 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Time spent waiting on load signals.
     pub throttled: Duration,
+    /// The end-of-run checks, once every batch is done (and the plan
+    /// declares any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationReport>,
 }
 
 impl RunReport {
@@ -116,6 +120,9 @@ impl fmt::Display for RunReport {
                 self.gaps.len(),
                 shown.join(", ")
             )?;
+        }
+        if let Some(v) = &self.validation {
+            write!(f, "{v}")?;
         }
         Ok(())
     }

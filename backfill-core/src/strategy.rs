@@ -7,10 +7,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::inspect::{KeySet, Rows};
 use crate::ledger::{Asset, AssetKind, RunId, TxMark};
 use crate::plan::Batch;
 use crate::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome};
-use crate::{Ident, Source, TableRef};
+use crate::{Ident, Predicate, Source, TableRef};
 
 /// Which write pattern a backfill uses, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -512,4 +513,56 @@ impl WriteStrategy for ParallelVersion {
         }
         Ok(())
     }
+}
+
+/// Where validation finds the data over `scope`: the new rows, and the
+/// pair a diff compares (old rows, new rows) where the pattern keeps the
+/// old ones. In-place patterns diff their pre-image (when kept); a merge
+/// diffs only the keys it touched, as its key log lists them; staging
+/// diffs the stage against the target before the swap (the target
+/// against the kept old table after it); a parallel version diffs the
+/// version against the target.
+pub fn validation_sides(
+    spec: &StrategySpec,
+    ctx: &RunContext<'_>,
+    scope: &Predicate,
+    cut_over: bool,
+) -> Result<(Rows, Option<(Rows, Rows)>)> {
+    let slice = |t: TableRef| Rows::slice(t, scope.clone());
+    let target = slice(ctx.target.clone());
+    Ok(match spec {
+        StrategySpec::PartitionOverwrite => {
+            let diff = if ctx.keep_pre_image {
+                let old = Rows::pre_image(ctx.pre_image_table()?, scope.clone());
+                Some((old, target.clone()))
+            } else {
+                None
+            };
+            (target, diff)
+        }
+        StrategySpec::Merge { keys } => {
+            let diff = if ctx.keep_pre_image {
+                let set = KeySet {
+                    table: ctx.key_log_table()?,
+                    keys: keys.clone(),
+                };
+                let old = Rows::pre_image(ctx.pre_image_table()?, scope.clone());
+                Some((old, target.clone().with_keys_in(set)))
+            } else {
+                None
+            };
+            (target, diff)
+        }
+        StrategySpec::StagingSwap if cut_over => {
+            (target.clone(), Some((slice(ctx.kept_old_table()?), target)))
+        }
+        StrategySpec::StagingSwap => {
+            let stage = slice(ctx.stage_table()?);
+            (stage.clone(), Some((target, stage)))
+        }
+        StrategySpec::ParallelVersion { .. } => {
+            let version = slice(ctx.version_table()?);
+            (version.clone(), Some((target, version)))
+        }
+    })
 }

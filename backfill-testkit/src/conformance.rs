@@ -29,6 +29,7 @@ use jiff::civil::{date, Date};
 use crate::faults::{FaultPoint, Faulty};
 
 pub mod inspect;
+pub mod validation;
 use crate::fixtures::Seed;
 
 /// Makes a bounded query source over `table` on `column`, binding
@@ -1169,10 +1170,16 @@ pub async fn ledger_script(l: &dyn Ledger, clock: &ManualClock) -> Vec<String> {
     // Documents: stored, replaced, absent, and refused for unknown runs.
     let doc = serde_json::json!({"metric": "amount", "values": [["2026-03-03", "120.50"]]});
     log(format!("{:?}", l.document(&run, "baseline").await));
-    log(format!("{:?}", l.put_document(&run, "baseline", &doc).await));
+    log(format!(
+        "{:?}",
+        l.put_document(&run, "baseline", &doc).await
+    ));
     log(format!("{:?}", l.document(&run, "baseline").await));
     let doc2 = serde_json::json!({"approved_by": "grace"});
-    log(format!("{:?}", l.put_document(&run, "baseline", &doc2).await));
+    log(format!(
+        "{:?}",
+        l.put_document(&run, "baseline", &doc2).await
+    ));
     let stored = l.document(&run, "baseline").await;
     assert_eq!(stored.as_ref().ok(), Some(&Some(doc2.clone())), "replaced");
     log(format!("{stored:?}"));
@@ -1357,6 +1364,28 @@ macro_rules! conformance_tests {
             case!(cancel_resume, c::cancel_then_resume);
             case!(transient_retry, c::transient_error_is_retried);
             case!(bad_input, c::bad_input_refused_before_write);
+            case!(overwrite_defects_found, |e| {
+                c::validation::planted_defects_are_found(e, Pattern::Overwrite)
+            });
+            case!(staging_defects_found, |e| {
+                c::validation::planted_defects_are_found(e, Pattern::Staging)
+            });
+            case!(parallel_defects_found, |e| {
+                c::validation::planted_defects_are_found(e, Pattern::Parallel)
+            });
+            case!(overwrite_clean_validation, |e| {
+                c::validation::clean_run_passes(e, Pattern::Overwrite)
+            });
+            case!(staging_clean_validation, |e| {
+                c::validation::clean_run_passes(e, Pattern::Staging)
+            });
+            case!(merge_clean_validation, |e| c::validation::clean_run_passes(
+                e,
+                Pattern::Merge
+            ));
+            case!(parallel_clean_validation, |e| {
+                c::validation::clean_run_passes(e, Pattern::Parallel)
+            });
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);
             case!(inspect_orphans, c::inspect::orphans_found);

@@ -517,8 +517,12 @@ pub trait Ledger: Send + Sync {
     /// Stores `body` as the run's document `name`, replacing any earlier
     /// one: a metric baseline, a validation report, an approval. The run
     /// must exist.
-    async fn put_document(&self, run_id: &RunId, name: &str, body: &serde_json::Value)
-        -> Result<()>;
+    async fn put_document(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<()>;
 
     /// The run's document `name`, if one was stored.
     async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>>;

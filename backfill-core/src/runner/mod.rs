@@ -4,6 +4,7 @@
 mod control;
 mod progress;
 mod signal;
+mod validation;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use tracing::Instrument;
 pub use control::{ControlState, RunControl};
 pub use progress::{Event, Ewma};
 pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
+pub use validation::BASELINE_DOCUMENT;
 
 use crate::brief::Brief;
 use crate::error::{Error, Result};
@@ -344,11 +346,14 @@ impl Runner {
         if let StrategySpec::Merge { keys } = &job.brief.strategy {
             needed.extend(keys.iter());
         }
-        for check in &job.brief.validation.checks {
-            if let crate::validate::CheckSpec::Unique { keys, .. } = check {
-                needed.extend(keys.iter());
-            }
-        }
+        let check_columns: Vec<Ident> = job
+            .brief
+            .validation
+            .checks
+            .iter()
+            .flat_map(|c| c.columns())
+            .collect();
+        needed.extend(check_columns.iter());
         for c in needed {
             if schema.column(c).is_none() {
                 return Err(unknown(c));
@@ -468,6 +473,7 @@ impl Runner {
             expires_at: now.checked_add(retention).unwrap_or(jiff::Timestamp::MAX),
         };
         if relevant_pending > 0 {
+            self.capture_baseline(job, done_before).await?;
             if stored.status != RunStatus::Running {
                 self.ledger
                     .set_run_status(run_id, RunStatus::Running, Some("resumed"))
@@ -516,7 +522,7 @@ impl Runner {
             .validation
             .checks
             .iter()
-            .map(|c| c.validator())
+            .filter_map(|c| c.validator())
             .collect();
         let shared = Shared {
             job,
@@ -586,6 +592,18 @@ impl Runner {
                 .set_run_status(run_id, status, note.as_deref())
                 .await?;
         }
+        let validation = if only.is_none()
+            && failure.is_none()
+            && gap_ids.is_empty()
+            && !validation::scope_checks(job).is_empty()
+        {
+            match self.validation_report(job).await? {
+                Some(r) if shared.this_run.load(Ordering::SeqCst) == 0 => Some(r),
+                _ => Some(self.validate(job).await?),
+            }
+        } else {
+            None
+        };
         let released = status == RunStatus::CutOver
             || (status == RunStatus::Completed && !job.brief.strategy.needs_cutover());
         if released {
@@ -616,6 +634,7 @@ impl Runner {
             assets: self.ledger.assets(Some(run_id)).await?,
             elapsed: started.elapsed(),
             throttled: Duration::from_millis(shared.throttled_ms.load(Ordering::SeqCst)),
+            validation,
         };
         let slice = shared.slice.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok((report, Some(slice)))
@@ -997,6 +1016,7 @@ impl Runner {
                 run.status.as_str()
             )));
         }
+        self.require_validation(job).await?;
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
         strategy_for(&job.brief.strategy).cutover(&ctx).await?;

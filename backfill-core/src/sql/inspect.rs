@@ -172,6 +172,18 @@ fn rows_as(b: &mut SqlBuilder<'_>, rows: &Rows, alias: &str) {
         let marker = Ident::new(MARKER_COLUMN).expect("valid marker column");
         b.push(" AND NOT ").qualified("__r", &marker);
     }
+    if let Some(set) = &rows.keys_in {
+        b.push(" AND EXISTS (SELECT 1 FROM ")
+            .table(&set.table)
+            .push(" AS __k WHERE ");
+        for (i, k) in set.keys.iter().enumerate() {
+            if i > 0 {
+                b.push(" AND ");
+            }
+            b.qualified("__k", k).push(" = ").qualified("__r", k);
+        }
+        b.push(")");
+    }
     b.push(") AS ").push(alias);
 }
 

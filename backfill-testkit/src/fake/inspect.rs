@@ -4,7 +4,7 @@
 //! whole tuples for several, sums of NULL as zero, null-safe comparison.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use backfill_core::amount::Amount;
 use backfill_core::inspect::{
@@ -34,11 +34,32 @@ impl<'a> Read<'a> {
         } else {
             None
         };
+        let listed: Option<(Vec<usize>, HashSet<String>)> = match &rows.keys_in {
+            Some(set) => {
+                let k = st.read(&set.table)?;
+                let ki = indexes(&k.schema, &set.keys, &set.table)?;
+                let keys = k
+                    .rows
+                    .iter()
+                    .map(|r| ki.iter().map(|i| r[*i].clone()).collect::<Vec<_>>())
+                    .filter(|key| !key.iter().any(Value::is_null))
+                    .map(|key| encode(&key))
+                    .collect();
+                Some((indexes(&t.schema, &set.keys, &rows.table)?, keys))
+            }
+            None => None,
+        };
         let matched = t
             .rows
             .iter()
             .filter(|r| marker.is_none_or(|m| r[m] != Value::Bool(true)))
             .filter(|r| row_matches(&rows.filter, &t.schema, r))
+            .filter(|r| {
+                listed.as_ref().is_none_or(|(idx, keys)| {
+                    let key: Vec<Value> = idx.iter().map(|i| r[*i].clone()).collect();
+                    keys.contains(&encode(&key))
+                })
+            })
             .collect();
         Ok(Read {
             schema: &t.schema,

@@ -1,0 +1,133 @@
+//! Checks on one batch just written.
+
+use async_trait::async_trait;
+
+use super::{BatchCheck, CheckContext, Expectation, Outcome, Status, Threshold, Validator};
+use crate::error::Result;
+use crate::{Ident, Predicate};
+
+fn query_text(
+    ctx: &CheckContext<'_>,
+    render: impl FnOnce(&dyn crate::sql::Dialect) -> crate::sql::Sql,
+    what: &str,
+) -> String {
+    match ctx.warehouse.dialect() {
+        Some(d) => render(d).display(),
+        None => format!("in-memory: {what}"),
+    }
+}
+
+/// Row count of the slice after the write against before.
+#[derive(Clone, Debug)]
+pub struct RowCountCheck {
+    /// The allowed change.
+    pub expect: Expectation,
+    /// Whether a failure stops the run.
+    pub blocking: bool,
+}
+
+#[async_trait]
+impl Validator for RowCountCheck {
+    fn name(&self) -> String {
+        "row_count".into()
+    }
+
+    fn blocking(&self) -> bool {
+        self.blocking
+    }
+
+    async fn check_batch(&self, ctx: &CheckContext<'_>, b: &BatchCheck<'_>) -> Result<Outcome> {
+        let pred: &Predicate = &b.batch.predicate;
+        let after = ctx.warehouse.count(ctx.table, pred).await?;
+        let before = b.written.rows_before;
+        let (ok, threshold) = self.expect.judge(before, after);
+        Ok(Outcome {
+            check: self.name(),
+            batch: Some(b.batch.id.clone()),
+            status: if ok {
+                Status::Pass
+            } else if self.blocking {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
+            blocking: self.blocking,
+            observed: after as f64,
+            expected: Some(before as f64),
+            threshold: Some(threshold),
+            detail: format!("{before} rows before, {after} after"),
+            sample: Vec::new(),
+            query: query_text(
+                ctx,
+                |d| crate::sql::stmt::count(d, ctx.table, pred),
+                "count rows in slice",
+            ),
+        })
+    }
+}
+
+/// No null and no duplicate keys in the written slice.
+#[derive(Clone, Debug)]
+pub struct UniquenessCheck {
+    /// The grain.
+    pub keys: Vec<Ident>,
+    /// Whether a failure stops the run.
+    pub blocking: bool,
+}
+
+/// How many duplicate keys a uniqueness check samples.
+pub const SAMPLE_LIMIT: usize = 10;
+
+#[async_trait]
+impl Validator for UniquenessCheck {
+    fn name(&self) -> String {
+        let keys: Vec<&str> = self.keys.iter().map(Ident::as_str).collect();
+        format!("unique({})", keys.join(", "))
+    }
+
+    fn blocking(&self) -> bool {
+        self.blocking
+    }
+
+    async fn check_batch(&self, ctx: &CheckContext<'_>, b: &BatchCheck<'_>) -> Result<Outcome> {
+        let r = ctx
+            .warehouse
+            .key_report(ctx.table, &self.keys, &b.batch.predicate, SAMPLE_LIMIT)
+            .await?;
+        let bad = r.duplicate_keys + r.null_keys;
+        Ok(Outcome {
+            check: self.name(),
+            batch: Some(b.batch.id.clone()),
+            status: if bad == 0 {
+                Status::Pass
+            } else if self.blocking {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
+            blocking: self.blocking,
+            observed: bad as f64,
+            expected: Some(0.0),
+            threshold: Some(Threshold::Absolute(0.0)),
+            detail: format!(
+                "{} duplicate key(s), {} null key(s) in {} row(s)",
+                r.duplicate_keys, r.null_keys, r.rows
+            ),
+            sample: r.sample,
+            query: query_text(
+                ctx,
+                |d| {
+                    crate::sql::stmt::key_report(
+                        d,
+                        ctx.table,
+                        &self.keys,
+                        &b.batch.predicate,
+                        SAMPLE_LIMIT,
+                    )
+                    .0
+                },
+                "group by key having count(*) > 1",
+            ),
+        })
+    }
+}

@@ -1,0 +1,442 @@
+//! Validators and their typed outcomes.
+//!
+//! Checks are pushed down to the engine; only numbers and bounded samples
+//! come back. Each returns an [`Outcome`]: pass / warn / fail / error, the
+//! observed value, the threshold, a sample, and the query it ran.
+//!
+//! A check runs per batch, on the slice just written ([`Validator`]), or
+//! at the end, on the whole scope ([`ScopeCheck`]). Scope checks that
+//! compare old against new measure the old side into the run's baseline
+//! before the first write; the runner keeps it in the ledger.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::amount::Amount;
+use crate::error::Result;
+use crate::inspect::{Compared, Dim, Metric};
+use crate::plan::{Batch, BatchId};
+use crate::warehouse::{Warehouse, WriteOutcome};
+use crate::{Ident, TableRef, Value};
+
+mod batch;
+mod report;
+mod scope;
+
+pub use batch::{RowCountCheck, UniquenessCheck, SAMPLE_LIMIT};
+pub use report::{Detail, EdgeCase, Finding, ReconRow, SchemaChanges, ValidationReport};
+pub use scope::{
+    CompletenessCheck, CoverageCheck, EdgeCaseCheck, NullRateCheck, OrphanCheck, ReconcileCheck,
+    RowDiffCheck, SchemaCheck, ScopeCheck, ScopeContext, SizeCheck,
+};
+
+/// The verdict of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Within expectations.
+    Pass,
+    /// Outside expectations, but not blocking.
+    Warn,
+    /// Outside expectations.
+    Fail,
+    /// The check could not run.
+    Error,
+}
+
+/// A threshold a check compares against.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Threshold {
+    /// At most this much, in the check's unit.
+    Absolute(f64),
+    /// At most this many percent of the baseline.
+    Percent(f64),
+}
+
+/// What a check found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The check's name.
+    pub check: String,
+    /// The batch checked, or `None` for the whole scope.
+    pub batch: Option<BatchId>,
+    /// The verdict.
+    pub status: Status,
+    /// Whether a failure stops the run.
+    pub blocking: bool,
+    /// The observed value.
+    pub observed: f64,
+    /// The expected value, if any.
+    pub expected: Option<f64>,
+    /// The threshold applied.
+    pub threshold: Option<Threshold>,
+    /// A one-line explanation.
+    pub detail: String,
+    /// A bounded sample of offending keys or rows, as text.
+    pub sample: Vec<String>,
+    /// The query that ran (with parameters), or a description for the
+    /// in-memory engine.
+    pub query: String,
+}
+
+impl Outcome {
+    /// Whether this outcome stops the run.
+    pub fn is_blocking_failure(&self) -> bool {
+        self.blocking && matches!(self.status, Status::Fail | Status::Error)
+    }
+}
+
+/// How a count may change.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Expectation {
+    /// Exactly the same.
+    Unchanged,
+    /// At most this many percent up or down.
+    MaxChangePercent(f64),
+    /// At most this many up or down.
+    MaxChangeAbsolute(u64),
+}
+
+impl Expectation {
+    /// Judges `after` against `before`.
+    pub fn judge(&self, before: u64, after: u64) -> (bool, Threshold) {
+        let diff = before.abs_diff(after) as f64;
+        match *self {
+            Expectation::Unchanged => (diff == 0.0, Threshold::Absolute(0.0)),
+            Expectation::MaxChangeAbsolute(n) => (diff <= n as f64, Threshold::Absolute(n as f64)),
+            Expectation::MaxChangePercent(p) => {
+                let pct = if before == 0 {
+                    if after == 0 {
+                        0.0
+                    } else {
+                        f64::INFINITY
+                    }
+                } else {
+                    diff * 100.0 / before as f64
+                };
+                (pct <= p, Threshold::Percent(p))
+            }
+        }
+    }
+
+    /// Judges an exact amount `after` against `before`.
+    pub fn judge_amount(&self, before: Amount, after: Amount) -> (bool, Threshold) {
+        let diff = (after - before).abs();
+        match *self {
+            Expectation::Unchanged => (diff.is_zero(), Threshold::Absolute(0.0)),
+            Expectation::MaxChangeAbsolute(n) => {
+                let limit = Amount::from(i64::try_from(n).unwrap_or(i64::MAX));
+                (diff <= limit, Threshold::Absolute(n as f64))
+            }
+            Expectation::MaxChangePercent(p) => {
+                let ok = if before.is_zero() {
+                    diff.is_zero()
+                } else {
+                    diff.to_f64() * 100.0 / before.abs().to_f64() <= p
+                };
+                (ok, Threshold::Percent(p))
+            }
+        }
+    }
+}
+
+/// A check declared in the brief's validation plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "check")]
+pub enum CheckSpec {
+    /// Per batch: the slice's row count after the write against before.
+    RowCount {
+        /// The allowed change.
+        expect: Expectation,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// Per batch: no null and no duplicate keys in the written slice.
+    Unique {
+        /// The grain.
+        keys: Vec<Ident>,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// End: every planned batch done, and no expected day or partition of
+    /// the scope empty (an expected spine left-joined to the rows).
+    Coverage {
+        /// Days or partitions that may be empty.
+        #[serde(default)]
+        empty_allowed: u64,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// End: row counts (and distinct keys) per group, old against new.
+    Completeness {
+        /// Grouped by these (say day and status).
+        #[serde(default)]
+        by: Vec<Dim>,
+        /// Also count distinct tuples of these columns.
+        #[serde(default)]
+        keys: Vec<Ident>,
+        /// The allowed change per group.
+        expect: Expectation,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// End: null rates of columns, old against new, in one pass.
+    NullRate {
+        /// The columns.
+        columns: Vec<Ident>,
+        /// How many percentage points a rate may rise.
+        #[serde(default)]
+        max_increase: f64,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// End: rows whose foreign key is set and has no parent.
+    References {
+        /// The foreign key columns.
+        columns: Vec<Ident>,
+        /// The parent (dimension) table.
+        parent: TableRef,
+        /// The parent's key columns, in order.
+        parent_columns: Vec<Ident>,
+        /// Orphans allowed.
+        #[serde(default)]
+        max: u64,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// End: a stakeholder metric, measured before the write into the
+    /// baseline and after; the change per group must be within `expect`
+    /// and explained exactly by added, removed and changed rows.
+    Reconcile {
+        /// The metric.
+        metric: Metric,
+        /// The row key, to attribute the change.
+        keys: Vec<Ident>,
+        /// The allowed change per group.
+        expect: Expectation,
+        /// Unexplained change tolerated per group (float sums); default
+        /// none.
+        #[serde(default)]
+        tolerance: Option<Amount>,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// End: a row-level diff of old against new over the scope, run after
+    /// a grain check on both sides.
+    RowDiff {
+        /// The key.
+        keys: Vec<Ident>,
+        /// The compared columns; empty compares every other column
+        /// exactly.
+        #[serde(default)]
+        columns: Vec<Compared>,
+        /// Keys sampled per kind.
+        #[serde(default = "default_sample")]
+        sample: usize,
+        /// Most rows that may differ (added, removed or changed), if
+        /// bounded; a percentage is of the old rows.
+        #[serde(default)]
+        max_changed: Option<Threshold>,
+        /// Whether a failure stops the run.
+        #[serde(default = "yes")]
+        blocking: bool,
+    },
+    /// End: columns added, removed or retyped between old and new.
+    Schema {
+        /// Whether a difference stops the run.
+        #[serde(default)]
+        blocking: bool,
+    },
+    /// End: named keys (known-bad records, high-value customers, rows
+    /// near boundaries), shown before and after side by side.
+    EdgeCases {
+        /// The key column.
+        column: Ident,
+        /// The keys.
+        values: Vec<Value>,
+    },
+    /// End: table size before and after, from the engine's catalog.
+    Size,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_sample() -> usize {
+    SAMPLE_LIMIT
+}
+
+impl CheckSpec {
+    /// The validator that runs this check per batch, if it is a batch
+    /// check.
+    pub fn validator(&self) -> Option<Box<dyn Validator>> {
+        match self {
+            CheckSpec::RowCount { expect, blocking } => Some(Box::new(RowCountCheck {
+                expect: *expect,
+                blocking: *blocking,
+            })),
+            CheckSpec::Unique { keys, blocking } => Some(Box::new(UniquenessCheck {
+                keys: keys.clone(),
+                blocking: *blocking,
+            })),
+            _ => None,
+        }
+    }
+
+    /// The check that runs at the end on the whole scope, if it is one.
+    pub fn scope_check(&self) -> Option<Box<dyn ScopeCheck>> {
+        let b: Box<dyn ScopeCheck> = match self.clone() {
+            CheckSpec::RowCount { .. } | CheckSpec::Unique { .. } => return None,
+            CheckSpec::Coverage {
+                empty_allowed,
+                blocking,
+            } => Box::new(CoverageCheck {
+                empty_allowed,
+                blocking,
+            }),
+            CheckSpec::Completeness {
+                by,
+                keys,
+                expect,
+                blocking,
+            } => Box::new(CompletenessCheck {
+                by,
+                keys,
+                expect,
+                blocking,
+            }),
+            CheckSpec::NullRate {
+                columns,
+                max_increase,
+                blocking,
+            } => Box::new(NullRateCheck {
+                columns,
+                max_increase,
+                blocking,
+            }),
+            CheckSpec::References {
+                columns,
+                parent,
+                parent_columns,
+                max,
+                blocking,
+            } => Box::new(OrphanCheck {
+                columns,
+                parent,
+                parent_columns,
+                max,
+                blocking,
+            }),
+            CheckSpec::Reconcile {
+                metric,
+                keys,
+                expect,
+                tolerance,
+                blocking,
+            } => Box::new(ReconcileCheck {
+                metric,
+                keys,
+                expect,
+                tolerance: tolerance.unwrap_or_default(),
+                blocking,
+            }),
+            CheckSpec::RowDiff {
+                keys,
+                columns,
+                sample,
+                max_changed,
+                blocking,
+            } => Box::new(RowDiffCheck {
+                keys,
+                columns,
+                sample,
+                max_changed,
+                blocking,
+            }),
+            CheckSpec::Schema { blocking } => Box::new(SchemaCheck { blocking }),
+            CheckSpec::EdgeCases { column, values } => Box::new(EdgeCaseCheck { column, values }),
+            CheckSpec::Size => Box::new(SizeCheck),
+        };
+        Some(b)
+    }
+
+    /// The columns of the target this check reads (checked before any
+    /// write).
+    pub fn columns(&self) -> Vec<Ident> {
+        match self {
+            CheckSpec::RowCount { .. } | CheckSpec::Schema { .. } | CheckSpec::Size => Vec::new(),
+            CheckSpec::Coverage { .. } => Vec::new(),
+            CheckSpec::Unique { keys, .. } => keys.clone(),
+            CheckSpec::Completeness { by, keys, .. } => by
+                .iter()
+                .map(|d| d.column.clone())
+                .chain(keys.iter().cloned())
+                .collect(),
+            CheckSpec::NullRate { columns, .. } | CheckSpec::References { columns, .. } => {
+                columns.clone()
+            }
+            CheckSpec::Reconcile { metric, keys, .. } => {
+                keys.iter().cloned().chain(metric.columns()).collect()
+            }
+            CheckSpec::RowDiff { keys, columns, .. } => keys
+                .iter()
+                .cloned()
+                .chain(columns.iter().map(|c| c.column.clone()))
+                .collect(),
+            CheckSpec::EdgeCases { column, .. } => vec![column.clone()],
+        }
+    }
+}
+
+/// Whether `ok` passes, warns or fails for a check that is (or is not)
+/// blocking.
+pub fn verdict(ok: bool, blocking: bool) -> Status {
+    if ok {
+        Status::Pass
+    } else if blocking {
+        Status::Fail
+    } else {
+        Status::Warn
+    }
+}
+
+/// What a check looks at.
+#[derive(Clone, Copy)]
+pub struct CheckContext<'a> {
+    /// The engine.
+    pub warehouse: &'a dyn Warehouse,
+    /// The table the batches were written to.
+    pub table: &'a TableRef,
+}
+
+/// A check on one batch just written.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchCheck<'a> {
+    /// The batch.
+    pub batch: &'a Batch,
+    /// What its write reported.
+    pub written: &'a WriteOutcome,
+}
+
+/// A pushed-down check.
+#[async_trait]
+pub trait Validator: Send + Sync {
+    /// The check's name.
+    fn name(&self) -> String;
+
+    /// Whether a failure stops the run.
+    fn blocking(&self) -> bool;
+
+    /// Checks one batch just written.
+    async fn check_batch(&self, ctx: &CheckContext<'_>, batch: &BatchCheck<'_>) -> Result<Outcome>;
+}

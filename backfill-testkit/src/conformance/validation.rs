@@ -1,0 +1,235 @@
+//! Conformance cases for end-of-run validation: a run whose source has
+//! planted defects (a missing day, a removed row, an orphan key, a
+//! metric shift) must be caught by exactly the checks meant to catch
+//! them, and a clean run must pass and cut over.
+
+use backfill_core::inspect::{Aggregate, Dim, Metric};
+use backfill_core::validate::{Detail, Finding, ValidationReport};
+use backfill_core::{CheckSpec, Error, Expectation, Source, Status, Value};
+
+use super::{day, ident, job_on, original_rows, seed_table, source_rows, Case, Env, Pattern};
+
+fn checks(env: &Env, completeness: Expectation, metric_change: f64) -> Vec<CheckSpec> {
+    vec![
+        CheckSpec::Unique {
+            keys: vec![ident("id")],
+            blocking: true,
+        },
+        CheckSpec::Coverage {
+            empty_allowed: 0,
+            blocking: true,
+        },
+        CheckSpec::Completeness {
+            by: vec![Dim::column(ident("day"))],
+            keys: vec![ident("id")],
+            expect: completeness,
+            blocking: false,
+        },
+        CheckSpec::NullRate {
+            columns: vec![ident("note"), ident("amount")],
+            max_increase: 0.0,
+            blocking: true,
+        },
+        CheckSpec::References {
+            columns: vec![ident("id")],
+            parent: env.table("facts_parent"),
+            parent_columns: vec![ident("id")],
+            max: 0,
+            blocking: true,
+        },
+        CheckSpec::Reconcile {
+            metric: Metric {
+                name: "amount".into(),
+                aggregate: Aggregate::Sum(ident("amount")),
+                by: vec![Dim::column(ident("day"))],
+            },
+            keys: vec![ident("id")],
+            expect: Expectation::MaxChangePercent(metric_change),
+            tolerance: None,
+            blocking: true,
+        },
+        CheckSpec::RowDiff {
+            keys: vec![ident("id")],
+            columns: vec![],
+            sample: 3,
+            max_changed: None,
+            blocking: true,
+        },
+        CheckSpec::Schema { blocking: true },
+        CheckSpec::EdgeCases {
+            column: ident("id"),
+            values: vec![Value::Int(13), Value::Int(14), Value::Int(1000)],
+        },
+        CheckSpec::Size,
+    ]
+}
+
+async fn case_with(env: Env, pattern: Pattern, run: &str, source: &[Vec<Value>]) -> Case {
+    let target = seed_table(&env, "facts", &original_rows()).await;
+    let fix = seed_table(&env, "facts_fix", source).await;
+    seed_table(&env, "facts_parent", &original_rows()).await;
+    if pattern == Pattern::Parallel {
+        env.seed
+            .create_view(&env.table("facts_view"), &target)
+            .await
+            .expect("create view");
+    }
+    let job = job_on(&env, pattern, run, Source::Table(fix));
+    Case {
+        env,
+        target,
+        job,
+        pattern,
+    }
+}
+
+fn finding<'a>(r: &'a ValidationReport, prefix: &str) -> &'a Finding {
+    r.findings
+        .iter()
+        .find(|f| f.outcome.check.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} finding in\n{r}"))
+}
+
+fn status(r: &ValidationReport, prefix: &str) -> Status {
+    finding(r, prefix).outcome.status
+}
+
+/// The source loses day 5 entirely and drops row 13; it adds row 1000,
+/// which has no parent. Coverage finds the empty day, completeness the
+/// three days whose counts moved, reconciliation the two days whose
+/// amount moved more than 5% (explained exactly by the diff), and the
+/// reference check the one orphan; the other checks pass. Cut-over is
+/// refused.
+pub async fn planted_defects_are_found(env: Env, pattern: Pattern) {
+    let source: Vec<Vec<Value>> = source_rows()
+        .into_iter()
+        .filter(|r| r[1] != Value::Date(day(5)))
+        .collect();
+    let mut case = case_with(env, pattern, "defects", &source).await;
+    case.job.brief.validation.checks = checks(&case.env, Expectation::Unchanged, 5.0);
+    let runner = case.runner();
+    let report = runner.run(&case.job).await.expect("run");
+    let v = report.validation.clone().expect("validation report");
+    assert!(!v.passed(), "{v}");
+
+    let coverage = &finding(&v, "coverage").outcome;
+    assert_eq!(coverage.status, Status::Fail, "{v}");
+    assert_eq!(coverage.sample, vec!["day(day) = 2026-03-06 has no rows"]);
+
+    let completeness = &finding(&v, "completeness").outcome;
+    assert_eq!(completeness.status, Status::Warn, "non-blocking: {v}");
+    let days: Vec<&str> = completeness
+        .sample
+        .iter()
+        .map(|s| s.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(days, vec!["2026-03-04", "2026-03-05", "2026-03-06"]);
+
+    let recon = finding(&v, "reconcile");
+    assert_eq!(recon.outcome.status, Status::Fail, "{v}");
+    let Some(Detail::Reconciliation { rows, .. }) = &recon.detail else {
+        panic!("no reconciliation table")
+    };
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r.unexplained().is_zero()), "{v}");
+    let outside: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.within)
+        .map(|r| r.key[0].to_string())
+        .collect();
+    assert_eq!(outside, vec!["2026-03-04", "2026-03-06"]);
+    // Day 3 lost row 13 (-130) and gained 1 on each of its other rows.
+    let d3 = rows
+        .iter()
+        .find(|r| r.key[0] == Value::Date(day(3)))
+        .expect("day 3");
+    assert_eq!(
+        (d3.before.to_string(), d3.after.to_string()),
+        ("580".to_string(), "453".to_string())
+    );
+    assert_eq!(
+        (
+            d3.added.to_string(),
+            d3.removed.to_string(),
+            d3.changed.to_string()
+        ),
+        ("0".to_string(), "-130".to_string(), "3".to_string())
+    );
+
+    let diff = finding(&v, "row_diff");
+    assert_eq!(diff.outcome.status, Status::Pass, "{v}");
+    let Some(Detail::Diff(d)) = &diff.detail else {
+        panic!("no diff")
+    };
+    assert_eq!(
+        (
+            d.old_rows,
+            d.new_rows,
+            d.added,
+            d.removed,
+            d.changed,
+            d.unchanged
+        ),
+        (20, 16, 1, 5, 15, 0)
+    );
+
+    let refs = &finding(&v, "references").outcome;
+    assert_eq!((refs.status, refs.observed), (Status::Fail, 1.0), "{v}");
+    assert_eq!(refs.sample, vec!["1000"]);
+
+    assert_eq!(status(&v, "null_rate"), Status::Pass, "{v}");
+    assert_eq!(status(&v, "schema"), Status::Pass, "{v}");
+    assert_eq!(status(&v, "size"), Status::Pass, "{v}");
+    let edges = finding(&v, "edge_cases");
+    assert_eq!(edges.outcome.observed, 3.0, "{v}");
+
+    // The report is in the ledger, and it blocks cut-over.
+    assert_eq!(
+        runner.validation_report(&case.job).await.expect("read"),
+        Some(v.clone())
+    );
+    if pattern.needs_cutover() {
+        let err = runner.cutover(&case.job).await.expect_err("refused");
+        assert!(matches!(err, Error::ValidationFailed { .. }), "{err}");
+    }
+}
+
+/// A clean run passes every check, explains the metric's change exactly,
+/// and cuts over; rerunning reads the stored report instead of checking
+/// again.
+pub async fn clean_run_passes(env: Env, pattern: Pattern) {
+    let mut case = case_with(env, pattern, "clean", &source_rows()).await;
+    case.job.brief.validation.checks = checks(&case.env, Expectation::MaxChangeAbsolute(1), 25.0);
+    // Row 1000 is new: give it a parent.
+    let parent = case.env.table("facts_parent");
+    case.env
+        .seed
+        .insert_rows(
+            &parent,
+            &[vec![
+                Value::Int(1000),
+                Value::Date(day(4)),
+                Value::Int(0),
+                Value::Text("parent".into()),
+            ]],
+        )
+        .await
+        .expect("insert parent");
+    let runner = case.runner();
+    let report = runner.run(&case.job).await.expect("run");
+    let v = report.validation.clone().expect("validation report");
+    assert!(v.passed(), "{v}");
+    assert!(
+        v.outcomes().all(|o| o.status == Status::Pass),
+        "every check passes: {v}"
+    );
+    let (_, _, rows) = v.reconciliations().next().expect("reconciliation");
+    let delta: backfill_core::Amount = rows.iter().map(|r| r.delta()).sum();
+    let parts: backfill_core::Amount = rows.iter().map(|r| r.added + r.removed + r.changed).sum();
+    assert_eq!(delta, parts);
+    assert!(!delta.is_zero());
+    runner.cutover(&case.job).await.expect("cut-over");
+    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
+    let again = runner.run(&case.job).await.expect("rerun");
+    assert_eq!(again.validation.map(|r| r.at), Some(v.at));
+}
