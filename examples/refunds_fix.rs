@@ -19,14 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backfill::duckdb::{duckdb, DuckDbWarehouse};
+use backfill::inspect::{Aggregate, Dim, Metric, Period};
 use backfill::jiff::civil::date;
 use backfill::ledger::Ledger;
 use backfill::runner::RunOptions;
 use backfill::warehouse::Warehouse;
 use backfill::{
-    Backfill, BatchId, Bounds, Brief, CheckSpec, Dependencies, Dependency, Event, Expectation,
-    Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, RunStatus,
-    Runner, Scope, Source, StrategySpec, TableRef, ValidationPlan,
+    Amount, Backfill, BatchId, Bounds, Brief, CheckSpec, Dependencies, Dependency, Event,
+    Expectation, Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan,
+    RunId, RunStatus, Runner, Scope, Source, StrategySpec, TableRef, ValidationPlan,
 };
 
 const RUN_ID: &str = "refunds_2026h1";
@@ -150,10 +151,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .count(),
         None => 0,
     };
-    if existing.is_none() {
-        baseline(&wh).await?;
-    }
-
     let options = RunOptions {
         stage_source: true,
         worker: "refunds-example".into(),
@@ -245,60 +242,54 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ),
     }
 
-    // 5. Validate.
-    let outcomes = &report.outcomes;
+    // 5. Validate: per-day checks ran with each batch; the end-of-run
+    // checks ran on the whole scope against the baseline captured before
+    // the first write.
     let failed = report.failures().count();
     println!("\n-- validation --");
-    if !outcomes.is_empty() {
+    if !report.outcomes.is_empty() {
         println!(
             "  per-day checks this run: {} passed, {failed} failed (row counts unchanged, order_id unique)",
-            outcomes.len() - failed
+            report.outcomes.len() - failed
         );
     }
-    let dups = wh
-        .key_report(&revenue, &[Ident::new("order_id")?], &Predicate::All, 5)
-        .await?;
-    println!(
-        "  whole table: {} rows, {} duplicate order_id, {} null order_id",
-        fmt_int(dups.rows),
-        dups.duplicate_keys,
-        dups.null_keys
-    );
-    let recon = reconcile(&wh).await?;
-    println!("  monthly net revenue, before → after (delta explained by refunds):");
-    println!(
-        "    {:<8} {:>16} {:>16} {:>14} {:>14}  ok",
-        "month", "before", "after", "delta", "refunds"
-    );
-    let mut all_ok = dups.duplicate_keys == 0 && dups.null_keys == 0 && failed == 0;
-    for m in &recon {
-        let ok = (m.after - m.before + m.refunds).abs() < 0.005;
-        all_ok &= ok;
-        println!(
-            "    {:<8} {:>16} {:>16} {:>14} {:>14}  {}",
-            m.month,
-            fmt_money(m.before),
-            fmt_money(m.after),
-            fmt_signed(m.after - m.before),
-            fmt_money(m.refunds),
-            if ok { "yes" } else { "NO" }
-        );
+    let validation = match report.validation.clone() {
+        Some(v) => v,
+        None => runner.validate(&job).await?,
+    };
+    print!("{validation}");
+    // The change is the refunds, month by month: the reconciliation's
+    // changed-rows part must be minus the month's refunds.
+    let refunds = refunds_by_month(&wh).await?;
+    let mut all_ok = validation.passed() && failed == 0;
+    let mut delta = Amount::default();
+    if let Some((_, _, rows)) = validation.reconciliations().next() {
+        for r in rows {
+            let month = r.key.first().map(|v| v.to_string()).unwrap_or_default();
+            let expected = refunds
+                .iter()
+                .find(|(m, _)| month.starts_with(m.as_str()))
+                .map(|(_, a)| -*a)
+                .unwrap_or_default();
+            let ok = r.changed == expected && r.unexplained().is_zero();
+            all_ok &= ok;
+            delta = delta + r.delta();
+            println!(
+                "  {month}: changed rows {} = minus refunds {}  {}",
+                r.changed,
+                -expected,
+                if ok { "explained" } else { "NOT EXPLAINED" }
+            );
+        }
     }
-    let sum = wh.checksum(&revenue, &Predicate::All).await?;
-    println!(
-        "  table checksum: {} rows, hash {}",
-        fmt_int(sum.rows),
-        sum.hash
-    );
     println!("  validation {}", if all_ok { "passed" } else { "FAILED" });
 
     // 6. What changed, for the people who read these numbers.
-    let delta: f64 = recon.iter().map(|m| m.after - m.before).sum();
     println!("\n-- change summary --");
     println!("  {RUN_ID}: analytics.revenue, order dates 2026-01-01 .. 2026-06-30 ({ZONE})");
     println!(
         "  net revenue restated by {} over six months; every day's row count unchanged",
-        fmt_signed(delta)
+        fmt_signed(delta.to_f64())
     );
     println!("  dashboards to refresh: finance monthly revenue, growth net-revenue tiles (owners: finance-data, growth-analytics)");
     let pre = report
@@ -315,6 +306,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err("validation failed".into());
     }
     Ok(())
+}
+
+fn ident(name: &str) -> Ident {
+    Ident::new(name).expect("a valid identifier")
 }
 
 fn brief(scope: Scope) -> Brief {
@@ -349,9 +344,44 @@ fn brief(scope: Scope) -> Brief {
                     blocking: true,
                 },
                 CheckSpec::Unique {
-                    keys: vec![Ident::new("order_id").expect("ident")],
+                    keys: vec![ident("order_id")],
                     blocking: true,
                 },
+                CheckSpec::Coverage {
+                    empty_allowed: 0,
+                    blocking: true,
+                },
+                CheckSpec::Completeness {
+                    by: vec![Dim::period(ident("order_date"), Period::Month)],
+                    keys: vec![ident("order_id")],
+                    expect: Expectation::Unchanged,
+                    blocking: true,
+                },
+                CheckSpec::NullRate {
+                    columns: vec![ident("net"), ident("customer_id")],
+                    max_increase: 0.0,
+                    blocking: true,
+                },
+                CheckSpec::Reconcile {
+                    metric: Metric {
+                        name: "net revenue".into(),
+                        aggregate: Aggregate::Sum(ident("net")),
+                        by: vec![Dim::period(ident("order_date"), Period::Month)],
+                    },
+                    keys: vec![ident("order_id")],
+                    expect: Expectation::MaxChangePercent(5.0),
+                    tolerance: None,
+                    blocking: true,
+                },
+                CheckSpec::RowDiff {
+                    keys: vec![ident("order_id")],
+                    columns: vec![],
+                    sample: 3,
+                    max_changed: None,
+                    blocking: true,
+                },
+                CheckSpec::Schema { blocking: true },
+                CheckSpec::Size,
             ],
             description: "Row counts per day unchanged, order_id unique, and monthly net revenue \
                           moves by exactly the refunds of the month."
@@ -426,59 +456,25 @@ async fn count(wh: &DuckDbWarehouse, table: &str) -> backfill::Result<u64> {
     wh.count(&t(table), &Predicate::All).await
 }
 
-/// Captures monthly net revenue before the first write, in the engine.
-async fn baseline(wh: &DuckDbWarehouse) -> backfill::Result<()> {
-    wh.execute_batch(
-        "CREATE TABLE IF NOT EXISTS backfill.refunds_fix_baseline AS
-         SELECT strftime(order_date, '%Y-%m') AS month, sum(net) AS net
-         FROM analytics.revenue
-         WHERE order_date >= DATE '2026-01-01' AND order_date < DATE '2026-07-01'
-         GROUP BY 1",
-    )
-    .await
-}
-
-struct MonthRecon {
-    month: String,
-    before: f64,
-    after: f64,
-    refunds: f64,
-}
-
-/// Monthly net revenue before (the baseline) and after, with the refunds
-/// that should explain the difference. Twelve numbers come back; the
-/// aggregation stays in DuckDB.
-async fn reconcile(wh: &DuckDbWarehouse) -> backfill::Result<Vec<MonthRecon>> {
-    wh.with_connection(|c| {
-        let mut s = c.prepare(
-            "WITH after AS (
-                 SELECT strftime(order_date, '%Y-%m') AS month, sum(net) AS net
-                 FROM analytics.revenue
-                 WHERE order_date >= DATE '2026-01-01' AND order_date < DATE '2026-07-01'
-                 GROUP BY 1),
-             refunds AS (
-                 SELECT strftime(o.order_date, '%Y-%m') AS month, sum(r.amount) AS amount
+/// Refunds per order month over the scope: what the restatement should
+/// take out of each month's net revenue.
+async fn refunds_by_month(wh: &DuckDbWarehouse) -> backfill::Result<Vec<(String, Amount)>> {
+    let rows = wh
+        .with_connection(|c| {
+            let mut s = c.prepare(
+                "SELECT strftime(o.order_date, '%Y-%m'), CAST(sum(r.amount) AS VARCHAR)
                  FROM shop.refunds AS r JOIN shop.orders AS o USING (order_id)
                  WHERE o.order_date >= DATE '2026-01-01' AND o.order_date < DATE '2026-07-01'
-                 GROUP BY 1)
-             SELECT b.month, CAST(b.net AS DOUBLE), CAST(a.net AS DOUBLE),
-                    CAST(coalesce(r.amount, 0) AS DOUBLE)
-             FROM backfill.refunds_fix_baseline AS b
-             JOIN after AS a USING (month)
-             LEFT JOIN refunds AS r USING (month)
-             ORDER BY b.month",
-        )?;
-        let rows = s.query_map([], |r| {
-            Ok(MonthRecon {
-                month: r.get(0)?,
-                before: r.get(1)?,
-                after: r.get(2)?,
-                refunds: r.get(3)?,
-            })
-        })?;
-        rows.collect::<duckdb::Result<Vec<_>>>()
-    })
-    .await
+                 GROUP BY 1 ORDER BY 1",
+            )?;
+            let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.collect::<duckdb::Result<Vec<_>>>()
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(m, a)| (m, a.parse().unwrap_or_default()))
+        .collect())
 }
 
 fn progress(
