@@ -378,6 +378,7 @@ fn brief(scope: Scope) -> Brief {
                     columns: vec![],
                     sample: 3,
                     max_changed: None,
+                    partition: Some(Dim::period(ident("order_date"), Period::Month)),
                     blocking: true,
                 },
                 CheckSpec::Schema { blocking: true },

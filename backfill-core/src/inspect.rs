@@ -213,6 +213,12 @@ pub struct Diff {
     /// Attribute this metric's change to added, removed and changed rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribute: Option<Metric>,
+    /// The fast path: compare row counts and hash sums per value of this
+    /// dimension first, and join only the partitions that differ. The
+    /// answer is the same; it is faster when changes are concentrated in
+    /// a few partitions, and slower when every partition changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Dim>,
 }
 
 /// One read-only question.

@@ -27,6 +27,10 @@ pub trait Dialect: Send + Sync + Debug {
     /// order-independent checksums.
     fn row_hash(&self, alias: &str) -> String;
 
+    /// An expression hashing the values of `exprs` together to an integer
+    /// whose sum does not overflow (NULLs hash too).
+    fn values_hash(&self, exprs: &[String]) -> String;
+
     /// Casts `expr` to text.
     fn text(&self, expr: &str) -> String {
         format!("CAST({expr} AS VARCHAR)")
@@ -70,6 +74,10 @@ impl Dialect for DuckDbDialect {
         format!("CAST(hash({alias}) AS HUGEINT)")
     }
 
+    fn values_hash(&self, exprs: &[String]) -> String {
+        format!("CAST(hash({}) AS HUGEINT)", exprs.join(", "))
+    }
+
     fn epoch_seconds(&self, expr: &str) -> String {
         format!("(epoch_us({expr}) / 1000000.0)")
     }
@@ -110,6 +118,10 @@ impl Dialect for PostgresDialect {
 
     fn row_hash(&self, alias: &str) -> String {
         format!("hashtext({alias}::text)::numeric")
+    }
+
+    fn values_hash(&self, exprs: &[String]) -> String {
+        format!("hashtext(ROW({})::text)::numeric", exprs.join(", "))
     }
 
     fn text(&self, expr: &str) -> String {

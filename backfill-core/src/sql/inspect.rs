@@ -135,8 +135,8 @@ async fn check<W: Warehouse + ?Sized>(w: &W, q: &Inspect) -> Result<()> {
     Ok(())
 }
 
-/// Every column a diff reads: keys, compared columns, and the attributed
-/// metric's columns, each once.
+/// Every column a diff reads: keys, compared columns, the attributed
+/// metric's columns and the fast path's partition column, each once.
 pub fn diff_columns(diff: &Diff) -> Vec<Ident> {
     let mut out: Vec<Ident> = Vec::new();
     let metric = diff
@@ -148,7 +148,8 @@ pub fn diff_columns(diff: &Diff) -> Vec<Ident> {
         .keys
         .iter()
         .chain(diff.columns.iter().map(|c| &c.column))
-        .chain(metric.iter());
+        .chain(metric.iter())
+        .chain(diff.partition.iter().map(|p| &p.column));
     for c in all {
         if !out.contains(c) {
             out.push(c.clone());
@@ -384,15 +385,46 @@ fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
         b.push("(SELECT 1 AS __bf_in, ").idents(&cols, Some("__s"));
         b.push(" FROM ");
         rows_as(b, rows, "__s");
+        if let Some(p) = &diff.partition {
+            // The fast path: only partitions whose summaries differ.
+            let e = dim_expr(d, p, "__s");
+            b.push(&format!(
+                " WHERE {e} IN (SELECT __bf_p FROM __bf_pd) OR ({e} IS NULL AND EXISTS (SELECT 1 FROM __bf_pd WHERE __bf_p IS NULL))"
+            ));
+        }
         b.push(") AS ").push(alias);
     };
     let diff_table = TableRef::new(Ident::new(DIFF_TABLE).expect("valid diff table name"));
 
     // 1. The differing rows, kept in the engine.
     let mut c = SqlBuilder::new(d);
-    c.push("CREATE TEMP TABLE ")
-        .table(&diff_table)
-        .push(" AS SELECT CASE WHEN __j.__bf_side = 0 THEN 3 ELSE __j.__bf_side END AS __bf_kind, __j.* FROM (SELECT CASE WHEN __o.__bf_in IS NULL THEN 1 WHEN __n.__bf_in IS NULL THEN 2 ELSE 0 END AS __bf_side");
+    c.push("CREATE TEMP TABLE ").table(&diff_table).push(" AS ");
+    if let Some(p) = &diff.partition {
+        // Per-partition row counts and hash sums of everything compared.
+        let summary = |c: &mut SqlBuilder<'_>, rows: &Rows, name: &str| {
+            let e = dim_expr(d, p, "__s");
+            let mut hashed: Vec<String> = Vec::new();
+            for col in cols.iter().chain(std::iter::once(&p.column)) {
+                let mut q = SqlBuilder::new(d);
+                q.qualified("__s", col);
+                hashed.push(q.text().to_string());
+            }
+            c.push(&format!(
+                "{name} AS (SELECT {e} AS __bf_p, count(*) AS __bf_n, sum({}) AS __bf_h FROM ",
+                d.values_hash(&hashed)
+            ));
+            rows_as(c, rows, "__s");
+            c.push(" GROUP BY 1)");
+        };
+        c.push("WITH ");
+        summary(&mut c, &diff.old, "__bf_po");
+        c.push(", ");
+        summary(&mut c, &diff.new, "__bf_pn");
+        // Partitions on one side only, or whose summaries differ (GROUP BY
+        // puts NULL partitions together, where a join would not).
+        c.push(", __bf_pd AS (SELECT __bf_p FROM (SELECT * FROM __bf_po UNION ALL SELECT * FROM __bf_pn) AS __bf_u GROUP BY __bf_p HAVING count(*) = 1 OR min(__bf_n) <> max(__bf_n) OR min(__bf_h) <> max(__bf_h)) ");
+    }
+    c.push("SELECT CASE WHEN __j.__bf_side = 0 THEN 3 ELSE __j.__bf_side END AS __bf_kind, __j.* FROM (SELECT CASE WHEN __o.__bf_in IS NULL THEN 1 WHEN __n.__bf_in IS NULL THEN 2 ELSE 0 END AS __bf_side");
     for k in keys {
         c.push(", coalesce(")
             .qualified("__n", k)

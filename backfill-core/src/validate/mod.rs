@@ -246,6 +246,11 @@ pub enum CheckSpec {
         /// bounded; a percentage is of the old rows.
         #[serde(default)]
         max_changed: Option<Threshold>,
+        /// Take the fast path on this partition dimension: compare counts
+        /// and hash sums per partition, and join only those that differ
+        /// (worth it when changes are concentrated in a few partitions).
+        #[serde(default)]
+        partition: Option<Dim>,
         /// Whether a failure stops the run.
         #[serde(default = "yes")]
         blocking: bool,
@@ -355,12 +360,14 @@ impl CheckSpec {
                 columns,
                 sample,
                 max_changed,
+                partition,
                 blocking,
             } => Box::new(RowDiffCheck {
                 keys,
                 columns,
                 sample,
                 max_changed,
+                partition,
                 blocking,
             }),
             CheckSpec::Schema { blocking } => Box::new(SchemaCheck { blocking }),
@@ -388,10 +395,16 @@ impl CheckSpec {
             CheckSpec::Reconcile { metric, keys, .. } => {
                 keys.iter().cloned().chain(metric.columns()).collect()
             }
-            CheckSpec::RowDiff { keys, columns, .. } => keys
+            CheckSpec::RowDiff {
+                keys,
+                columns,
+                partition,
+                ..
+            } => keys
                 .iter()
                 .cloned()
                 .chain(columns.iter().map(|c| c.column.clone()))
+                .chain(partition.iter().map(|p| p.column.clone()))
                 .collect(),
             CheckSpec::EdgeCases { column, .. } => vec![column.clone()],
         }

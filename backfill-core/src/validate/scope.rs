@@ -599,6 +599,7 @@ impl ReconcileCheck {
             columns,
             sample: 0,
             attribute: Some(self.metric.clone()),
+            partition: None,
         }
     }
 }
@@ -747,6 +748,8 @@ pub struct RowDiffCheck {
     pub sample: usize,
     /// Most rows that may differ, if bounded.
     pub max_changed: Option<Threshold>,
+    /// The fast path's partition dimension, if any.
+    pub partition: Option<Dim>,
     /// Whether a failure blocks cut-over.
     pub blocking: bool,
 }
@@ -823,6 +826,7 @@ impl ScopeCheck for RowDiffCheck {
             columns,
             sample: self.sample,
             attribute: None,
+            partition: self.partition.clone(),
         };
         let q = Inspect::Diff(Box::new(d.clone()));
         let r = inspect::diff(ctx.warehouse, d).await?;

@@ -53,6 +53,7 @@ fn checks(env: &Env, completeness: Expectation, metric_change: f64) -> Vec<Check
             columns: vec![],
             sample: 3,
             max_changed: None,
+            partition: Some(Dim::column(ident("day"))),
             blocking: true,
         },
         CheckSpec::Schema { blocking: true },
