@@ -31,6 +31,11 @@ pub trait Dialect: Send + Sync + Debug {
     /// whose sum does not overflow (NULLs hash too).
     fn values_hash(&self, exprs: &[String]) -> String;
 
+    /// The text before and after a filter condition of an aggregate giving
+    /// the first `n` values of `text` in the order of `order` among the
+    /// rows where the condition holds, joined by U+001F (NULL for none).
+    fn first_texts(&self, text: &str, order: &[String], n: usize) -> (String, String);
+
     /// Casts `expr` to text.
     fn text(&self, expr: &str) -> String {
         format!("CAST({expr} AS VARCHAR)")
@@ -78,6 +83,18 @@ impl Dialect for DuckDbDialect {
         format!("CAST(hash({}) AS HUGEINT)", exprs.join(", "))
     }
 
+    fn first_texts(&self, text: &str, order: &[String], n: usize) -> (String, String) {
+        let by = if order.len() == 1 {
+            order[0].clone()
+        } else {
+            format!("row({})", order.join(", "))
+        };
+        (
+            format!("array_to_string(arg_min({text}, {by}, {n}) FILTER (WHERE "),
+            "), chr(31))".to_string(),
+        )
+    }
+
     fn epoch_seconds(&self, expr: &str) -> String {
         format!("(epoch_us({expr}) / 1000000.0)")
     }
@@ -122,6 +139,16 @@ impl Dialect for PostgresDialect {
 
     fn values_hash(&self, exprs: &[String]) -> String {
         format!("hashtext(ROW({})::text)::numeric", exprs.join(", "))
+    }
+
+    fn first_texts(&self, text: &str, order: &[String], n: usize) -> (String, String) {
+        (
+            format!(
+                "array_to_string((array_agg({text} ORDER BY {}) FILTER (WHERE ",
+                order.join(", ")
+            ),
+            format!("))[1:{n}], chr(31))"),
+        )
     }
 
     fn text(&self, expr: &str) -> String {

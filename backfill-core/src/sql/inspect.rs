@@ -378,15 +378,48 @@ fn differs(b: &mut SqlBuilder<'_>, c: &Compared) {
     b.push(" END)");
 }
 
-fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
-    let cols = diff_columns(diff);
-    let keys = &diff.keys;
+/// The fast path's `WITH` clause (per-partition counts and hash sums of
+/// everything compared, and the partitions that differ), if the diff asks
+/// for it.
+fn diff_with(c: &mut SqlBuilder<'_>, diff: &Diff, cols: &[Ident]) {
+    let Some(p) = &diff.partition else {
+        return;
+    };
+    let d = c.dialect();
+    let summary = |c: &mut SqlBuilder<'_>, rows: &Rows, name: &str| {
+        let e = dim_expr(d, p, "__s");
+        let mut hashed: Vec<String> = Vec::new();
+        for col in cols.iter().chain(std::iter::once(&p.column)) {
+            let mut q = SqlBuilder::new(d);
+            q.qualified("__s", col);
+            hashed.push(q.text().to_string());
+        }
+        c.push(&format!(
+            "{name} AS (SELECT {e} AS __bf_p, count(*) AS __bf_n, sum({}) AS __bf_h FROM ",
+            d.values_hash(&hashed)
+        ));
+        rows_as(c, rows, "__s");
+        c.push(" GROUP BY 1)");
+    };
+    c.push("WITH ");
+    summary(c, &diff.old, "__bf_po");
+    c.push(", ");
+    summary(c, &diff.new, "__bf_pn");
+    // Partitions on one side only, or whose summaries differ (GROUP BY
+    // puts NULL partitions together, where a join would not).
+    c.push(", __bf_pd AS (SELECT __bf_p FROM (SELECT * FROM __bf_po UNION ALL SELECT * FROM __bf_pn) AS __bf_u GROUP BY __bf_p HAVING count(*) = 1 OR min(__bf_n) <> max(__bf_n) OR min(__bf_h) <> max(__bf_h)) ");
+}
+
+/// ` FROM old AS __o FULL JOIN new AS __n ON keys`, each side reading
+/// `cols` and a `__bf_in` marker (restricted to differing partitions on
+/// the fast path).
+fn diff_from(c: &mut SqlBuilder<'_>, diff: &Diff, cols: &[Ident]) {
+    let d = c.dialect();
     let side = |b: &mut SqlBuilder<'_>, rows: &Rows, alias: &str| {
-        b.push("(SELECT 1 AS __bf_in, ").idents(&cols, Some("__s"));
+        b.push("(SELECT 1 AS __bf_in, ").idents(cols, Some("__s"));
         b.push(" FROM ");
         rows_as(b, rows, "__s");
         if let Some(p) = &diff.partition {
-            // The fast path: only partitions whose summaries differ.
             let e = dim_expr(d, p, "__s");
             b.push(&format!(
                 " WHERE {e} IN (SELECT __bf_p FROM __bf_pd) OR ({e} IS NULL AND EXISTS (SELECT 1 FROM __bf_pd WHERE __bf_p IS NULL))"
@@ -394,36 +427,109 @@ fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
         }
         b.push(") AS ").push(alias);
     };
+    c.push(" FROM ");
+    side(c, &diff.old, "__o");
+    c.push(" FULL JOIN ");
+    side(c, &diff.new, "__n");
+    c.push(" ON ");
+    for (i, k) in diff.keys.iter().enumerate() {
+        if i > 0 {
+            c.push(" AND ");
+        }
+        c.qualified("__o", k).push(" = ").qualified("__n", k);
+    }
+}
+
+/// A diff without attribution in one pass: one aggregate over the full
+/// join gives row counts on each side, counts per kind and per column,
+/// and the sampled keys.
+fn diff_one_pass(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
+    let cols = diff_columns(diff);
+    let both = "__o.__bf_in IS NOT NULL AND __n.__bf_in IS NOT NULL";
+    let mut c = SqlBuilder::new(d);
+    diff_with(&mut c, diff, &cols);
+    if diff.partition.is_some() {
+        // Only differing partitions are joined; the summaries count all.
+        c.push("SELECT (SELECT coalesce(sum(__bf_n), 0) FROM __bf_po), (SELECT coalesce(sum(__bf_n), 0) FROM __bf_pn), ");
+    } else {
+        c.push("SELECT count(__o.__bf_in), count(__n.__bf_in), ");
+    }
+    c.push("count(*) FILTER (WHERE __o.__bf_in IS NULL), count(*) FILTER (WHERE __n.__bf_in IS NULL), count(*) FILTER (WHERE ");
+    c.push(both).push(" AND (");
+    if diff.columns.is_empty() {
+        c.push("FALSE");
+    }
+    for (i, col) in diff.columns.iter().enumerate() {
+        if i > 0 {
+            c.push(" OR ");
+        }
+        differs(&mut c, col);
+    }
+    c.push("))");
+    for col in &diff.columns {
+        c.push(", count(*) FILTER (WHERE ").push(both).push(" AND ");
+        differs(&mut c, col);
+        c.push(")");
+    }
+    if diff.sample > 0 {
+        let kinds: [(&str, &str); 3] = [
+            ("__n", "__o.__bf_in IS NULL"),
+            ("__o", "__n.__bf_in IS NULL"),
+            ("__n", both),
+        ];
+        for (i, (alias, filter)) in kinds.into_iter().enumerate() {
+            let (prefix, suffix) = first_keys(d, diff, alias);
+            c.push(", ").push(&prefix).push(filter);
+            if i == 2 {
+                c.push(" AND (");
+                if diff.columns.is_empty() {
+                    c.push("FALSE");
+                }
+                for (j, col) in diff.columns.iter().enumerate() {
+                    if j > 0 {
+                        c.push(" OR ");
+                    }
+                    differs(&mut c, col);
+                }
+                c.push(")");
+            }
+            c.push(&suffix);
+        }
+    }
+    diff_from(&mut c, diff, &cols);
+    vec![c.finish()]
+}
+
+/// The text before and after a filter that aggregates the first
+/// `diff.sample` keys (in key order) of the rows where it holds, as text
+/// joined by U+001F.
+fn first_keys(d: &dyn Dialect, diff: &Diff, alias: &str) -> (String, String) {
+    let mut text = SqlBuilder::new(d);
+    key_text(&mut text, &diff.keys, alias);
+    let order: Vec<String> = diff
+        .keys
+        .iter()
+        .map(|k| {
+            let mut q = SqlBuilder::new(d);
+            q.qualified(alias, k);
+            q.text().to_string()
+        })
+        .collect();
+    d.first_texts(text.text(), &order, diff.sample)
+}
+
+fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
+    if diff.attribute.is_none() {
+        return diff_one_pass(d, diff);
+    }
+    let cols = diff_columns(diff);
+    let keys = &diff.keys;
     let diff_table = TableRef::new(Ident::new(DIFF_TABLE).expect("valid diff table name"));
 
     // 1. The differing rows, kept in the engine.
     let mut c = SqlBuilder::new(d);
     c.push("CREATE TEMP TABLE ").table(&diff_table).push(" AS ");
-    if let Some(p) = &diff.partition {
-        // Per-partition row counts and hash sums of everything compared.
-        let summary = |c: &mut SqlBuilder<'_>, rows: &Rows, name: &str| {
-            let e = dim_expr(d, p, "__s");
-            let mut hashed: Vec<String> = Vec::new();
-            for col in cols.iter().chain(std::iter::once(&p.column)) {
-                let mut q = SqlBuilder::new(d);
-                q.qualified("__s", col);
-                hashed.push(q.text().to_string());
-            }
-            c.push(&format!(
-                "{name} AS (SELECT {e} AS __bf_p, count(*) AS __bf_n, sum({}) AS __bf_h FROM ",
-                d.values_hash(&hashed)
-            ));
-            rows_as(c, rows, "__s");
-            c.push(" GROUP BY 1)");
-        };
-        c.push("WITH ");
-        summary(&mut c, &diff.old, "__bf_po");
-        c.push(", ");
-        summary(&mut c, &diff.new, "__bf_pn");
-        // Partitions on one side only, or whose summaries differ (GROUP BY
-        // puts NULL partitions together, where a join would not).
-        c.push(", __bf_pd AS (SELECT __bf_p FROM (SELECT * FROM __bf_po UNION ALL SELECT * FROM __bf_pn) AS __bf_u GROUP BY __bf_p HAVING count(*) = 1 OR min(__bf_n) <> max(__bf_n) OR min(__bf_h) <> max(__bf_h)) ");
-    }
+    diff_with(&mut c, diff, &cols);
     c.push("SELECT CASE WHEN __j.__bf_side = 0 THEN 3 ELSE __j.__bf_side END AS __bf_kind, __j.* FROM (SELECT CASE WHEN __o.__bf_in IS NULL THEN 1 WHEN __n.__bf_in IS NULL THEN 2 ELSE 0 END AS __bf_side");
     for k in keys {
         c.push(", coalesce(")
@@ -456,17 +562,7 @@ fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
             }
         }
     }
-    c.push(" FROM ");
-    side(&mut c, &diff.old, "__o");
-    c.push(" FULL JOIN ");
-    side(&mut c, &diff.new, "__n");
-    c.push(" ON ");
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            c.push(" AND ");
-        }
-        c.qualified("__o", k).push(" = ").qualified("__n", k);
-    }
+    diff_from(&mut c, diff, &cols);
     c.push(") AS __j WHERE __j.__bf_side <> 0");
     for i in 0..diff.columns.len() {
         c.push(&format!(" OR __j.__bf_f{i} = 1"));
@@ -661,7 +757,46 @@ fn read_answer(q: &Inspect, mut results: Vec<Vec<Vec<Value>>>) -> Result<Answer>
     })
 }
 
+/// The separator between sampled keys in a one-pass diff's answer.
+const KEY_SEPARATOR: char = '\u{1f}';
+
+fn read_one_pass(diff: &Diff, mut results: Vec<Vec<Vec<Value>>>) -> Result<DiffReport> {
+    let row = one_row(nth(&mut results, 0)?)?;
+    let n = diff.columns.len();
+    let mut r = DiffReport {
+        old_rows: count_of(&row[0])?,
+        new_rows: count_of(&row[1])?,
+        added: count_of(&row[2])?,
+        removed: count_of(&row[3])?,
+        changed: count_of(&row[4])?,
+        ..DiffReport::default()
+    };
+    r.unchanged = r.new_rows.saturating_sub(r.added + r.changed);
+    for (i, c) in diff.columns.iter().enumerate() {
+        r.column_changes
+            .push((c.column.clone(), count_of(&row[5 + i])?));
+    }
+    r.samples = Change::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let keys = match row.get(5 + n + i) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(v) => text_of(v)
+                    .split(KEY_SEPARATOR)
+                    .map(str::to_string)
+                    .collect(),
+            };
+            (kind, keys)
+        })
+        .collect();
+    Ok(r)
+}
+
 fn read_diff(diff: &Diff, mut results: Vec<Vec<Vec<Value>>>) -> Result<DiffReport> {
+    if diff.attribute.is_none() {
+        return read_one_pass(diff, results);
+    }
     let mut r = DiffReport {
         column_changes: diff.columns.iter().map(|c| (c.column.clone(), 0)).collect(),
         ..DiffReport::default()

@@ -1,0 +1,403 @@
+//! The benchmark harness: the library against hand-written SQL, in one
+//! run, so every figure is a ratio against a baseline measured beside it
+//! on the same machine and data.
+//!
+//! ```sh
+//! ./scripts/bench.sh                      # 10M rows, DuckDB and Postgres
+//! ./scripts/bench.sh --rows 1000000       # smaller
+//! ```
+//!
+//! Run by `cargo test` (without `--bench`), it is a smoke run on 100k rows
+//! that checks the library's answers equal the hand-written ones and
+//! asserts nothing about time.
+//!
+//! Figures (each is the median of the runs):
+//! - **diff**: the library's row diff of two tables (6 columns, 1% of rows
+//!   changed, 0.1% removed, 0.1% added) against one hand-written full outer
+//!   join with a null-safe `IS DISTINCT FROM` flag per column;
+//! - **reconcile**: a metric by month before and after, attributed to
+//!   added, removed and changed rows, against the same in one hand-written
+//!   query;
+//! - **unique**: the grain check (duplicate and null keys, with a sample)
+//!   against a hand-written `GROUP BY … HAVING count(*) > 1`.
+
+use std::time::{Duration, Instant};
+
+use backfill::duckdb::DuckDbWarehouse;
+use backfill::inspect::{self, Aggregate, Compared, Diff, Dim, Metric, Period, Rows};
+use backfill::postgres::PgWarehouse;
+use backfill::sql::inspect::SqlRead;
+use backfill::sql::Sql;
+use backfill::warehouse::Warehouse;
+use backfill::{Ident, Predicate, TableRef, Value};
+use serde::Serialize;
+
+struct Args {
+    rows: u64,
+    pg_rows: Option<u64>,
+    runs: usize,
+    json: String,
+    full: bool,
+}
+
+fn args() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let full = argv.iter().any(|a| a == "--bench");
+    let mut a = Args {
+        rows: if full { 10_000_000 } else { 100_000 },
+        pg_rows: None,
+        runs: if full { 3 } else { 1 },
+        json: "bench-results.json".into(),
+        full,
+    };
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        let mut next = || it.next().cloned().unwrap_or_default();
+        match arg.as_str() {
+            "--rows" => a.rows = next().parse().expect("--rows N"),
+            "--pg-rows" => a.pg_rows = Some(next().parse().expect("--pg-rows N")),
+            "--runs" => a.runs = next().parse().expect("--runs N"),
+            "--json" => a.json = next(),
+            _ => {}
+        }
+    }
+    a
+}
+
+/// One engine under measurement.
+enum Engine {
+    Duck(DuckDbWarehouse),
+    Pg(PgWarehouse),
+}
+
+impl Engine {
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Duck(_) => "DuckDB",
+            Engine::Pg(_) => "Postgres",
+        }
+    }
+
+    fn warehouse(&self) -> &dyn Warehouse {
+        match self {
+            Engine::Duck(w) => w,
+            Engine::Pg(w) => w,
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self {
+            Engine::Duck(w) => w.execute_batch(sql.to_string()).await,
+            Engine::Pg(w) => w.execute_batch(sql).await,
+        }
+        .expect("setup SQL")
+    }
+
+    /// Runs one hand-written query and returns its rows.
+    async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
+        let stmt = vec![Sql {
+            text: sql.to_string(),
+            params: Vec::new(),
+        }];
+        let mut out = match self {
+            Engine::Duck(w) => w.read(stmt).await,
+            Engine::Pg(w) => w.read(stmt).await,
+        }
+        .expect("hand-written query");
+        out.pop().unwrap_or_default()
+    }
+}
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s).expect("identifier")
+}
+
+fn table(name: &str) -> TableRef {
+    TableRef::parse(&format!("bench.{name}")).expect("table")
+}
+
+/// `old`: `rows` rows over a year; `new`: 1% of amounts changed, 0.1% of
+/// rows removed and as many added.
+fn setup_sql(e: &Engine, rows: u64) -> String {
+    let extra = (rows / 1000).max(1);
+    match e {
+        Engine::Duck(_) => format!(
+            "DROP SCHEMA IF EXISTS bench CASCADE;
+             CREATE SCHEMA bench;
+             CREATE TABLE bench.old AS
+             SELECT CAST(i AS BIGINT) AS id,
+                    DATE '2025-07-01' + CAST(i % 365 AS INTEGER) AS day,
+                    CAST(hash(i) % 100000 AS BIGINT) AS customer,
+                    CAST((hash(i, 1) % 1000000) / 100.0 AS DECIMAL(18,2)) AS amount,
+                    CASE WHEN i % 7 = 0 THEN 'refunded' ELSE 'paid' END AS status,
+                    CAST(hash(i, 2) % 1000 AS DOUBLE) / 10 AS score
+             FROM range({rows}) AS t(i);
+             CREATE TABLE bench.new AS
+             SELECT id, day, customer,
+                    CASE WHEN hash(id, 9) % 100 = 0 THEN amount + 1 ELSE amount END AS amount,
+                    status, score
+             FROM bench.old WHERE hash(id, 8) % 1000 <> 1
+             UNION ALL
+             SELECT {rows} + i, DATE '2025-07-01' + CAST(i % 365 AS INTEGER), i, 10.00, 'paid', 1.0
+             FROM range({extra}) AS t(i);"
+        ),
+        Engine::Pg(_) => format!(
+            "DROP SCHEMA IF EXISTS bench CASCADE;
+             CREATE SCHEMA bench;
+             CREATE UNLOGGED TABLE bench.old AS
+             SELECT i AS id,
+                    DATE '2025-07-01' + (i % 365)::int AS day,
+                    abs(hashint8(i)) % 100000 AS customer,
+                    ((abs(hashint8(i + 1)) % 1000000) / 100.0)::numeric(18,2) AS amount,
+                    CASE WHEN i % 7 = 0 THEN 'refunded' ELSE 'paid' END AS status,
+                    (abs(hashint8(i + 2)) % 1000)::float8 / 10 AS score
+             FROM generate_series(0::bigint, {rows} - 1) AS i;
+             CREATE UNLOGGED TABLE bench.new AS
+             SELECT id, day, customer,
+                    CASE WHEN abs(hashint8(id + 9)) % 100 = 0 THEN amount + 1 ELSE amount END AS amount,
+                    status, score
+             FROM bench.old WHERE abs(hashint8(id + 8)) % 1000 <> 1
+             UNION ALL
+             SELECT {rows} + i, DATE '2025-07-01' + (i % 365)::int, i, 10.00, 'paid', 1.0
+             FROM generate_series(0::bigint, {extra} - 1) AS i;
+             ANALYZE bench.old; ANALYZE bench.new;"
+        ),
+    }
+}
+
+const COLUMNS: [&str; 5] = ["day", "customer", "amount", "status", "score"];
+
+fn hand_diff() -> String {
+    let changed: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("o.{c} IS DISTINCT FROM n.{c}"))
+        .collect();
+    let per_column: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| {
+            format!(
+                "count(*) FILTER (WHERE o.id IS NOT NULL AND n.id IS NOT NULL AND o.{c} IS DISTINCT FROM n.{c})"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT count(*) FILTER (WHERE o.id IS NULL),
+                count(*) FILTER (WHERE n.id IS NULL),
+                count(*) FILTER (WHERE o.id IS NOT NULL AND n.id IS NOT NULL AND ({})),
+                {}
+         FROM bench.old AS o FULL JOIN bench.new AS n ON o.id = n.id",
+        changed.join(" OR "),
+        per_column.join(", ")
+    )
+}
+
+fn hand_reconcile(e: &Engine) -> String {
+    let month = |c: &str| match e {
+        Engine::Duck(_) => format!("CAST(date_trunc('month', {c}) AS DATE)"),
+        Engine::Pg(_) => format!("date_trunc('month', {c})::date"),
+    };
+    format!(
+        "WITH b AS (SELECT {mo} AS m, sum(amount) AS v FROM bench.old GROUP BY 1),
+              a AS (SELECT {mn} AS m, sum(amount) AS v FROM bench.new GROUP BY 1),
+              d AS (SELECT {mj} AS m,
+                           sum(CASE WHEN o.id IS NULL THEN n.amount END) AS added,
+                           sum(CASE WHEN n.id IS NULL THEN -o.amount END) AS removed,
+                           sum(CASE WHEN o.id IS NOT NULL AND n.id IS NOT NULL
+                                    THEN n.amount - o.amount END) AS changed
+                    FROM bench.old AS o FULL JOIN bench.new AS n ON o.id = n.id GROUP BY 1)
+         SELECT m, b.v, a.v, d.added, d.removed, d.changed
+         FROM b FULL JOIN a USING (m) LEFT JOIN d USING (m) ORDER BY m",
+        mo = month("day"),
+        mn = month("day"),
+        mj = month("coalesce(n.day, o.day)"),
+    )
+}
+
+fn hand_unique() -> String {
+    "SELECT (SELECT count(*) FROM (SELECT id FROM bench.new GROUP BY id HAVING count(*) > 1) AS d),
+            (SELECT count(*) FROM bench.new WHERE id IS NULL)"
+        .to_string()
+}
+
+fn library_diff() -> Diff {
+    Diff {
+        old: Rows::all(table("old")),
+        new: Rows::all(table("new")),
+        keys: vec![ident("id")],
+        columns: COLUMNS.iter().map(|c| Compared::exact(ident(c))).collect(),
+        sample: 10,
+        attribute: None,
+        partition: None,
+    }
+}
+
+fn revenue_by_month() -> Metric {
+    Metric {
+        name: "amount".into(),
+        aggregate: Aggregate::Sum(ident("amount")),
+        by: vec![Dim::period(ident("day"), Period::Month)],
+    }
+}
+
+fn count(v: &Value) -> u64 {
+    match v {
+        Value::Int(n) => *n as u64,
+        Value::Text(s) => s.parse().unwrap_or(0),
+        Value::Float(f) => *f as u64,
+        _ => 0,
+    }
+}
+
+#[derive(Serialize)]
+struct Figure {
+    engine: String,
+    figure: String,
+    rows: u64,
+    library_ms: f64,
+    baseline_ms: f64,
+    ratio: f64,
+    goal: Option<f64>,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Awaits `f` (futures do nothing until awaited) and times it.
+async fn time<T>(f: impl std::future::Future<Output = T>) -> (Duration, T) {
+    let t = Instant::now();
+    let out = f.await;
+    (t.elapsed(), out)
+}
+
+async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
+    eprintln!("{}: loading {rows} rows…", e.name());
+    let t = Instant::now();
+    e.exec(&setup_sql(e, rows)).await;
+    eprintln!("{}: loaded in {:.1}s", e.name(), t.elapsed().as_secs_f64());
+    let w = e.warehouse();
+    let mut figures = Vec::new();
+    let mut push = |figure: &str, lib: Vec<Duration>, base: Vec<Duration>, goal| {
+        let (l, b) = (median(lib), median(base));
+        figures.push(Figure {
+            engine: e.name().into(),
+            figure: figure.into(),
+            rows,
+            library_ms: l.as_secs_f64() * 1000.0,
+            baseline_ms: b.as_secs_f64() * 1000.0,
+            ratio: l.as_secs_f64() / b.as_secs_f64().max(1e-9),
+            goal,
+        });
+    };
+
+    // Row diff.
+    let (mut lib, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (d, r) = time(inspect::diff(w, library_diff())).await;
+        let r = r.expect("library diff");
+        lib.push(d);
+        let (d, h) = time(e.query(&hand_diff())).await;
+        base.push(d);
+        let h: Vec<u64> = h[0].iter().map(count).collect();
+        assert_eq!(
+            [r.added, r.removed, r.changed],
+            [h[0], h[1], h[2]],
+            "the library's diff answers like the hand-written one"
+        );
+        let per_column: Vec<u64> = r.column_changes.iter().map(|(_, n)| *n).collect();
+        assert_eq!(per_column, h[3..].to_vec());
+    }
+    push("row diff (P4)", lib, base, Some(1.2));
+
+    // Reconciliation: metric before, metric after, attribution.
+    let (mut lib, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (d, (before, after, diff)) = time(async {
+            let before = inspect::metric(w, Rows::all(table("old")), revenue_by_month()).await;
+            let after = inspect::metric(w, Rows::all(table("new")), revenue_by_month()).await;
+            let mut diff = library_diff();
+            diff.columns = vec![
+                Compared::exact(ident("amount")),
+                Compared::exact(ident("day")),
+            ];
+            diff.sample = 0;
+            diff.attribute = Some(revenue_by_month());
+            (before, after, inspect::diff(w, diff).await)
+        })
+        .await;
+        let (before, after, diff) = (
+            before.expect("before"),
+            after.expect("after"),
+            diff.expect("diff"),
+        );
+        lib.push(d);
+        let (d, h) = time(e.query(&hand_reconcile(e))).await;
+        base.push(d);
+        assert_eq!(before.len(), h.len(), "months");
+        let delta: backfill::Amount = after.iter().map(|m| m.value).sum::<backfill::Amount>()
+            - before.iter().map(|m| m.value).sum::<backfill::Amount>();
+        let explained: backfill::Amount = diff.contributions.iter().map(|c| c.total()).sum();
+        assert_eq!(delta, explained, "the change is explained exactly");
+    }
+    push("reconciliation", lib, base, None);
+
+    // Grain check.
+    let (mut lib, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (d, r) = time(w.key_report(&table("new"), &[ident("id")], &Predicate::All, 10)).await;
+        let r = r.expect("key report");
+        lib.push(d);
+        let (d, h) = time(e.query(&hand_unique())).await;
+        base.push(d);
+        assert_eq!(
+            [r.duplicate_keys, r.null_keys],
+            [count(&h[0][0]), count(&h[0][1])]
+        );
+    }
+    push("uniqueness", lib, base, None);
+    figures
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut figures = Vec::new();
+        let duck = Engine::Duck(DuckDbWarehouse::in_memory().expect("duckdb"));
+        figures.extend(measure(&duck, a.rows, a.runs).await);
+        drop(duck);
+        match std::env::var("BACKFILL_PG_URL") {
+            Ok(url) => {
+                let pg = Engine::Pg(PgWarehouse::connect(&url).await.expect("postgres"));
+                figures.extend(measure(&pg, a.pg_rows.unwrap_or(a.rows), a.runs).await);
+            }
+            Err(_) => eprintln!(
+                "BACKFILL_PG_URL is not set: Postgres skipped (run under ./scripts/with-postgres.sh)"
+            ),
+        }
+        println!(
+            "\n| engine | figure | rows | library | hand-written | ratio | goal |\n|---|---|---|---|---|---|---|"
+        );
+        for f in &figures {
+            println!(
+                "| {} | {} | {} | {:.0} ms | {:.0} ms | {:.2}× | {} |",
+                f.engine,
+                f.figure,
+                f.rows,
+                f.library_ms,
+                f.baseline_ms,
+                f.ratio,
+                f.goal.map_or("—".to_string(), |g| format!("≤ {g}×"))
+            );
+        }
+        if a.full {
+            let json = serde_json::to_string_pretty(&figures).expect("json");
+            std::fs::write(&a.json, json).expect("write json");
+            println!("\nwritten to {}", a.json);
+        }
+    });
+}

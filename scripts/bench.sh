@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the benchmark harness (benches/harness.rs) against an embedded DuckDB
+# and a throwaway PostgreSQL cluster, and prints the table the README shows.
+#
+#   ./scripts/bench.sh                    # 10M rows on both engines
+#   ./scripts/bench.sh --rows 1000000     # smaller; --pg-rows N for Postgres alone
+#
+# It builds in the dev profile, which already optimizes the bundled DuckDB
+# (see Cargo.toml), so the tests, the examples and the benchmarks share one
+# DuckDB build. Figures are ratios against hand-written SQL measured in the
+# same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
+exec ./scripts/with-postgres.sh cargo bench --profile dev --all-features --bench harness -- "$@"
