@@ -38,6 +38,8 @@ struct Args {
     runs: usize,
     json: String,
     full: bool,
+    show_sql: bool,
+    sample: usize,
 }
 
 fn args() -> Args {
@@ -49,6 +51,8 @@ fn args() -> Args {
         runs: if full { 3 } else { 1 },
         json: "bench-results.json".into(),
         full,
+        show_sql: argv.iter().any(|a| a == "--sql"),
+        sample: 10,
     };
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
@@ -58,6 +62,7 @@ fn args() -> Args {
             "--pg-rows" => a.pg_rows = Some(next().parse().expect("--pg-rows N")),
             "--runs" => a.runs = next().parse().expect("--runs N"),
             "--json" => a.json = next(),
+            "--sample" => a.sample = next().parse().expect("--sample N"),
             _ => {}
         }
     }
@@ -219,13 +224,15 @@ fn hand_unique() -> String {
         .to_string()
 }
 
+static SAMPLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(10);
+
 fn library_diff() -> Diff {
     Diff {
         old: Rows::all(table("old")),
         new: Rows::all(table("new")),
         keys: vec![ident("id")],
         columns: COLUMNS.iter().map(|c| Compared::exact(ident(c))).collect(),
-        sample: 10,
+        sample: SAMPLE.load(std::sync::atomic::Ordering::Relaxed),
         attribute: None,
         partition: None,
     }
@@ -361,11 +368,23 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
 
 fn main() {
     let a = args();
+    SAMPLE.store(a.sample, std::sync::atomic::Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
+        if a.show_sql {
+            // The statements the library runs, beside the hand-written ones.
+            let duck = DuckDbWarehouse::in_memory().expect("duckdb");
+            let d = duck.dialect().expect("dialect");
+            let q = backfill::inspect::Inspect::Diff(Box::new(library_diff()));
+            for s in backfill::sql::inspect::render(d, &q) {
+                println!("{};\n", s.display());
+            }
+            println!("{};", hand_diff());
+            return;
+        }
         let mut figures = Vec::new();
         let duck = Engine::Duck(DuckDbWarehouse::in_memory().expect("duckdb"));
         figures.extend(measure(&duck, a.rows, a.runs).await);

@@ -1386,6 +1386,10 @@ macro_rules! conformance_tests {
             case!(parallel_clean_validation, |e| {
                 c::validation::clean_run_passes(e, Pattern::Parallel)
             });
+            case!(
+                failed_inspection_loses_nothing,
+                c::validation::failed_inspection_loses_nothing
+            );
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);
             case!(inspect_orphans, c::inspect::orphans_found);

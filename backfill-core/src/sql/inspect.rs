@@ -413,10 +413,14 @@ fn diff_with(c: &mut SqlBuilder<'_>, diff: &Diff, cols: &[Ident]) {
 /// ` FROM old AS __o FULL JOIN new AS __n ON keys`, each side reading
 /// `cols` and a `__bf_in` marker (restricted to differing partitions on
 /// the fast path).
-fn diff_from(c: &mut SqlBuilder<'_>, diff: &Diff, cols: &[Ident]) {
+fn diff_from(c: &mut SqlBuilder<'_>, diff: &Diff, cols: &[Ident], marker: bool) {
     let d = c.dialect();
     let side = |b: &mut SqlBuilder<'_>, rows: &Rows, alias: &str| {
-        b.push("(SELECT 1 AS __bf_in, ").idents(cols, Some("__s"));
+        b.push("(SELECT ");
+        if marker {
+            b.push("1 AS __bf_in, ");
+        }
+        b.idents(cols, Some("__s"));
         b.push(" FROM ");
         rows_as(b, rows, "__s");
         if let Some(p) = &diff.partition {
@@ -445,17 +449,26 @@ fn diff_from(c: &mut SqlBuilder<'_>, diff: &Diff, cols: &[Ident]) {
 /// and the sampled keys.
 fn diff_one_pass(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
     let cols = diff_columns(diff);
-    let both = "__o.__bf_in IS NOT NULL AND __n.__bf_in IS NOT NULL";
+    // Keys are not null (the grain is checked first), so a side is
+    // present where its first key is.
+    let present = |alias: &str| {
+        let mut q = SqlBuilder::new(d);
+        q.qualified(alias, &diff.keys[0]);
+        q.text().to_string()
+    };
+    let (o, n) = (present("__o"), present("__n"));
+    let both = format!("{o} IS NOT NULL AND {n} IS NOT NULL");
     let mut c = SqlBuilder::new(d);
     diff_with(&mut c, diff, &cols);
     if diff.partition.is_some() {
         // Only differing partitions are joined; the summaries count all.
         c.push("SELECT (SELECT coalesce(sum(__bf_n), 0) FROM __bf_po), (SELECT coalesce(sum(__bf_n), 0) FROM __bf_pn), ");
     } else {
-        c.push("SELECT count(__o.__bf_in), count(__n.__bf_in), ");
+        c.push(&format!("SELECT count({o}), count({n}), "));
     }
-    c.push("count(*) FILTER (WHERE __o.__bf_in IS NULL), count(*) FILTER (WHERE __n.__bf_in IS NULL), count(*) FILTER (WHERE ");
-    c.push(both).push(" AND (");
+    c.push(&format!(
+        "count(*) FILTER (WHERE {o} IS NULL), count(*) FILTER (WHERE {n} IS NULL), count(*) FILTER (WHERE {both} AND ("
+    ));
     if diff.columns.is_empty() {
         c.push("FALSE");
     }
@@ -467,19 +480,21 @@ fn diff_one_pass(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
     }
     c.push("))");
     for col in &diff.columns {
-        c.push(", count(*) FILTER (WHERE ").push(both).push(" AND ");
+        c.push(", count(*) FILTER (WHERE ")
+            .push(&both)
+            .push(" AND ");
         differs(&mut c, col);
         c.push(")");
     }
     if diff.sample > 0 {
-        let kinds: [(&str, &str); 3] = [
-            ("__n", "__o.__bf_in IS NULL"),
-            ("__o", "__n.__bf_in IS NULL"),
-            ("__n", both),
+        let kinds: [(&str, String); 3] = [
+            ("__n", format!("{o} IS NULL")),
+            ("__o", format!("{n} IS NULL")),
+            ("__n", both.clone()),
         ];
         for (i, (alias, filter)) in kinds.into_iter().enumerate() {
             let (prefix, suffix) = first_keys(d, diff, alias);
-            c.push(", ").push(&prefix).push(filter);
+            c.push(", ").push(&prefix).push(&filter);
             if i == 2 {
                 c.push(" AND (");
                 if diff.columns.is_empty() {
@@ -496,7 +511,7 @@ fn diff_one_pass(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
             c.push(&suffix);
         }
     }
-    diff_from(&mut c, diff, &cols);
+    diff_from(&mut c, diff, &cols, false);
     vec![c.finish()]
 }
 
@@ -515,7 +530,14 @@ fn first_keys(d: &dyn Dialect, diff: &Diff, alias: &str) -> (String, String) {
             q.text().to_string()
         })
         .collect();
-    d.first_texts(text.text(), &order, diff.sample)
+    // One key: aggregate the typed key and let the list's text cast render
+    // it, rather than casting every row's key to text.
+    let text = if order.len() == 1 {
+        order[0].clone()
+    } else {
+        text.text().to_string()
+    };
+    d.first_texts(&text, &order, diff.sample)
 }
 
 fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
@@ -562,7 +584,7 @@ fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
             }
         }
     }
-    diff_from(&mut c, diff, &cols);
+    diff_from(&mut c, diff, &cols, true);
     c.push(") AS __j WHERE __j.__bf_side <> 0");
     for i in 0..diff.columns.len() {
         c.push(&format!(" OR __j.__bf_f{i} = 1"));

@@ -451,6 +451,16 @@ pub async fn pre_image_diff_after_run(env: Env) {
         r.column_changes,
         vec![(ident("amount"), 19), (ident("note"), 19)]
     );
+    // Samples follow the key's own order (9 before 10), not text order.
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        r.samples,
+        vec![
+            (Change::Added, s(&["1000"])),
+            (Change::Removed, s(&["13"])),
+            (Change::Changed, s(&["9", "10"])),
+        ]
+    );
     assert_eq!(
         r.contributions,
         vec![Contribution {

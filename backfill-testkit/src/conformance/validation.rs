@@ -234,3 +234,61 @@ pub async fn clean_run_passes(env: Env, pattern: Pattern) {
     let again = runner.run(&case.job).await.expect("rerun");
     assert_eq!(again.validation.map(|r| r.at), Some(v.at));
 }
+
+/// An inspection that fails loses nothing: while capturing the baseline
+/// it stops the run before any write, and a resume completes; at the end
+/// it is an `error` finding that blocks cut-over until the checks are run
+/// again.
+pub async fn failed_inspection_loses_nothing(env: Env) {
+    let pattern = Pattern::Staging;
+    let mut case = case_with(env, pattern, "inspectfault", &source_rows()).await;
+    case.job.brief.validation.checks = checks(&case.env, Expectation::MaxChangeAbsolute(1), 25.0);
+    let parent = case.env.table("facts_parent");
+    case.env
+        .seed
+        .insert_rows(
+            &parent,
+            &[vec![
+                Value::Int(1000),
+                Value::Date(day(4)),
+                Value::Int(0),
+                Value::Text("parent".into()),
+            ]],
+        )
+        .await
+        .expect("insert parent");
+    let (runner, faults) = case.faulty_runner();
+    faults.fail_once(crate::faults::FaultPoint::DuringInspect);
+    let before = case.checksum(&case.target).await;
+    runner
+        .run(&case.job)
+        .await
+        .expect_err("baseline capture fails");
+    let done = case
+        .env
+        .ledger
+        .batches(&case.job.run_id)
+        .await
+        .expect("batches")
+        .iter()
+        .filter(|b| b.state.is_done())
+        .count();
+    assert_eq!(done, 0, "nothing was written without a baseline");
+    assert_eq!(case.checksum(&case.target).await, before);
+
+    let report = runner.run(&case.job).await.expect("resume");
+    assert!(report.validation.expect("validated").passed());
+
+    faults.fail_once(crate::faults::FaultPoint::DuringInspect);
+    let v = runner.validate(&case.job).await.expect("validate");
+    assert_eq!(
+        v.outcomes().filter(|o| o.status == Status::Error).count(),
+        1,
+        "{v}"
+    );
+    let err = runner.cutover(&case.job).await.expect_err("blocked");
+    assert!(matches!(err, Error::ValidationFailed { .. }), "{err}");
+    assert!(runner.validate(&case.job).await.expect("again").passed());
+    runner.cutover(&case.job).await.expect("cut-over");
+    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
+}
