@@ -12,9 +12,11 @@
 //! asserts nothing about time.
 //!
 //! Figures (each is the median of the runs):
-//! - **diff**: the library's row diff of two tables (6 columns, 1% of rows
-//!   changed, 0.1% removed, 0.1% added) against one hand-written full outer
-//!   join with a null-safe `IS DISTINCT FROM` flag per column;
+//! - **row diff**: the library's row diff of two tables (6 columns, 1% of
+//!   rows changed, 0.1% removed, 0.1% added) against the same diff written
+//!   by hand as one full outer join with a null-safe `IS DISTINCT FROM`
+//!   flag per column; once for counts only, once with 10 sampled keys per
+//!   kind;
 //! - **reconcile**: a metric by month before and after, attributed to
 //!   added, removed and changed rows, against the same in one hand-written
 //!   query;
@@ -39,7 +41,6 @@ struct Args {
     json: String,
     full: bool,
     show_sql: bool,
-    sample: usize,
 }
 
 fn args() -> Args {
@@ -52,7 +53,6 @@ fn args() -> Args {
         json: "bench-results.json".into(),
         full,
         show_sql: argv.iter().any(|a| a == "--sql"),
-        sample: 10,
     };
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
@@ -62,7 +62,6 @@ fn args() -> Args {
             "--pg-rows" => a.pg_rows = Some(next().parse().expect("--pg-rows N")),
             "--runs" => a.runs = next().parse().expect("--runs N"),
             "--json" => a.json = next(),
-            "--sample" => a.sample = next().parse().expect("--sample N"),
             _ => {}
         }
     }
@@ -172,11 +171,18 @@ fn setup_sql(e: &Engine, rows: u64) -> String {
 
 const COLUMNS: [&str; 5] = ["day", "customer", "amount", "status", "score"];
 
-fn hand_diff() -> String {
+/// The same diff written by hand as one full-join query: rows on each
+/// side, added, removed and changed rows, changes per column, and (with
+/// `sample`) the first keys of each kind.
+fn hand_diff(e: &Engine, sample: usize) -> String {
     let changed: Vec<String> = COLUMNS
         .iter()
         .map(|c| format!("o.{c} IS DISTINCT FROM n.{c}"))
         .collect();
+    let changed = format!(
+        "o.id IS NOT NULL AND n.id IS NOT NULL AND ({})",
+        changed.join(" OR ")
+    );
     let per_column: Vec<String> = COLUMNS
         .iter()
         .map(|c| {
@@ -185,13 +191,30 @@ fn hand_diff() -> String {
             )
         })
         .collect();
+    let mut samples = String::new();
+    if sample > 0 {
+        for (side, filter) in [
+            ("n", "o.id IS NULL".to_string()),
+            ("o", "n.id IS NULL".to_string()),
+            ("n", changed.clone()),
+        ] {
+            samples.push_str(&match e {
+                Engine::Duck(_) => {
+                    format!(", arg_min({side}.id, {side}.id, {sample}) FILTER (WHERE {filter})")
+                }
+                Engine::Pg(_) => format!(
+                    ", (array_agg({side}.id ORDER BY {side}.id) FILTER (WHERE {filter}))[1:{sample}]"
+                ),
+            });
+        }
+    }
     format!(
-        "SELECT count(*) FILTER (WHERE o.id IS NULL),
+        "SELECT count(o.id), count(n.id),
+                count(*) FILTER (WHERE o.id IS NULL),
                 count(*) FILTER (WHERE n.id IS NULL),
-                count(*) FILTER (WHERE o.id IS NOT NULL AND n.id IS NOT NULL AND ({})),
-                {}
+                count(*) FILTER (WHERE {changed}),
+                {}{samples}
          FROM bench.old AS o FULL JOIN bench.new AS n ON o.id = n.id",
-        changed.join(" OR "),
         per_column.join(", ")
     )
 }
@@ -224,15 +247,13 @@ fn hand_unique() -> String {
         .to_string()
 }
 
-static SAMPLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(10);
-
-fn library_diff() -> Diff {
+fn library_diff(sample: usize) -> Diff {
     Diff {
         old: Rows::all(table("old")),
         new: Rows::all(table("new")),
         keys: vec![ident("id")],
         columns: COLUMNS.iter().map(|c| Compared::exact(ident(c))).collect(),
-        sample: SAMPLE.load(std::sync::atomic::Ordering::Relaxed),
+        sample,
         attribute: None,
         partition: None,
     }
@@ -298,24 +319,37 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
         });
     };
 
-    // Row diff.
-    let (mut lib, mut base) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let (d, r) = time(inspect::diff(w, library_diff())).await;
-        let r = r.expect("library diff");
-        lib.push(d);
-        let (d, h) = time(e.query(&hand_diff())).await;
-        base.push(d);
-        let h: Vec<u64> = h[0].iter().map(count).collect();
-        assert_eq!(
-            [r.added, r.removed, r.changed],
-            [h[0], h[1], h[2]],
-            "the library's diff answers like the hand-written one"
-        );
-        let per_column: Vec<u64> = r.column_changes.iter().map(|(_, n)| *n).collect();
-        assert_eq!(per_column, h[3..].to_vec());
+    // Row diff: counts only (P4), then with samples, each against the
+    // same outputs written by hand.
+    for (figure, sample, goal) in [
+        ("row diff (P4)", 0, Some(1.2)),
+        ("row diff with samples", 10, Some(1.2)),
+    ] {
+        let (mut lib, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (d, r) = time(inspect::diff(w, library_diff(sample))).await;
+            let r = r.expect("library diff");
+            lib.push(d);
+            let (d, h) = time(e.query(&hand_diff(e, sample))).await;
+            base.push(d);
+            let h: Vec<u64> = h[0][..10].iter().map(count).collect();
+            assert_eq!(
+                [r.old_rows, r.new_rows, r.added, r.removed, r.changed],
+                [h[0], h[1], h[2], h[3], h[4]],
+                "the library's diff answers like the hand-written one"
+            );
+            let per_column: Vec<u64> = r.column_changes.iter().map(|(_, n)| *n).collect();
+            assert_eq!(per_column, h[5..10].to_vec());
+            if sample > 0 {
+                assert!(
+                    r.samples.iter().all(|(_, k)| k.len() == sample),
+                    "{:?}",
+                    r.samples
+                );
+            }
+        }
+        push(figure, lib, base, goal);
     }
-    push("row diff (P4)", lib, base, Some(1.2));
 
     // Reconciliation: metric before, metric after, attribution.
     let (mut lib, mut base) = (Vec::new(), Vec::new());
@@ -323,7 +357,7 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
         let (d, (before, after, diff)) = time(async {
             let before = inspect::metric(w, Rows::all(table("old")), revenue_by_month()).await;
             let after = inspect::metric(w, Rows::all(table("new")), revenue_by_month()).await;
-            let mut diff = library_diff();
+            let mut diff = library_diff(0);
             diff.columns = vec![
                 Compared::exact(ident("amount")),
                 Compared::exact(ident("day")),
@@ -368,7 +402,6 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
 
 fn main() {
     let a = args();
-    SAMPLE.store(a.sample, std::sync::atomic::Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -378,11 +411,11 @@ fn main() {
             // The statements the library runs, beside the hand-written ones.
             let duck = DuckDbWarehouse::in_memory().expect("duckdb");
             let d = duck.dialect().expect("dialect");
-            let q = backfill::inspect::Inspect::Diff(Box::new(library_diff()));
+            let q = backfill::inspect::Inspect::Diff(Box::new(library_diff(10)));
             for s in backfill::sql::inspect::render(d, &q) {
                 println!("{};\n", s.display());
             }
-            println!("{};", hand_diff());
+            println!("{};", hand_diff(&Engine::Duck(duck.clone()), 10));
             return;
         }
         let mut figures = Vec::new();

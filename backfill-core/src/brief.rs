@@ -275,6 +275,16 @@ impl Brief {
                 "is blank: declare at least one check",
             ));
         }
+        for check in &self.validation.checks {
+            if let CheckSpec::PerBatch { of } = check {
+                if !of.can_run_per_batch() {
+                    f.push(Finding::block(
+                        "validation",
+                        format!("{of:?} is a whole-scope check and cannot run per batch"),
+                    ));
+                }
+            }
+        }
         if blank(&self.rollback.description) {
             f.push(Finding::block("rollback", "is blank"));
         }

@@ -1643,6 +1643,25 @@ mod brief {
         b.rollback.retention_days = 0;
         assert_eq!(blocking_sections(&b), vec!["rollback".to_string()]);
 
+        // Whole-scope checks cannot run per batch; slice checks can.
+        let mut b = complete();
+        b.validation.checks.push(CheckSpec::PerBatch {
+            of: Box::new(CheckSpec::Coverage {
+                empty_allowed: 0,
+                blocking: true,
+            }),
+        });
+        assert_eq!(blocking_sections(&b), vec!["validation".to_string()]);
+        let mut b = complete();
+        b.validation.checks.push(CheckSpec::PerBatch {
+            of: Box::new(CheckSpec::NullRate {
+                columns: vec![],
+                max_increase: 0.0,
+                blocking: true,
+            }),
+        });
+        assert!(b.preflight().passed());
+
         let mut b = complete();
         b.dependencies
             .direct

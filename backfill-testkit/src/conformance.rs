@@ -1390,6 +1390,19 @@ macro_rules! conformance_tests {
                 failed_inspection_loses_nothing,
                 c::validation::failed_inspection_loses_nothing
             );
+            case!(
+                per_batch_stops_at_bad_batch,
+                c::validation::per_batch_check_stops_at_the_bad_batch
+            );
+            case!(overwrite_per_batch_reconcile, |e| {
+                c::validation::per_batch_reconcile_passes(e, Pattern::Overwrite)
+            });
+            case!(staging_per_batch_reconcile, |e| {
+                c::validation::per_batch_reconcile_passes(e, Pattern::Staging)
+            });
+            case!(merge_per_batch_reconcile, |e| {
+                c::validation::per_batch_reconcile_passes(e, Pattern::Merge)
+            });
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);
             case!(inspect_orphans, c::inspect::orphans_found);

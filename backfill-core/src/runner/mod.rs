@@ -198,6 +198,8 @@ struct Shared<'a> {
     strategy: &'a dyn WriteStrategy,
     validators: Vec<Box<dyn Validator>>,
     write_table: TableRef,
+    /// What per-batch checks diff (old rows, new rows) over the scope.
+    diff: Option<(crate::inspect::Rows, crate::inspect::Rows)>,
     only: Option<&'a [BatchId]>,
     total: usize,
     done: AtomicUsize,
@@ -530,6 +532,13 @@ impl Runner {
             strategy: strategy.as_ref(),
             validators,
             write_table: strategy.write_table(&ctx)?,
+            diff: crate::strategy::validation_sides(
+                &job.brief.strategy,
+                &ctx,
+                &job.plan.scope.predicate()?,
+                false,
+            )?
+            .1,
             only,
             total: job.plan.batches.len(),
             done: AtomicUsize::new(done_before),
@@ -877,6 +886,10 @@ impl Runner {
         let cctx = CheckContext {
             warehouse: self.warehouse.as_ref(),
             table: &shared.write_table,
+            ledger: self.ledger.as_ref(),
+            run_id: &shared.job.run_id,
+            plan: &shared.job.plan,
+            diff: shared.diff.as_ref().map(|(o, n)| (o, n)),
         };
         let check = BatchCheck {
             batch,

@@ -2,8 +2,12 @@
 
 use async_trait::async_trait;
 
-use super::{BatchCheck, CheckContext, Expectation, Outcome, Status, Threshold, Validator};
+use super::{
+    BatchCheck, CheckContext, Expectation, Outcome, ScopeCheck, ScopeContext, Status, Threshold,
+    Validator,
+};
 use crate::error::Result;
+use crate::inspect::Rows;
 use crate::{Ident, Predicate};
 
 fn query_text(
@@ -129,5 +133,53 @@ impl Validator for UniquenessCheck {
                 "group by key having count(*) > 1",
             ),
         })
+    }
+}
+
+/// A whole-scope check run on one batch's slice: the new rows are the
+/// batch's slice of the new data, and the old side (measured as the
+/// check's baseline) is the batch's slice of the old rows.
+pub struct SliceCheck(pub Box<dyn ScopeCheck>);
+
+fn narrow(rows: &Rows, predicate: &Predicate) -> Rows {
+    Rows {
+        filter: predicate.clone(),
+        ..rows.clone()
+    }
+}
+
+#[async_trait]
+impl Validator for SliceCheck {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    fn blocking(&self) -> bool {
+        self.0.blocking()
+    }
+
+    async fn check_batch(&self, ctx: &CheckContext<'_>, b: &BatchCheck<'_>) -> Result<Outcome> {
+        let pred = &b.batch.predicate;
+        let Some((old, new)) = ctx.diff else {
+            return Err(crate::Error::NotAllowed(format!(
+                "{} per batch needs the batch's old rows: keep a pre-image",
+                self.0.name()
+            )));
+        };
+        // Both sides narrowed to the batch (for a merge, to the keys it
+        // touched), so before and after measure the same rows.
+        let (old, new) = (narrow(old, pred), narrow(new, pred));
+        let baseline = self.0.baseline(ctx.warehouse, &old).await?;
+        let sctx = ScopeContext {
+            warehouse: ctx.warehouse,
+            ledger: ctx.ledger,
+            run_id: ctx.run_id,
+            plan: ctx.plan,
+            new: &new,
+            diff: Some((&old, &new)),
+        };
+        let mut o = self.0.check(&sctx, baseline.as_ref()).await?.outcome;
+        o.batch = Some(b.batch.id.clone());
+        Ok(o)
     }
 }

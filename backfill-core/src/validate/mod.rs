@@ -23,7 +23,7 @@ mod batch;
 mod report;
 mod scope;
 
-pub use batch::{RowCountCheck, UniquenessCheck, SAMPLE_LIMIT};
+pub use batch::{RowCountCheck, SliceCheck, UniquenessCheck, SAMPLE_LIMIT};
 pub use report::{Detail, EdgeCase, Finding, ReconRow, SchemaChanges, ValidationReport};
 pub use scope::{
     CompletenessCheck, CoverageCheck, EdgeCaseCheck, NullRateCheck, OrphanCheck, ReconcileCheck,
@@ -271,6 +271,16 @@ pub enum CheckSpec {
     },
     /// End: table size before and after, from the engine's catalog.
     Size,
+    /// Runs a whole-scope check on each batch's slice instead, right
+    /// after the batch is written, comparing against the batch's old rows
+    /// (its pre-image, or the table the new data replaces). Completeness,
+    /// null rates, references, reconciliation and row diffs can run per
+    /// batch; coverage, schema, edge cases and size are whole-scope
+    /// checks.
+    PerBatch {
+        /// The check.
+        of: Box<CheckSpec>,
+    },
 }
 
 fn yes() -> bool {
@@ -294,6 +304,9 @@ impl CheckSpec {
                 keys: keys.clone(),
                 blocking: *blocking,
             })),
+            CheckSpec::PerBatch { of } if of.can_run_per_batch() => of
+                .scope_check()
+                .map(|c| Box::new(batch::SliceCheck(c)) as Box<dyn Validator>),
             _ => None,
         }
     }
@@ -301,7 +314,9 @@ impl CheckSpec {
     /// The check that runs at the end on the whole scope, if it is one.
     pub fn scope_check(&self) -> Option<Box<dyn ScopeCheck>> {
         let b: Box<dyn ScopeCheck> = match self.clone() {
-            CheckSpec::RowCount { .. } | CheckSpec::Unique { .. } => return None,
+            CheckSpec::RowCount { .. } | CheckSpec::Unique { .. } | CheckSpec::PerBatch { .. } => {
+                return None
+            }
             CheckSpec::Coverage {
                 empty_allowed,
                 blocking,
@@ -377,10 +392,24 @@ impl CheckSpec {
         Some(b)
     }
 
+    /// Whether [`CheckSpec::PerBatch`] can run this check on a batch's
+    /// slice (the others are whole-scope checks).
+    pub fn can_run_per_batch(&self) -> bool {
+        matches!(
+            self,
+            CheckSpec::Completeness { .. }
+                | CheckSpec::NullRate { .. }
+                | CheckSpec::References { .. }
+                | CheckSpec::Reconcile { .. }
+                | CheckSpec::RowDiff { .. }
+        )
+    }
+
     /// The columns of the target this check reads (checked before any
     /// write).
     pub fn columns(&self) -> Vec<Ident> {
         match self {
+            CheckSpec::PerBatch { of } => of.columns(),
             CheckSpec::RowCount { .. } | CheckSpec::Schema { .. } | CheckSpec::Size => Vec::new(),
             CheckSpec::Coverage { .. } => Vec::new(),
             CheckSpec::Unique { keys, .. } => keys.clone(),
@@ -430,6 +459,16 @@ pub struct CheckContext<'a> {
     pub warehouse: &'a dyn Warehouse,
     /// The table the batches were written to.
     pub table: &'a TableRef,
+    /// The run's ledger.
+    pub ledger: &'a dyn crate::ledger::Ledger,
+    /// The run.
+    pub run_id: &'a crate::ledger::RunId,
+    /// The run's plan.
+    pub plan: &'a crate::plan::Plan,
+    /// What a diff compares over the whole scope (old rows, new rows),
+    /// where the pattern keeps the old rows; a per-batch check narrows it
+    /// to the batch.
+    pub diff: Option<(&'a crate::inspect::Rows, &'a crate::inspect::Rows)>,
 }
 
 /// A check on one batch just written.

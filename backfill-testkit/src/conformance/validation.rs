@@ -292,3 +292,86 @@ pub async fn failed_inspection_loses_nothing(env: Env) {
     runner.cutover(&case.job).await.expect("cut-over");
     assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
 }
+
+fn per_batch(check: CheckSpec) -> CheckSpec {
+    CheckSpec::PerBatch {
+        of: Box::new(check),
+    }
+}
+
+/// A whole-scope check declared per batch runs on each batch's slice
+/// right after its write: with row 13 dropped from the source, the
+/// completeness check fails on that day's batch and the run stops there.
+pub async fn per_batch_check_stops_at_the_bad_batch(env: Env) {
+    let mut case = case_with(env, Pattern::Overwrite, "perbatch", &source_rows()).await;
+    case.job.brief.validation.checks = vec![per_batch(CheckSpec::Completeness {
+        by: vec![],
+        keys: vec![ident("id")],
+        expect: Expectation::Unchanged,
+        blocking: true,
+    })];
+    let runner = case.runner();
+    let err = runner.run(&case.job).await.expect_err("stops");
+    assert!(matches!(err, Error::ValidationFailed { .. }), "{err}");
+    let states: Vec<(String, backfill_core::BatchState)> = case
+        .env
+        .ledger
+        .batches(&case.job.run_id)
+        .await
+        .expect("batches")
+        .into_iter()
+        .map(|b| (b.batch.id.to_string(), b.state))
+        .collect();
+    assert!(states[0].1.is_done(), "{states:?}");
+    assert_eq!(states[1].0, "2026-03-04");
+    assert!(!states[1].1.is_done(), "{states:?}");
+    assert!(states[2..].iter().all(|(_, s)| !s.is_done()), "{states:?}");
+}
+
+/// Reconciliation and a row diff per batch pass on a clean run, for
+/// every pattern that keeps old rows: each batch's change is explained by
+/// that batch's rows (a merge's by the keys it touched).
+pub async fn per_batch_reconcile_passes(env: Env, pattern: Pattern) {
+    let mut case = case_with(env, pattern, "perbatchok", &source_rows()).await;
+    case.job.brief.validation.checks = vec![
+        per_batch(CheckSpec::Reconcile {
+            metric: Metric {
+                name: "amount".into(),
+                aggregate: Aggregate::Sum(ident("amount")),
+                by: vec![],
+            },
+            keys: vec![ident("id")],
+            expect: Expectation::MaxChangePercent(25.0),
+            tolerance: None,
+            blocking: true,
+        }),
+        per_batch(CheckSpec::RowDiff {
+            keys: vec![ident("id")],
+            columns: vec![],
+            sample: 3,
+            max_changed: Some(backfill_core::validate::Threshold::Absolute(5.0)),
+            partition: None,
+            blocking: true,
+        }),
+    ];
+    let report = case.runner().run(&case.job).await.expect("run");
+    assert_eq!(report.outcomes.len(), 10, "{report}");
+    assert!(
+        report.outcomes.iter().all(|o| o.status == Status::Pass),
+        "{report}"
+    );
+    let diffs: Vec<f64> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.check.starts_with("row_diff"))
+        .map(|o| o.observed)
+        .collect();
+    // Each day changes its 4 rows; day 3 loses row 13 (a merge keeps it)
+    // and day 4 gains row 1000.
+    let expected = if pattern == Pattern::Merge {
+        vec![4.0, 3.0, 5.0, 4.0, 4.0]
+    } else {
+        vec![4.0, 4.0, 5.0, 4.0, 4.0]
+    };
+    assert_eq!(diffs, expected, "{report}");
+}
