@@ -49,6 +49,7 @@
 
 mod db;
 mod ledger;
+mod partition;
 mod signal;
 mod warehouse;
 

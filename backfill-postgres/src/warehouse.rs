@@ -28,6 +28,7 @@ use crate::db::{
     query_count, query_values, Db, LedgerHome, Limits, TxFuture, DIALECT,
 };
 use crate::ledger::{self, PgLedger, DEFAULT_SCHEMA};
+use crate::partition;
 use crate::signal::{ActivitySignal, ProbeSignal, ReplicationLagSignal, Thresholds};
 
 /// Connections a pool made by [`PgWarehouse::connect`] holds at most.
@@ -518,18 +519,34 @@ fn overwrite(
                     exec(tx, &stmt::insert_marker(d, snap, &id)).await?;
                 }
             }
-            let before = exec(tx, &stmt::delete_slice(d, &j.table, &j.batch.predicate)).await?;
-            let written = exec(
-                tx,
-                &stmt::insert_slice(
-                    d,
-                    &j.table,
-                    &j.columns,
-                    &Source::Table(slice.clone()),
-                    &j.batch,
-                ),
-            )
-            .await?;
+            // A batch that is exactly one partition swaps a new partition
+            // in; anything else deletes and inserts.
+            let native = match partition::exact_partition(tx, &j.table, &j.batch.predicate).await? {
+                Some(part) => partition::new_partition_table(&part).map(|fresh| (part, fresh)),
+                None => None,
+            };
+            let (before, written) = match native {
+                Some((part, fresh)) => {
+                    partition::swap_partition(tx, &j.table, &part, &fresh, &slice, &j.columns)
+                        .await?
+                }
+                None => {
+                    let before =
+                        exec(tx, &stmt::delete_slice(d, &j.table, &j.batch.predicate)).await?;
+                    let written = exec(
+                        tx,
+                        &stmt::insert_slice(
+                            d,
+                            &j.table,
+                            &j.columns,
+                            &Source::Table(slice.clone()),
+                            &j.batch,
+                        ),
+                    )
+                    .await?;
+                    (before, written)
+                }
+            };
             exec(tx, &stmt::drop_table(d, &slice)).await?;
             let mut out = WriteOutcome {
                 rows_before: before,

@@ -208,6 +208,29 @@ async fn describe_tables_views_and_sources() {
     let v = w.describe(&tr("facts_v")).await.unwrap().unwrap();
     assert_eq!(v.names(), cols());
 
+    // Materialized views are relations too (information_schema omits them).
+    w.execute_batch(
+        "CREATE MATERIALIZED VIEW facts_mv AS \
+         SELECT id, day, amount::numeric(18,2) AS amount, now() AS at FROM facts",
+    )
+    .await
+    .unwrap();
+    let mv = w.describe(&tr("facts_mv")).await.unwrap().unwrap();
+    let types: Vec<(String, ColumnType)> = mv
+        .columns
+        .iter()
+        .map(|c| (c.name.to_string(), c.ty))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("id".to_string(), ColumnType::Int),
+            ("day".to_string(), ColumnType::Date),
+            ("amount".to_string(), ColumnType::Decimal),
+            ("at".to_string(), ColumnType::Timestamp),
+        ]
+    );
+
     let q = bounded_source("facts", false);
     let s = w.describe_source(&q).await.unwrap();
     assert_eq!(s.names(), cols());
@@ -1999,6 +2022,108 @@ async fn conformance_env(name: &str) -> Option<backfill_testkit::conformance::En
         schema: Some(id(&schema)),
         bounded_source: Arc::new(backfill_testkit::conformance::sql_bounded_source),
     })
+}
+
+/// Partition oids by name, for telling a swapped partition from a kept one.
+async fn partition_oids(w: &PgWarehouse) -> Vec<(Value, Value)> {
+    use backfill_core::sql::inspect::SqlRead;
+    let q = backfill_core::sql::Sql {
+        text: "SELECT relname::text, oid::bigint FROM pg_class \
+               WHERE relname LIKE 'facts_p%' AND relkind = 'r' AND relnamespace = current_schema()::regnamespace \
+               ORDER BY relname"
+            .into(),
+        params: vec![],
+    };
+    let mut rows = w.read(vec![q]).await.unwrap();
+    rows.pop()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect()
+}
+
+/// On a table partitioned by day, a daily overwrite swaps each batch's
+/// partition for a new one (DETACH/ATTACH) instead of deleting rows, gives
+/// the same table as the plain path, and rolls back to the exact prior
+/// state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_overwrite_swaps_partitions() {
+    let Some((url, schema)) = fresh_schema("partition_swap").await else {
+        return;
+    };
+    let w = PgWarehouse::from_pool(pool(&url, &schema, 8));
+    let mut ddl = String::from(
+        "CREATE TABLE facts (id BIGINT NOT NULL, day DATE, amount BIGINT, note TEXT) \
+         PARTITION BY RANGE (day);",
+    );
+    for d in 0..10 {
+        ddl.push_str(&format!(
+            "CREATE TABLE facts_p{d} PARTITION OF facts FOR VALUES FROM ('{}') TO ('{}');",
+            day(d),
+            day(d + 1)
+        ));
+    }
+    ddl.push_str("CREATE INDEX facts_id ON facts (id);");
+    w.execute_batch(ddl).await.unwrap();
+    let env = backfill_testkit::conformance::Env {
+        warehouse: Arc::new(w.clone()),
+        ledger: Arc::new(w.ledger(&schema).await.unwrap()),
+        seed: Arc::new(PgSeed(w.clone())),
+        schema: Some(id(&schema)),
+        bounded_source: Arc::new(backfill_testkit::conformance::sql_bounded_source),
+    };
+    let facts = env.table("facts");
+    env.seed
+        .insert_rows(&facts, &original_rows())
+        .await
+        .unwrap();
+    let fix = backfill_testkit::conformance::seed_table(&env, "facts_fix", &fixed_rows()).await;
+    let expected =
+        backfill_testkit::conformance::seed_table(&env, "expected", &expected_replace()).await;
+    let original = w.checksum(&facts, &Predicate::All).await.unwrap();
+    let before = partition_oids(&w).await;
+    assert_eq!(before.len(), 10);
+
+    let job = backfill_testkit::conformance::job_on(
+        &env,
+        backfill_testkit::conformance::Pattern::Overwrite,
+        "partswap",
+        Source::Table(fix),
+    );
+    let runner = Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let report = runner.run(&job).await.unwrap();
+    assert_eq!(report.batches_done, 5);
+    assert_eq!(
+        w.checksum(&facts, &Predicate::All).await.unwrap(),
+        w.checksum(&expected, &Predicate::All).await.unwrap()
+    );
+    let after = partition_oids(&w).await;
+    let swapped: Vec<bool> = before
+        .iter()
+        .zip(&after)
+        .map(|((n0, o0), (n1, o1))| {
+            assert_eq!(n0, n1, "partitions keep their names");
+            o0 != o1
+        })
+        .collect();
+    // Days 2..7 are in scope: exactly their partitions are new.
+    let in_scope: Vec<bool> = (0..10).map(|d| (2..7).contains(&d)).collect();
+    assert_eq!(swapped, in_scope);
+    // The parent's index covers the new partitions too.
+    use backfill_core::sql::inspect::SqlRead;
+    let idx = w
+        .read(vec![backfill_core::sql::Sql {
+            text: "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent \
+                   WHERE c.relname = 'facts_id'"
+                .into(),
+            params: vec![],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(idx[0][0][0], Value::Int(10));
+
+    runner.rollback(&job).await.unwrap();
+    assert_eq!(w.checksum(&facts, &Predicate::All).await.unwrap(), original);
 }
 
 backfill_testkit::conformance_tests!(|name: &str| {

@@ -47,6 +47,10 @@ pub trait Dialect: Send + Sync + Debug {
     /// A table's size from the catalog: one row `(rows, bytes)`, where
     /// `bytes` may be NULL; no row when the table is unknown.
     fn table_size(&self, table: &TableRef) -> Sql;
+
+    /// A relation's columns: rows `(name, data_type, is_nullable)` in
+    /// order, none when it does not exist.
+    fn describe_relation(&self, table: &TableRef) -> Sql;
 }
 
 /// DuckDB.
@@ -97,6 +101,10 @@ impl Dialect for DuckDbDialect {
 
     fn epoch_seconds(&self, expr: &str) -> String {
         format!("(epoch_us({expr}) / 1000000.0)")
+    }
+
+    fn describe_relation(&self, table: &TableRef) -> Sql {
+        super::stmt::describe_standard(self, table)
     }
 
     fn table_size(&self, table: &TableRef) -> Sql {
@@ -157,6 +165,18 @@ impl Dialect for PostgresDialect {
 
     fn epoch_seconds(&self, expr: &str) -> String {
         format!("extract(epoch FROM {expr})::float8")
+    }
+
+    fn describe_relation(&self, table: &TableRef) -> Sql {
+        // The catalog, not information_schema, so materialized views (and
+        // partitioned tables' partitions) are described too.
+        let mut b = SqlBuilder::new(self);
+        b.push("SELECT a.attname::text, format_type(a.atttypid, NULL), CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ");
+        schema_of(&mut b, table);
+        b.push(" AND c.relname = ")
+            .param(Value::Text(table.name.to_string()))
+            .push(" AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum");
+        b.finish()
     }
 
     fn table_size(&self, table: &TableRef) -> Sql {

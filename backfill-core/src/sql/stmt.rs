@@ -134,6 +134,11 @@ pub(crate) fn schema_of(b: &mut SqlBuilder<'_>, table: &TableRef) {
 /// current database. An unqualified table is looked up in the current
 /// schema. No rows: the relation does not exist.
 pub fn describe(d: &dyn Dialect, table: &TableRef) -> Sql {
+    d.describe_relation(table)
+}
+
+/// The standard `information_schema` query behind [`describe`].
+pub fn describe_standard(d: &dyn Dialect, table: &TableRef) -> Sql {
     let mut b = SqlBuilder::new(d);
     b.push(
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
