@@ -28,6 +28,7 @@
 
 pub mod amount;
 pub mod brief;
+pub mod cleanup;
 pub mod error;
 pub mod ident;
 pub mod inspect;

@@ -28,6 +28,7 @@ use jiff::civil::{date, Date};
 
 use crate::faults::{FaultPoint, Faulty};
 
+pub mod cleanup;
 pub mod inspect;
 pub mod validation;
 use crate::fixtures::Seed;
@@ -1402,6 +1403,18 @@ macro_rules! conformance_tests {
             });
             case!(merge_per_batch_reconcile, |e| {
                 c::validation::per_batch_reconcile_passes(e, Pattern::Merge)
+            });
+            case!(overwrite_cleanup, |e| {
+                c::cleanup::cleanup_drops_only_expired_assets(e, Pattern::Overwrite)
+            });
+            case!(staging_cleanup, |e| {
+                c::cleanup::cleanup_drops_only_expired_assets(e, Pattern::Staging)
+            });
+            case!(merge_cleanup, |e| {
+                c::cleanup::cleanup_drops_only_expired_assets(e, Pattern::Merge)
+            });
+            case!(parallel_cleanup, |e| {
+                c::cleanup::cleanup_drops_only_expired_assets(e, Pattern::Parallel)
             });
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);

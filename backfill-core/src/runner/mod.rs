@@ -1033,6 +1033,27 @@ impl Runner {
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
         strategy_for(&job.brief.strategy).cutover(&ctx).await?;
+        if job.brief.strategy == StrategySpec::StagingSwap {
+            // The stage is now the target; the old table is kept beside it
+            // as the rollback handle, with an owner and an expiry.
+            let now = self.ledger.now();
+            let retention =
+                jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
+            self.ledger
+                .record_asset(&Asset {
+                    run_id: run_id.clone(),
+                    kind: AssetKind::KeptOld,
+                    table: ctx.kept_old_table()?,
+                    owner: job.brief.operator.clone(),
+                    created_at: now,
+                    expires_at: now.checked_add(retention).unwrap_or(jiff::Timestamp::MAX),
+                    dropped_at: None,
+                })
+                .await?;
+            self.ledger
+                .asset_dropped(run_id, &ctx.stage_table()?, now)
+                .await?;
+        }
         self.ledger
             .set_run_status(run_id, RunStatus::CutOver, Some("cut over"))
             .await?;
@@ -1053,6 +1074,15 @@ impl Runner {
             now,
             expires_at: now,
         }
+    }
+
+    /// Drops expired temporary tables that runs created (see
+    /// [`crate::cleanup`]); with `dry_run`, only reports them.
+    pub async fn cleanup(
+        &self,
+        options: &crate::cleanup::CleanupOptions,
+    ) -> Result<crate::cleanup::CleanupReport> {
+        crate::cleanup::cleanup(self.warehouse.as_ref(), self.ledger.as_ref(), options).await
     }
 
     /// Restores the exact prior state of the target and marks the run
