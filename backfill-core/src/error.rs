@@ -132,6 +132,10 @@ pub enum Error {
     /// Cut-over or another guarded step is not allowed in the current state.
     #[error("not allowed: {0}")]
     NotAllowed(String),
+    /// Cut-over needs a reviewer's approval of the current validation
+    /// report, or an approval was refused.
+    #[error("approval: {0}")]
+    Approval(String),
     /// A fault injected by a test harness.
     #[error("injected fault at {0}")]
     InjectedFault(String),

@@ -435,7 +435,7 @@ impl Case {
     /// Runs to completion and cuts over where the pattern needs it.
     pub async fn run_and_cut_over(&self, runner: &Runner) -> backfill_core::Result<()> {
         runner.run(&self.job).await?;
-        runner.cutover(&self.job).await
+        approve_and_cut_over(runner, &self.job).await
     }
 
     async fn states(&self) -> Vec<BatchState> {
@@ -448,6 +448,17 @@ impl Case {
             .map(|b| b.state)
             .collect()
     }
+}
+
+/// The reviewer approves (where the pattern needs an approval), then the
+/// run is cut over.
+pub async fn approve_and_cut_over(runner: &Runner, job: &Backfill) -> backfill_core::Result<()> {
+    if job.brief.strategy.needs_cutover() {
+        runner
+            .approve(job, &job.brief.reviewer, "validation report read")
+            .await?;
+    }
+    runner.cutover(job).await
 }
 
 /// A run gives the expected table.
@@ -466,7 +477,9 @@ pub async fn run_gives_expected_table(env: Env, pattern: Pattern) {
             "visible before cut-over"
         );
     }
-    runner.cutover(&case.job).await.expect("cutover");
+    approve_and_cut_over(&runner, &case.job)
+        .await
+        .expect("cutover");
     assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
     if pattern == Pattern::Parallel {
         assert_eq!(
@@ -542,12 +555,14 @@ pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
             let resumed = case.runner();
             let report = resumed.run(&case.job).await.expect("resume");
             assert_eq!(report.batches_this_run, 3 - landed, "{report}");
-            resumed.cutover(&case.job).await.expect("cutover");
+            approve_and_cut_over(&resumed, &case.job)
+                .await
+                .expect("cutover");
         }
         FaultPoint::DuringSwap | FaultPoint::DuringCutover => {
             faults.fail_once(point);
             runner.run(&case.job).await.expect("run");
-            let err = runner.cutover(&case.job).await;
+            let err = approve_and_cut_over(&runner, &case.job).await;
             let fires = matches!(
                 (pattern, point),
                 (Pattern::Staging, FaultPoint::DuringSwap)
@@ -560,8 +575,7 @@ pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
                     original,
                     "failed cut-over exposed nothing"
                 );
-                case.runner()
-                    .cutover(&case.job)
+                approve_and_cut_over(&case.runner(), &case.job)
                     .await
                     .expect("cut-over retried");
             } else {
@@ -575,7 +589,9 @@ pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
             if runner.run(&case.job).await.is_err() {
                 case.runner().run(&case.job).await.expect("resume");
             }
-            case.runner().cutover(&case.job).await.expect("cut-over");
+            approve_and_cut_over(&case.runner(), &case.job)
+                .await
+                .expect("cut-over");
         }
     }
     let rows = case
@@ -805,7 +821,9 @@ pub async fn pause_and_resume(env: Env, pattern: Pattern) {
     control.resume();
     let report = handle.await.expect("join").expect("run");
     assert_eq!(report.status, RunStatus::Completed, "{report}");
-    runner.cutover(&case.job).await.expect("cutover");
+    approve_and_cut_over(&runner, &case.job)
+        .await
+        .expect("cutover");
     assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
 }
 
@@ -1415,6 +1433,13 @@ macro_rules! conformance_tests {
             });
             case!(parallel_cleanup, |e| {
                 c::cleanup::cleanup_drops_only_expired_assets(e, Pattern::Parallel)
+            });
+            case!(
+                staging_approval,
+                |e| c::validation::approval_gates_cut_over(e, Pattern::Staging)
+            );
+            case!(parallel_approval, |e| {
+                c::validation::approval_gates_cut_over(e, Pattern::Parallel)
             });
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);

@@ -967,7 +967,9 @@ async fn runner_strategies_over_the_fake() {
         let runner = Runner::new(Arc::new(fake.clone()), Arc::new(MemoryLedger::new()));
         let report = runner.run(&job).await.unwrap();
         assert_eq!(report.batches_done, 2, "{strategy:?}: {report}");
-        runner.cutover(&job).await.unwrap();
+        backfill_testkit::conformance::approve_and_cut_over(&runner, &job)
+            .await
+            .unwrap();
         let visible = match strategy {
             StrategySpec::ParallelVersion { .. } => t("facts_view"),
             _ => t("facts"),

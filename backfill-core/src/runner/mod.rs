@@ -1,6 +1,7 @@
 //! The runner: executes a plan through a write strategy, batch by batch,
 //! with bounded concurrency, retries, throttling, pause, resume and cancel.
 
+mod approval;
 mod control;
 mod progress;
 mod signal;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
+pub use approval::Approval;
 pub use control::{ControlState, RunControl};
 pub use progress::{Event, Ewma};
 pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
@@ -1030,6 +1032,7 @@ impl Runner {
             )));
         }
         self.require_validation(job).await?;
+        self.require_approval(job).await?;
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
         strategy_for(&job.brief.strategy).cutover(&ctx).await?;

@@ -229,7 +229,9 @@ pub async fn clean_run_passes(env: Env, pattern: Pattern) {
     let parts: backfill_core::Amount = rows.iter().map(|r| r.added + r.removed + r.changed).sum();
     assert_eq!(delta, parts);
     assert!(!delta.is_zero());
-    runner.cutover(&case.job).await.expect("cut-over");
+    super::approve_and_cut_over(&runner, &case.job)
+        .await
+        .expect("cut-over");
     assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
     let again = runner.run(&case.job).await.expect("rerun");
     assert_eq!(again.validation.map(|r| r.at), Some(v.at));
@@ -286,10 +288,17 @@ pub async fn failed_inspection_loses_nothing(env: Env) {
         1,
         "{v}"
     );
+    let err = runner
+        .approve(&case.job, "grace", "looks fine")
+        .await
+        .expect_err("no approval while a blocking check fails");
+    assert!(matches!(err, Error::Approval(_)), "{err}");
     let err = runner.cutover(&case.job).await.expect_err("blocked");
     assert!(matches!(err, Error::ValidationFailed { .. }), "{err}");
     assert!(runner.validate(&case.job).await.expect("again").passed());
-    runner.cutover(&case.job).await.expect("cut-over");
+    super::approve_and_cut_over(&runner, &case.job)
+        .await
+        .expect("cut-over");
     assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
 }
 
@@ -374,4 +383,47 @@ pub async fn per_batch_reconcile_passes(env: Env, pattern: Pattern) {
         vec![4.0, 4.0, 5.0, 4.0, 4.0]
     };
     assert_eq!(diffs, expected, "{report}");
+}
+
+/// Staged and versioned runs expose nothing until a reviewer other than
+/// the operator approves the latest validation report; the approval is in
+/// the ledger (another process sees it), and a newer report needs a new
+/// approval.
+pub async fn approval_gates_cut_over(env: Env, pattern: Pattern) {
+    let mut case = case_with(env, pattern, "approval", &source_rows()).await;
+    case.job.brief.validation.checks.push(CheckSpec::Size);
+    let runner = case.runner();
+    runner.run(&case.job).await.expect("run");
+    let original = case.checksum_of("facts_original", &original_rows()).await;
+
+    let err = runner.cutover(&case.job).await.expect_err("unapproved");
+    assert!(matches!(err, Error::Approval(_)), "{err}");
+    assert_eq!(case.checksum(&case.visible()).await, original);
+
+    let err = runner
+        .approve(&case.job, &case.job.brief.operator, "mine")
+        .await
+        .expect_err("operator");
+    assert!(matches!(err, Error::Approval(_)), "{err}");
+
+    let given = runner
+        .approve(&case.job, "grace", "report read")
+        .await
+        .expect("approve");
+    let seen = case.runner().approval(&case.job).await.expect("read");
+    assert_eq!(seen.as_ref().map(|a| a.reviewer.as_str()), Some("grace"));
+    assert_eq!(seen, Some(given));
+
+    // The checks ran again: the approval was for the older report.
+    runner.validate(&case.job).await.expect("validate");
+    let err = runner.cutover(&case.job).await.expect_err("stale");
+    assert!(matches!(err, Error::Approval(_)), "{err}");
+    assert_eq!(case.checksum(&case.visible()).await, original);
+
+    runner
+        .approve(&case.job, "grace", "new report read")
+        .await
+        .expect("approve again");
+    runner.cutover(&case.job).await.expect("cut-over");
+    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
 }
