@@ -22,6 +22,7 @@ use backfill::duckdb::{duckdb, DuckDbWarehouse};
 use backfill::inspect::{Aggregate, Dim, Metric, Period};
 use backfill::jiff::civil::date;
 use backfill::ledger::Ledger;
+use backfill::note;
 use backfill::runner::RunOptions;
 use backfill::warehouse::Warehouse;
 use backfill::{
@@ -178,6 +179,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             est.estimated_total.as_secs_f64(),
             fmt_int(est.estimated_rows)
         );
+        // The announcement for stakeholders, before the real run.
+        println!("\n-- announcement (Markdown) --");
+        print!("{}", note::announcement(&job, Some(&est)).markdown());
     } else if let Some(r) = &existing {
         println!(
             "\nledger: run {} is {} with {done}/{} batches done; continuing its stored plan",
@@ -284,24 +288,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("  validation {}", if all_ok { "passed" } else { "FAILED" });
 
-    // 6. What changed, for the people who read these numbers.
-    println!("\n-- change summary --");
-    println!("  {RUN_ID}: analytics.revenue, order dates 2026-01-01 .. 2026-06-30 ({ZONE})");
+    // 6. What changed, for the people who read these numbers: Markdown
+    // for a channel (and `serde_json::to_string(&summary)` for tools).
+    let summary = note::change_note(ledger.as_ref(), &job).await?;
+    println!("\n-- change note (Markdown) --");
+    print!("{}", summary.markdown());
     println!(
-        "  net revenue restated by {} over six months; every day's row count unchanged",
+        "\nnet revenue restated by {} over six months",
         fmt_signed(delta.to_f64())
     );
-    println!("  dashboards to refresh: finance monthly revenue, growth net-revenue tiles (owners: finance-data, growth-analytics)");
-    let pre = report
-        .assets
-        .iter()
-        .find(|a| a.kind == backfill::ledger::AssetKind::PreImage);
-    if let Some(a) = pre {
-        println!(
-            "  rollback: Runner::rollback on run {RUN_ID}; pre-image {} kept until {}",
-            a.table, a.expires_at
-        );
-    }
     if !all_ok {
         return Err("validation failed".into());
     }
@@ -396,7 +391,7 @@ fn brief(scope: Scope) -> Brief {
         },
         expected_impact:
             "Net revenue for January to June 2026 drops by the refunds of those months \
-                          (about 2%); gross revenue and order counts do not change."
+                          (about 3%); gross revenue and order counts do not change."
                 .into(),
         operations: Operations {
             rerun: "Run the same command: finished days are skipped, the table does not change."

@@ -33,6 +33,7 @@ pub mod error;
 pub mod ident;
 pub mod inspect;
 pub mod ledger;
+pub mod note;
 pub mod plan;
 pub mod predicate;
 pub mod report;

@@ -1182,3 +1182,61 @@ async fn dataset_loads_through_seed() {
     // Loading twice fails: the tables exist.
     assert!(load(&fake, &ds, Some(&schema)).await.is_err());
 }
+
+/// The announcement and the change note read like the run: scope as dates,
+/// affected owners, formatted metric deltas with their explanation, the
+/// validation verdict, the rollback handle; and the note survives JSON.
+#[tokio::test]
+async fn notes_before_and_after_a_run() {
+    use backfill_core::inspect::{Aggregate, Dim, Metric};
+    use backfill_core::note;
+    use backfill_testkit::conformance::{self as c, Pattern};
+
+    let case = c::setup(c::fake_env(), Pattern::Staging, "notes").await;
+    let mut job = case.job.clone();
+    job.brief.validation.checks.push(CheckSpec::Reconcile {
+        metric: Metric {
+            name: "amount".into(),
+            aggregate: Aggregate::Sum(Ident::new("amount").unwrap()),
+            by: vec![Dim::column(Ident::new("day").unwrap())],
+        },
+        keys: vec![Ident::new("id").unwrap()],
+        expect: backfill_core::Expectation::MaxChangePercent(25.0),
+        tolerance: None,
+        blocking: true,
+    });
+    let job = job.code_version("fix v2");
+
+    let before = note::announcement(&job, None).markdown();
+    assert!(
+        before.contains("facts, day 2026-03-03 through 2026-03-07 (UTC)"),
+        "{before}"
+    );
+    assert!(before.contains("facts dashboard (bi-team)"), "{before}");
+    assert!(before.contains("5 batches"), "{before}");
+
+    let runner = case.runner();
+    runner.run(&job).await.unwrap();
+    c::approve_and_cut_over(&runner, &job).await.unwrap();
+    let after = note::change_note(case.env.ledger.as_ref(), &job)
+        .await
+        .unwrap();
+    assert_eq!(after.batches, (5, 5));
+    assert_eq!(after.validation_passed, Some(true));
+    assert_eq!(after.metrics.len(), 5);
+    assert!(after
+        .rollback
+        .iter()
+        .any(|(t, _)| t == "facts__bf_old_notes"));
+    let md = after.markdown();
+    // Day 3 lost row 13 (-130) and each other row gained 1.
+    assert!(
+        md.contains("| amount | 2026-03-04 | 580 | 453 | -127 (-21.90%) | 0 | -130 | +3 | 0 |"),
+        "{md}"
+    );
+    assert!(md.contains("**Validation:** passed."), "{md}");
+    assert!(md.contains("code fix v2"), "{md}");
+    let json = serde_json::to_string(&after).unwrap();
+    let back: note::ChangeNote = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, after);
+}

@@ -20,7 +20,7 @@ use crate::warehouse::{Warehouse, WriteOutcome};
 use crate::{Ident, TableRef, Value};
 
 mod batch;
-mod report;
+pub mod report;
 mod scope;
 
 pub use batch::{RowCountCheck, SliceCheck, UniquenessCheck, SAMPLE_LIMIT};

@@ -197,7 +197,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// `+1,234.5` style: signed, with thousands separators.
-pub(crate) fn signed(a: Amount) -> String {
+pub fn signed(a: Amount) -> String {
     let s = grouped(a);
     if a > Amount::default() {
         format!("+{s}")
@@ -207,7 +207,7 @@ pub(crate) fn signed(a: Amount) -> String {
 }
 
 /// `1,234.5` style: thousands separators on the integer part.
-pub(crate) fn grouped(a: Amount) -> String {
+pub fn grouped(a: Amount) -> String {
     let text = a.to_string();
     let (sign, digits) = match text.strip_prefix('-') {
         Some(rest) => ("-", rest),
