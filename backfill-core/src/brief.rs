@@ -162,7 +162,8 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn block(section: &str, message: impl Into<String>) -> Self {
+    /// A finding that stops the run.
+    pub fn block(section: &str, message: impl Into<String>) -> Self {
         Finding {
             section: section.into(),
             message: message.into(),
@@ -170,7 +171,8 @@ impl Finding {
         }
     }
 
-    fn warn(section: &str, message: impl Into<String>) -> Self {
+    /// A finding that only warns.
+    pub fn warn(section: &str, message: impl Into<String>) -> Self {
         Finding {
             section: section.into(),
             message: message.into(),

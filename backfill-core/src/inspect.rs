@@ -274,6 +274,41 @@ pub enum Inspect {
         /// The table.
         table: TableRef,
     },
+    /// The engine's own dependents of a table: views and materialized
+    /// views that read it directly.
+    Dependents {
+        /// The table.
+        table: TableRef,
+    },
+}
+
+/// What kind of relation a dependent is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelationKind {
+    /// A view.
+    View,
+    /// A materialized view.
+    MaterializedView,
+}
+
+impl RelationKind {
+    /// As the engines' catalogs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelationKind::View => "view",
+            RelationKind::MaterializedView => "materialized view",
+        }
+    }
+}
+
+/// A relation the engine knows reads a table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dependent {
+    /// What it is.
+    pub kind: RelationKind,
+    /// The relation.
+    pub relation: TableRef,
 }
 
 /// One group of a profile.
@@ -403,6 +438,8 @@ pub enum Answer {
     Diff(DiffReport),
     /// To [`Inspect::Size`].
     Size(TableSize),
+    /// To [`Inspect::Dependents`], sorted.
+    Dependents(Vec<Dependent>),
 }
 
 fn wrong(what: &str, got: &Answer) -> Error {
@@ -492,5 +529,13 @@ pub async fn size(w: &dyn Warehouse, table: TableRef) -> Result<TableSize> {
     match w.inspect(&Inspect::Size { table }).await? {
         Answer::Size(s) => Ok(s),
         other => Err(wrong("size", &other)),
+    }
+}
+
+/// Asks for the engine's own dependents of a table.
+pub async fn dependents(w: &dyn Warehouse, table: TableRef) -> Result<Vec<Dependent>> {
+    match w.inspect(&Inspect::Dependents { table }).await? {
+        Answer::Dependents(d) => Ok(d),
+        other => Err(wrong("dependents", &other)),
     }
 }

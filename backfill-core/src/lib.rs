@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod amount;
+pub mod blast;
 pub mod brief;
 pub mod cleanup;
 pub mod error;

@@ -12,24 +12,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::amount::Amount;
-use crate::brief::{Brief, Dependency};
+use crate::blast::{declared, Affected};
 use crate::error::Result;
 use crate::ledger::{AssetKind, Ledger, RunStatus};
 use crate::runner::{Backfill, SliceEstimate};
 use crate::scope::{Bounds, Scope};
 use crate::validate::report::{grouped, signed};
 use crate::validate::{Status, ValidationReport};
-
-/// Who or what is affected, with whom to ask.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Affected {
-    /// `direct`, `indirect` or `human`.
-    pub kind: String,
-    /// The dependency.
-    pub name: String,
-    /// Its owner or contact.
-    pub owner: String,
-}
 
 /// The before-run announcement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,23 +77,6 @@ pub fn scope_text(scope: &Scope) -> String {
     format!("{}, {what} ({})", scope.target, scope.time_zone)
 }
 
-fn affected(brief: &Brief) -> Vec<Affected> {
-    let group = |kind: &str, deps: &[Dependency]| -> Vec<Affected> {
-        deps.iter()
-            .map(|d| Affected {
-                kind: kind.to_string(),
-                name: d.name.clone(),
-                owner: d.owner.clone(),
-            })
-            .collect()
-    };
-    let d = &brief.dependencies;
-    let mut out = group("direct", &d.direct);
-    out.extend(group("indirect", &d.indirect));
-    out.extend(group("human", &d.human));
-    out
-}
-
 /// The announcement for `job`, with a test slice's estimate if one ran.
 pub fn announcement(job: &Backfill, estimate: Option<&SliceEstimate>) -> Announcement {
     let b = &job.brief;
@@ -114,7 +86,7 @@ pub fn announcement(job: &Backfill, estimate: Option<&SliceEstimate>) -> Announc
         reason: b.reason.clone(),
         scope: scope_text(&b.scope),
         expected_impact: b.expected_impact.clone(),
-        affected: affected(b),
+        affected: declared(b),
         operator: b.operator.clone(),
         reviewer: b.reviewer.clone(),
         batches: job.plan.batches.len(),
@@ -304,7 +276,7 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
         rollback,
         code_version: run.code_version,
         parameters: run.parameters,
-        affected: affected(&job.brief),
+        affected: declared(&job.brief),
     })
 }
 

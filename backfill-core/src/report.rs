@@ -47,6 +47,10 @@ pub struct RunReport {
     /// declares any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationReport>,
+    /// Preflight warnings (such as engine dependents the brief does not
+    /// declare).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl RunReport {
@@ -120,6 +124,9 @@ impl fmt::Display for RunReport {
                 self.gaps.len(),
                 shown.join(", ")
             )?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
         }
         if let Some(v) = &self.validation {
             write!(f, "{v}")?;

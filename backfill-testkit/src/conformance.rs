@@ -28,6 +28,7 @@ use jiff::civil::{date, Date};
 
 use crate::faults::{FaultPoint, Faulty};
 
+pub mod blast;
 pub mod cleanup;
 pub mod inspect;
 pub mod validation;
@@ -1441,6 +1442,7 @@ macro_rules! conformance_tests {
             case!(parallel_approval, |e| {
                 c::validation::approval_gates_cut_over(e, Pattern::Parallel)
             });
+            case!(blast_radius, c::blast::blast_radius_finds_undeclared_views);
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);
             case!(inspect_orphans, c::inspect::orphans_found);

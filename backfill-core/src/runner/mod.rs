@@ -394,6 +394,16 @@ impl Runner {
             ));
         }
         let columns = self.check_schema(job).await?;
+        // The engine's own dependents of the target, against the brief.
+        let blast = crate::blast::blast_radius(self.warehouse.as_ref(), &job.brief).await?;
+        let blast_findings = blast.findings(job.brief.risk);
+        if blast_findings.iter().any(|f| f.blocking) {
+            return Err(Error::Preflight(blast_findings));
+        }
+        let warnings: Vec<String> = blast_findings
+            .into_iter()
+            .map(|f| format!("{}: {}", f.section, f.message))
+            .collect();
         let target = job.target().clone();
         let fingerprint = job.fingerprint();
         let run_id = &job.run_id;
@@ -646,6 +656,7 @@ impl Runner {
             elapsed: started.elapsed(),
             throttled: Duration::from_millis(shared.throttled_ms.load(Ordering::SeqCst)),
             validation,
+            warnings,
         };
         let slice = shared.slice.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok((report, Some(slice)))

@@ -51,6 +51,10 @@ pub trait Dialect: Send + Sync + Debug {
     /// A relation's columns: rows `(name, data_type, is_nullable)` in
     /// order, none when it does not exist.
     fn describe_relation(&self, table: &TableRef) -> Sql;
+
+    /// The views and materialized views that read `table` directly: rows
+    /// `(schema, name, kind)` with kind `view` or `materialized view`.
+    fn dependents(&self, table: &TableRef) -> Sql;
 }
 
 /// DuckDB.
@@ -105,6 +109,22 @@ impl Dialect for DuckDbDialect {
 
     fn describe_relation(&self, table: &TableRef) -> Sql {
         super::stmt::describe_standard(self, table)
+    }
+
+    fn dependents(&self, table: &TableRef) -> Sql {
+        // DuckDB binds views lazily and records no dependency on their
+        // tables, so a view depends on a table when its SQL names it as a
+        // whole word (a name is a validated identifier: safe in a pattern).
+        let mut b = SqlBuilder::new(self);
+        let word = format!("(^|[^A-Za-z0-9_]){}($|[^A-Za-z0-9_])", table.name);
+        b.push("SELECT schema_name, view_name, 'view' FROM duckdb_views() WHERE NOT internal AND regexp_matches(sql, ")
+            .param(Value::Text(word))
+            .push(") AND NOT (schema_name = ");
+        schema_of(&mut b, table);
+        b.push(" AND view_name = ")
+            .param(Value::Text(table.name.to_string()))
+            .push(") ORDER BY 1, 2");
+        b.finish()
     }
 
     fn table_size(&self, table: &TableRef) -> Sql {
@@ -165,6 +185,16 @@ impl Dialect for PostgresDialect {
 
     fn epoch_seconds(&self, expr: &str) -> String {
         format!("extract(epoch FROM {expr})::float8")
+    }
+
+    fn dependents(&self, table: &TableRef) -> Sql {
+        let mut b = SqlBuilder::new(self);
+        b.push("SELECT DISTINCT vn.nspname::text, v.relname::text, CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END FROM pg_class t JOIN pg_namespace tn ON tn.oid = t.relnamespace JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace WHERE tn.nspname = ");
+        schema_of(&mut b, table);
+        b.push(" AND t.relname = ")
+            .param(Value::Text(table.name.to_string()))
+            .push(" AND v.oid <> t.oid ORDER BY 1, 2");
+        b.finish()
     }
 
     fn describe_relation(&self, table: &TableRef) -> Sql {

@@ -13,8 +13,8 @@ use super::{Dialect, Sql, SqlBuilder};
 use crate::amount::Amount;
 use crate::error::{Error, Result};
 use crate::inspect::{
-    Aggregate, Answer, Change, Compared, Contribution, Diff, DiffReport, Dim, Inspect, Metric,
-    MetricValue, ProfileGroup, Rows, TableSize, Tolerance,
+    Aggregate, Answer, Change, Compared, Contribution, Dependent, Diff, DiffReport, Dim, Inspect,
+    Metric, MetricValue, ProfileGroup, RelationKind, Rows, TableSize, Tolerance,
 };
 use crate::warehouse::{check_columns, Warehouse, MARKER_COLUMN};
 use crate::{Ident, TableRef, Value};
@@ -74,6 +74,7 @@ pub fn render(d: &dyn Dialect, q: &Inspect) -> Vec<Sql> {
         Inspect::Metric { rows, metric } => vec![metric_values(d, rows, metric)],
         Inspect::Diff(diff) => self::diff(d, diff),
         Inspect::Size { table } => vec![d.table_size(table)],
+        Inspect::Dependents { table } => vec![d.dependents(table)],
     }
 }
 
@@ -123,7 +124,9 @@ async fn check<W: Warehouse + ?Sized>(w: &W, q: &Inspect) -> Result<()> {
             wanted.push(need(&diff.old, c.iter().collect()));
             wanted.push(need(&diff.new, c.iter().collect()));
         }
-        Inspect::Size { table } => wanted.push((table.clone(), Vec::new())),
+        Inspect::Size { table } | Inspect::Dependents { table } => {
+            wanted.push((table.clone(), Vec::new()))
+        }
     }
     for (table, cols) in wanted {
         let schema = w
@@ -763,6 +766,22 @@ fn read_answer(q: &Inspect, mut results: Vec<Vec<Vec<Value>>>) -> Result<Answer>
             Answer::Metric(out)
         }
         Inspect::Diff(diff) => Answer::Diff(read_diff(diff, results)?),
+        Inspect::Dependents { .. } => {
+            let mut out = Vec::new();
+            for row in nth(&mut results, 0)? {
+                let kind = match text_of(&row[2]).as_str() {
+                    "m" | "materialized view" => RelationKind::MaterializedView,
+                    _ => RelationKind::View,
+                };
+                let (schema, name) = (Ident::new(text_of(&row[0]))?, Ident::new(text_of(&row[1]))?);
+                out.push(Dependent {
+                    kind,
+                    relation: TableRef::qualified(schema, name),
+                });
+            }
+            out.sort();
+            Answer::Dependents(out)
+        }
         Inspect::Size { table } => {
             let row = nth(&mut results, 0)?
                 .into_iter()

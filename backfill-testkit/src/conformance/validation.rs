@@ -260,7 +260,9 @@ pub async fn failed_inspection_loses_nothing(env: Env) {
         .await
         .expect("insert parent");
     let (runner, faults) = case.faulty_runner();
-    faults.fail_once(crate::faults::FaultPoint::DuringInspect);
+    // The first inspection is the preflight's blast radius; the second
+    // captures the first check's baseline.
+    faults.fail_nth(crate::faults::FaultPoint::DuringInspect, 2);
     let before = case.checksum(&case.target).await;
     runner
         .run(&case.job)

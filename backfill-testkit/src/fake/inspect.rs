@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use backfill_core::amount::Amount;
 use backfill_core::inspect::{
-    Aggregate, Answer, Change, Compared, Contribution, Diff, DiffReport, Dim, Inspect, Metric,
-    MetricValue, Period, ProfileGroup, Rows, TableSize, Tolerance,
+    Aggregate, Answer, Change, Compared, Contribution, Dependent, Diff, DiffReport, Dim, Inspect,
+    Metric, MetricValue, Period, ProfileGroup, RelationKind, Rows, TableSize, Tolerance,
 };
 use backfill_core::sql::inspect::{diff_columns, MAX_GROUPS};
 use backfill_core::warehouse::MARKER_COLUMN;
@@ -244,6 +244,22 @@ pub(super) fn answer(st: &State, q: &Inspect) -> Result<Answer> {
             rows: st.read(table)?.rows.len() as u64,
             bytes: None,
         }),
+        Inspect::Dependents { table } => {
+            if !st.exists(table) {
+                return Err(Error::UnknownTable(table.to_string()));
+            }
+            let mut out: Vec<Dependent> = st
+                .views
+                .iter()
+                .filter(|(_, reads)| *reads == table)
+                .map(|(view, _)| Dependent {
+                    kind: RelationKind::View,
+                    relation: view.clone(),
+                })
+                .collect();
+            out.sort();
+            Answer::Dependents(out)
+        }
     })
 }
 

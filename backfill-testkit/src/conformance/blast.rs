@@ -1,0 +1,83 @@
+//! Conformance cases for the blast radius: the engine's own dependents of
+//! the target are found, compared with the brief, and undeclared ones warn
+//! (or stop a production-critical rebuild before any write).
+
+use backfill_core::blast::blast_radius;
+use backfill_core::brief::Dependency;
+use backfill_core::inspect::RelationKind;
+use backfill_core::{Error, RiskClass};
+
+use super::{setup, Env, Pattern};
+
+/// Two views read the target; the brief names one. The other is reported
+/// as undeclared, warns on a normal run, and refuses a production-critical
+/// one with nothing written.
+pub async fn blast_radius_finds_undeclared_views(env: Env) {
+    let mut case = setup(env, Pattern::Parallel, "blast").await;
+    let report_view = case.env.table("facts_report");
+    case.env
+        .seed
+        .create_view(&report_view, &case.target)
+        .await
+        .expect("create view");
+    let w = case.env.warehouse.as_ref();
+
+    case.job
+        .brief
+        .dependencies
+        .direct
+        .push(Dependency::new("facts_view", "bi-team"));
+    let blast = blast_radius(w, &case.job.brief)
+        .await
+        .expect("blast radius");
+    let found: Vec<(RelationKind, String)> = blast
+        .discovered
+        .iter()
+        .map(|d| (d.kind, d.relation.name.to_string()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (RelationKind::View, "facts_report".to_string()),
+            (RelationKind::View, "facts_view".to_string()),
+        ],
+        "{blast}"
+    );
+    let undeclared: Vec<String> = blast
+        .undeclared
+        .iter()
+        .map(|d| d.relation.name.to_string())
+        .collect();
+    assert_eq!(undeclared, vec!["facts_report"], "{blast}");
+
+    // A production-critical rebuild stops before any write.
+    let before = case.checksum(&case.target).await;
+    case.job.brief.risk = RiskClass::ProductionCriticalRebuild;
+    let err = case.runner().run(&case.job).await.expect_err("refused");
+    match &err {
+        Error::Preflight(f) => assert!(
+            f.iter()
+                .any(|f| f.blocking && f.message.contains("facts_report")),
+            "{f:?}"
+        ),
+        other => panic!("expected a preflight error, got {other}"),
+    }
+    assert_eq!(case.checksum(&case.target).await, before);
+
+    // Declared, it runs; any other risk only warns.
+    case.job.brief.risk = RiskClass::MetricChangingRepair;
+    let report = case.runner().run(&case.job).await.expect("run");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("facts_report")),
+        "{report}"
+    );
+
+    let err = blast_radius(w, &{
+        let mut b = case.job.brief.clone();
+        b.scope.target = case.env.table("no_such_table");
+        b
+    })
+    .await
+    .expect_err("unknown");
+    assert!(matches!(err, Error::UnknownTable(_)), "{err}");
+}
