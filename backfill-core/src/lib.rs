@@ -37,6 +37,7 @@ pub mod ledger;
 pub mod note;
 pub mod plan;
 pub mod predicate;
+pub mod refresh;
 pub mod report;
 pub mod runner;
 pub mod scope;

@@ -278,6 +278,10 @@ pub trait Warehouse: Send + Sync {
     /// [`crate::sql::inspect::answer`]. Unknown tables and columns are
     /// typed errors.
     async fn inspect(&self, question: &Inspect) -> Result<Answer>;
+
+    /// Runs statements the user wrote (a downstream refresh such as
+    /// `REFRESH MATERIALIZED VIEW`), as they are.
+    async fn execute(&self, sql: &str) -> Result<()>;
 }
 
 /// Any shared warehouse is a warehouse.
@@ -382,5 +386,8 @@ impl<T: Warehouse + ?Sized> Warehouse for std::sync::Arc<T> {
     }
     async fn inspect(&self, question: &Inspect) -> Result<Answer> {
         (**self).inspect(question).await
+    }
+    async fn execute(&self, sql: &str) -> Result<()> {
+        (**self).execute(sql).await
     }
 }

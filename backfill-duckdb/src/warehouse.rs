@@ -928,6 +928,10 @@ impl Warehouse for DuckDbWarehouse {
     async fn inspect(&self, question: &Inspect) -> Result<Answer> {
         sql::inspect::answer(self, question).await
     }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        self.execute_batch(sql.to_string()).await
+    }
 }
 
 #[async_trait]

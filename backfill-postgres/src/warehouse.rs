@@ -1177,6 +1177,10 @@ impl Warehouse for PgWarehouse {
     async fn inspect(&self, question: &Inspect) -> Result<Answer> {
         sql::inspect::answer(self, question).await
     }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        self.execute_batch(sql).await
+    }
 }
 
 #[async_trait]

@@ -77,6 +77,7 @@ struct State {
     views: BTreeMap<TableRef, TableRef>,
     queries: HashMap<String, Query>,
     writes: u64,
+    executed: Vec<String>,
 }
 
 impl State {
@@ -253,6 +254,12 @@ impl FakeWarehouse {
                 f: Arc::new(f),
             },
         );
+    }
+
+    /// The statements [`Warehouse::execute`] was given, in order (the
+    /// fake records them rather than running them).
+    pub fn executed(&self) -> Vec<String> {
+        self.lock().executed.clone()
     }
 
     /// How many slice writes ([`Warehouse::overwrite_slice`],
@@ -1181,5 +1188,11 @@ impl Warehouse for FakeWarehouse {
 
     async fn inspect(&self, question: &Inspect) -> Result<Answer> {
         inspect::answer(&self.lock(), question)
+    }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        // The fake runs no SQL; it records it, in order, for tests.
+        self.lock().executed.push(sql.to_string());
+        Ok(())
     }
 }

@@ -372,4 +372,8 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         self.reach(FaultPoint::DuringInspect)?;
         self.inner.inspect(question).await
     }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        self.inner.execute(sql).await
+    }
 }

@@ -1240,3 +1240,114 @@ async fn notes_before_and_after_a_run() {
     let back: note::ChangeNote = serde_json::from_str(&json).unwrap();
     assert_eq!(back, after);
 }
+
+/// Downstream refresh runs in dependency order (not declaration order),
+/// records each step so a failed refresh resumes after the last done, and
+/// the definition of done is met only when every item is.
+#[tokio::test]
+async fn refresh_in_order_resumes_and_completes_the_definition_of_done() {
+    use backfill_core::refresh::{refresh_order, Refresh, RefreshAction};
+    use backfill_core::runner::DoneItem;
+    use backfill_testkit::conformance::{self as c, Pattern};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let fake = FakeWarehouse::new();
+    let case = c::setup(c::fake_env_on(fake.clone()), Pattern::Overwrite, "refresh").await;
+    let mut job = case.job.clone().code_version("fix v3");
+    let dep = |name: &str, on: &[&str]| {
+        let mut d = Dependency::new(name, "data-team");
+        d.depends_on = on.iter().map(|s| s.to_string()).collect();
+        d
+    };
+    job.brief
+        .dependencies
+        .direct
+        .push(dep("facts_model", &["facts"]));
+    job.brief.dependencies.indirect = vec![
+        dep("exec_dashboard", &["revenue_mart"]),
+        dep("revenue_mart", &["facts_model"]),
+    ];
+    assert_eq!(
+        refresh_order(&job.brief).unwrap(),
+        vec![
+            "facts dashboard",
+            "facts_model",
+            "revenue_mart",
+            "exec_dashboard"
+        ]
+    );
+    let mut cyclic = job.brief.clone();
+    cyclic.dependencies.direct[1].depends_on = vec!["exec_dashboard".into()];
+    assert!(matches!(refresh_order(&cyclic), Err(Error::InvalidPlan(_))));
+
+    let runner = case.runner();
+    runner.run(&job).await.unwrap();
+    let status = runner.done_status(&job).await.unwrap();
+    let missing: Vec<DoneItem> = status.missing().map(|(i, _)| i).collect();
+    assert_eq!(
+        missing,
+        vec![DoneItem::DownstreamRefreshed, DoneItem::NoteProduced]
+    );
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hook_calls = calls.clone();
+    let actions = vec![
+        Refresh::new(
+            "exec_dashboard",
+            RefreshAction::Command {
+                program: "true".into(),
+                args: vec![],
+            },
+        ),
+        Refresh::new(
+            "facts_model",
+            RefreshAction::Sql("REFRESH MATERIALIZED VIEW facts_model".into()),
+        ),
+        Refresh::new(
+            "revenue_mart",
+            RefreshAction::Hook(Arc::new(move || {
+                let n = hook_calls.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    if n == 0 {
+                        Err(Error::engine("mart job failed"))
+                    } else {
+                        Ok(())
+                    }
+                })
+            })),
+        ),
+    ];
+    runner
+        .refresh(&job, &actions)
+        .await
+        .expect_err("the mart fails");
+    let status = runner.done_status(&job).await.unwrap();
+    assert!(status
+        .missing()
+        .any(|(i, m)| i == DoneItem::DownstreamRefreshed && m.contains("revenue_mart")));
+    let again = runner.refresh(&job, &actions).await.unwrap();
+    assert_eq!(again.already, vec!["facts_model"]);
+    assert_eq!(again.refreshed, vec!["revenue_mart", "exec_dashboard"]);
+    assert_eq!(
+        fake.executed(),
+        vec!["REFRESH MATERIALIZED VIEW facts_model"],
+        "a finished refresh is not repeated"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let unknown = [Refresh::new(
+        "nobody",
+        RefreshAction::Sql("SELECT 1".into()),
+    )];
+    assert!(matches!(
+        runner.refresh(&job, &unknown).await,
+        Err(Error::InvalidPlan(_))
+    ));
+
+    let note = runner.change_note(&job).await.unwrap();
+    assert_eq!(
+        note.refreshed,
+        vec!["facts_model", "revenue_mart", "exec_dashboard"]
+    );
+    let status = runner.done_status(&job).await.unwrap();
+    assert!(status.is_done(), "{status:?}");
+}

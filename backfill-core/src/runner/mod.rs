@@ -3,6 +3,7 @@
 
 mod approval;
 mod control;
+mod done;
 mod progress;
 mod signal;
 mod validation;
@@ -18,6 +19,7 @@ use tracing::Instrument;
 
 pub use approval::Approval;
 pub use control::{ControlState, RunControl};
+pub use done::{DoneItem, DoneStatus, EXCEPTIONS_DOCUMENT, NOTE_DOCUMENT};
 pub use progress::{Event, Ewma};
 pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
 pub use validation::BASELINE_DOCUMENT;
