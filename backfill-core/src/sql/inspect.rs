@@ -470,18 +470,10 @@ fn diff_one_pass(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
         c.push(&format!("SELECT count({o}), count({n}), "));
     }
     c.push(&format!(
-        "count(*) FILTER (WHERE {o} IS NULL), count(*) FILTER (WHERE {n} IS NULL), count(*) FILTER (WHERE {both} AND ("
+        "count(*) FILTER (WHERE {o} IS NULL), count(*) FILTER (WHERE {n} IS NULL), count(*) FILTER (WHERE {both} AND "
     ));
-    if diff.columns.is_empty() {
-        c.push("FALSE");
-    }
-    for (i, col) in diff.columns.iter().enumerate() {
-        if i > 0 {
-            c.push(" OR ");
-        }
-        differs(&mut c, col);
-    }
-    c.push("))");
+    any_differs(&mut c, diff);
+    c.push(")");
     for col in &diff.columns {
         c.push(", count(*) FILTER (WHERE ")
             .push(&both)
@@ -499,23 +491,29 @@ fn diff_one_pass(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
             let (prefix, suffix) = first_keys(d, diff, alias);
             c.push(", ").push(&prefix).push(&filter);
             if i == 2 {
-                c.push(" AND (");
-                if diff.columns.is_empty() {
-                    c.push("FALSE");
-                }
-                for (j, col) in diff.columns.iter().enumerate() {
-                    if j > 0 {
-                        c.push(" OR ");
-                    }
-                    differs(&mut c, col);
-                }
-                c.push(")");
+                c.push(" AND ");
+                any_differs(&mut c, diff);
             }
             c.push(&suffix);
         }
     }
     diff_from(&mut c, diff, &cols, false);
     vec![c.finish()]
+}
+
+/// `(c1 differs OR c2 differs …)`, `(FALSE)` with no compared columns.
+fn any_differs(c: &mut SqlBuilder<'_>, diff: &Diff) {
+    c.push("(");
+    if diff.columns.is_empty() {
+        c.push("FALSE");
+    }
+    for (i, col) in diff.columns.iter().enumerate() {
+        if i > 0 {
+            c.push(" OR ");
+        }
+        differs(c, col);
+    }
+    c.push(")");
 }
 
 /// The text before and after a filter that aggregates the first
