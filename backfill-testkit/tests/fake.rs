@@ -1351,3 +1351,69 @@ async fn refresh_in_order_resumes_and_completes_the_definition_of_done() {
     let status = runner.done_status(&job).await.unwrap();
     assert!(status.is_done(), "{status:?}");
 }
+
+/// Records maintenance marks with the number of data writes at the time.
+struct Marks {
+    fake: FakeWarehouse,
+    log: std::sync::Mutex<Vec<(Vec<String>, bool, u64)>>,
+}
+
+#[async_trait::async_trait]
+impl backfill_core::runner::MaintenanceHook for Marks {
+    async fn mark(
+        &self,
+        _run: &RunId,
+        datasets: &[String],
+        under: bool,
+    ) -> backfill_core::Result<()> {
+        let writes = self.fake.write_count();
+        self.log
+            .lock()
+            .unwrap()
+            .push((datasets.to_vec(), under, writes));
+        Ok(())
+    }
+}
+
+/// The affected datasets are marked under maintenance before the first
+/// write, and the mark is cleared once the new data is visible (in place
+/// at the end of the run; for a staged run only at cut-over) or the run
+/// is rolled back.
+#[tokio::test]
+async fn maintenance_marks_span_the_run() {
+    use backfill_testkit::conformance::{self as c, Pattern};
+
+    for pattern in [Pattern::Overwrite, Pattern::Staging] {
+        let fake = FakeWarehouse::new();
+        let case = c::setup(c::fake_env_on(fake.clone()), pattern, "marks").await;
+        let marks = Arc::new(Marks {
+            fake: fake.clone(),
+            log: std::sync::Mutex::new(Vec::new()),
+        });
+        let runner = case.runner().with_maintenance(marks.clone());
+        runner.run(&case.job).await.unwrap();
+        let log = |m: &Marks| -> Vec<(bool, u64)> {
+            m.log
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, on, w)| (*on, *w))
+                .collect()
+        };
+        let datasets = marks.log.lock().unwrap()[0].0.clone();
+        assert_eq!(datasets, vec!["facts dashboard".to_string()]);
+        if pattern == Pattern::Overwrite {
+            assert_eq!(log(&marks), vec![(true, 0), (false, 5)], "{pattern:?}");
+            runner.rollback(&case.job).await.unwrap();
+            assert_eq!(
+                log(&marks),
+                vec![(true, 0), (false, 5), (false, 5)],
+                "rollback clears the mark too"
+            );
+        } else {
+            assert_eq!(log(&marks), vec![(true, 0)], "still under maintenance");
+            c::approve_and_cut_over(&runner, &case.job).await.unwrap();
+            assert_eq!(log(&marks), vec![(true, 0), (false, 5)]);
+        }
+    }
+}

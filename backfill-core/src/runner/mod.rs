@@ -4,6 +4,7 @@
 mod approval;
 mod control;
 mod done;
+mod maintenance;
 mod progress;
 mod signal;
 mod validation;
@@ -20,6 +21,7 @@ use tracing::Instrument;
 pub use approval::Approval;
 pub use control::{ControlState, RunControl};
 pub use done::{DoneItem, DoneStatus, EXCEPTIONS_DOCUMENT, NOTE_DOCUMENT};
+pub use maintenance::{maintained, MaintenanceHook};
 pub use progress::{Event, Ewma};
 pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
 pub use validation::BASELINE_DOCUMENT;
@@ -192,6 +194,7 @@ pub struct Runner {
     ledger: Arc<dyn Ledger>,
     options: RunOptions,
     signals: Vec<Arc<dyn LoadSignal>>,
+    maintenance: Option<Arc<dyn MaintenanceHook>>,
     observer: Option<Observer>,
     control: RunControl,
 }
@@ -230,6 +233,7 @@ impl Runner {
             ledger,
             options: RunOptions::default(),
             signals: Vec::new(),
+            maintenance: None,
             observer: None,
             control: RunControl::new(),
         }
@@ -250,6 +254,13 @@ impl Runner {
     /// Adds a load signal.
     pub fn with_signal(mut self, s: Arc<dyn LoadSignal>) -> Self {
         self.signals.push(s);
+        self
+    }
+
+    /// Marks the run's datasets under maintenance while it writes (see
+    /// [`MaintenanceHook`]).
+    pub fn with_maintenance(mut self, hook: Arc<dyn MaintenanceHook>) -> Self {
+        self.maintenance = Some(hook);
         self
     }
 
@@ -490,6 +501,7 @@ impl Runner {
         };
         if relevant_pending > 0 {
             self.capture_baseline(job, done_before).await?;
+            self.maintenance(job, true).await?;
             if stored.status != RunStatus::Running {
                 self.ledger
                     .set_run_status(run_id, RunStatus::Running, Some("resumed"))
@@ -631,6 +643,7 @@ impl Runner {
             || (status == RunStatus::Completed && !job.brief.strategy.needs_cutover());
         if released {
             self.ledger.unlock_target(&target, run_id).await?;
+            self.maintenance(job, false).await?;
         }
         self.emit(Event::RunFinished { status });
         if let Some(e) = failure {
@@ -1074,6 +1087,7 @@ impl Runner {
             .set_run_status(run_id, RunStatus::CutOver, Some("cut over"))
             .await?;
         self.ledger.unlock_target(job.target(), run_id).await?;
+        self.maintenance(job, false).await?;
         Ok(())
     }
 
@@ -1138,6 +1152,7 @@ impl Runner {
             .set_run_status(run_id, RunStatus::RolledBack, Some("rolled back"))
             .await?;
         self.ledger.unlock_target(job.target(), run_id).await?;
+        self.maintenance(job, false).await?;
         Ok(())
     }
 }
