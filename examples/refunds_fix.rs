@@ -181,7 +181,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         // The announcement for stakeholders, before the real run.
         println!("\n-- announcement (Markdown) --");
-        print!("{}", note::announcement(&job, Some(&est)).markdown());
+        let engine = note::batch_estimates(&wh, &job).await?;
+        let announcement = note::announcement(&job, Some(&est)).with_engine_estimate(&engine);
+        print!("{}", announcement.markdown());
     } else if let Some(r) = &existing {
         println!(
             "\nledger: run {} is {} with {done}/{} batches done; continuing its stored plan",

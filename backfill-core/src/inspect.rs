@@ -274,6 +274,13 @@ pub enum Inspect {
         /// The table.
         table: TableRef,
     },
+    /// How many rows match, from the engine's statistics where it plans
+    /// with them (`EXPLAIN` on Postgres), or counted where counting is as
+    /// cheap (DuckDB's zone maps, the fake).
+    Estimate {
+        /// The rows.
+        rows: Rows,
+    },
     /// The engine's own dependents of a table: views and materialized
     /// views that read it directly.
     Dependents {
@@ -440,6 +447,8 @@ pub enum Answer {
     Size(TableSize),
     /// To [`Inspect::Dependents`], sorted.
     Dependents(Vec<Dependent>),
+    /// To [`Inspect::Estimate`].
+    Estimate(u64),
 }
 
 fn wrong(what: &str, got: &Answer) -> Error {
@@ -537,5 +546,13 @@ pub async fn dependents(w: &dyn Warehouse, table: TableRef) -> Result<Vec<Depend
     match w.inspect(&Inspect::Dependents { table }).await? {
         Answer::Dependents(d) => Ok(d),
         other => Err(wrong("dependents", &other)),
+    }
+}
+
+/// Asks for an estimate of how many rows match.
+pub async fn estimate(w: &dyn Warehouse, rows: Rows) -> Result<u64> {
+    match w.inspect(&Inspect::Estimate { rows }).await? {
+        Answer::Estimate(n) => Ok(n),
+        other => Err(wrong("estimate", &other)),
     }
 }

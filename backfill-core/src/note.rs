@@ -47,6 +47,10 @@ pub struct Announcement {
     pub estimated_rows: Option<u64>,
     /// How to undo it.
     pub rollback: String,
+    /// Rows the batches will replace, per the engine's statistics before
+    /// the run: (total, smallest batch, largest batch).
+    #[serde(default)]
+    pub engine_estimate: Option<(u64, u64, u64)>,
 }
 
 /// The scope in words: table, column, period and zone.
@@ -93,7 +97,23 @@ pub fn announcement(job: &Backfill, estimate: Option<&SliceEstimate>) -> Announc
         estimated_seconds: estimate.map(|e| e.estimated_total.as_secs_f64()),
         estimated_rows: estimate.map(|e| e.estimated_rows).or(b.scope.expected_rows),
         rollback: b.rollback.description.clone(),
+        engine_estimate: None,
     }
+}
+
+/// The rows each batch of `job` will replace in its target, from the
+/// engine's statistics ([`crate::inspect::Inspect::Estimate`]), before
+/// anything runs.
+pub async fn batch_estimates(
+    w: &dyn crate::warehouse::Warehouse,
+    job: &Backfill,
+) -> Result<Vec<(crate::plan::BatchId, u64)>> {
+    let mut out = Vec::with_capacity(job.plan.batches.len());
+    for b in &job.plan.batches {
+        let rows = crate::inspect::Rows::slice(job.target().clone(), b.predicate.clone());
+        out.push((b.id.clone(), crate::inspect::estimate(w, rows).await?));
+    }
+    Ok(out)
 }
 
 fn count(n: u64) -> String {
@@ -124,6 +144,17 @@ fn affected_md(out: &mut String, affected: &[Affected]) {
 }
 
 impl Announcement {
+    /// Adds the engine's per-batch estimates (see [`batch_estimates`]).
+    pub fn with_engine_estimate(mut self, per_batch: &[(crate::plan::BatchId, u64)]) -> Self {
+        let counts = per_batch.iter().map(|(_, n)| *n);
+        self.engine_estimate = Some((
+            counts.clone().sum(),
+            counts.clone().min().unwrap_or(0),
+            counts.max().unwrap_or(0),
+        ));
+        self
+    }
+
     /// Markdown to paste into a channel.
     pub fn markdown(&self) -> String {
         let mut s = format!("### Planned backfill: {}\n\n", self.title);
@@ -138,6 +169,14 @@ impl Announcement {
         }
         if let Some(rows) = self.estimated_rows {
             when.push_str(&format!(", about {} rows", count(rows)));
+        }
+        if let Some((total, lo, hi)) = self.engine_estimate {
+            when.push_str(&format!(
+                "; the engine estimates {} rows in scope now, {} to {} a batch",
+                count(total),
+                count(lo),
+                count(hi)
+            ));
         }
         s.push_str(&format!("\n**Size:** {when}\n\n"));
         s.push_str(&format!("**Rollback:** {}\n\n", self.rollback));

@@ -1443,6 +1443,7 @@ macro_rules! conformance_tests {
                 c::validation::approval_gates_cut_over(e, Pattern::Parallel)
             });
             case!(blast_radius, c::blast::blast_radius_finds_undeclared_views);
+            case!(engine_estimates, c::blast::engine_estimates_batches);
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);
             case!(inspect_orphans, c::inspect::orphans_found);

@@ -52,6 +52,12 @@ pub trait Dialect: Send + Sync + Debug {
     /// order, none when it does not exist.
     fn describe_relation(&self, table: &TableRef) -> Sql;
 
+    /// Whether row estimates come from `EXPLAIN (FORMAT JSON)` (the
+    /// planner's statistics) rather than a count.
+    fn estimates_by_explain(&self) -> bool {
+        false
+    }
+
     /// The views and materialized views that read `table` directly: rows
     /// `(schema, name, kind)` with kind `view` or `materialized view`.
     fn dependents(&self, table: &TableRef) -> Sql;
@@ -185,6 +191,10 @@ impl Dialect for PostgresDialect {
 
     fn epoch_seconds(&self, expr: &str) -> String {
         format!("extract(epoch FROM {expr})::float8")
+    }
+
+    fn estimates_by_explain(&self) -> bool {
+        true
     }
 
     fn dependents(&self, table: &TableRef) -> Sql {

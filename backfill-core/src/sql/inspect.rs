@@ -75,6 +75,16 @@ pub fn render(d: &dyn Dialect, q: &Inspect) -> Vec<Sql> {
         Inspect::Diff(diff) => self::diff(d, diff),
         Inspect::Size { table } => vec![d.table_size(table)],
         Inspect::Dependents { table } => vec![d.dependents(table)],
+        Inspect::Estimate { rows } => {
+            let mut b = SqlBuilder::new(d);
+            if d.estimates_by_explain() {
+                b.push("EXPLAIN (FORMAT JSON) SELECT 1 FROM ");
+            } else {
+                b.push("SELECT count(*) FROM ");
+            }
+            rows_as(&mut b, rows, "__t");
+            vec![b.finish()]
+        }
     }
 }
 
@@ -127,6 +137,7 @@ async fn check<W: Warehouse + ?Sized>(w: &W, q: &Inspect) -> Result<()> {
         Inspect::Size { table } | Inspect::Dependents { table } => {
             wanted.push((table.clone(), Vec::new()))
         }
+        Inspect::Estimate { rows } => wanted.push(need(rows, Vec::new())),
     }
     for (table, cols) in wanted {
         let schema = w
@@ -764,6 +775,21 @@ fn read_answer(q: &Inspect, mut results: Vec<Vec<Vec<Value>>>) -> Result<Answer>
             Answer::Metric(out)
         }
         Inspect::Diff(diff) => Answer::Diff(read_diff(diff, results)?),
+        Inspect::Estimate { .. } => {
+            let row = one_row(nth(&mut results, 0)?)?;
+            Answer::Estimate(match &row[0] {
+                // EXPLAIN (FORMAT JSON): [{"Plan": {"Plan Rows": n, …}}]
+                Value::Text(json) if json.trim_start().starts_with('[') => {
+                    let plan: serde_json::Value = serde_json::from_str(json)
+                        .map_err(|e| Error::engine(format!("unreadable plan: {e}")))?;
+                    plan[0]["Plan"]["Plan Rows"]
+                        .as_f64()
+                        .map(|n| n.round() as u64)
+                        .ok_or_else(|| Error::engine("a plan without a row estimate"))?
+                }
+                v => count_of(v)?,
+            })
+        }
         Inspect::Dependents { .. } => {
             let mut out = Vec::new();
             for row in nth(&mut results, 0)? {

@@ -1,6 +1,7 @@
-//! Conformance cases for the blast radius: the engine's own dependents of
-//! the target are found, compared with the brief, and undeclared ones warn
-//! (or stop a production-critical rebuild before any write).
+//! Conformance cases for what the announcement says before a run: the
+//! blast radius (the engine's own dependents of the target, compared with
+//! the brief; undeclared ones warn, or stop a production-critical rebuild
+//! before any write) and the engine's row estimates per batch.
 
 use backfill_core::blast::blast_radius;
 use backfill_core::brief::Dependency;
@@ -79,5 +80,34 @@ pub async fn blast_radius_finds_undeclared_views(env: Env) {
     })
     .await
     .expect_err("unknown");
+    assert!(matches!(err, Error::UnknownTable(_)), "{err}");
+}
+
+/// Before anything runs, the engine estimates each batch's rows (exactly
+/// where it counts, from planner statistics where it explains), and the
+/// announcement carries the estimate.
+pub async fn engine_estimates_batches(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "estimate").await;
+    let w = case.env.warehouse.as_ref();
+    let per_batch = backfill_core::note::batch_estimates(w, &case.job)
+        .await
+        .expect("estimates");
+    assert_eq!(per_batch.len(), 5);
+    let exact = w.dialect().is_none_or(|d| !d.estimates_by_explain());
+    for (id, n) in &per_batch {
+        if exact {
+            assert_eq!(*n, 4, "{id}");
+        } else {
+            assert!(*n > 0, "{id}");
+        }
+    }
+    let md = backfill_core::note::announcement(&case.job, None)
+        .with_engine_estimate(&per_batch)
+        .markdown();
+    assert!(md.contains("the engine estimates"), "{md}");
+    let missing = backfill_core::inspect::Rows::all(case.env.table("no_such_table"));
+    let err = backfill_core::inspect::estimate(w, missing)
+        .await
+        .expect_err("unknown");
     assert!(matches!(err, Error::UnknownTable(_)), "{err}");
 }

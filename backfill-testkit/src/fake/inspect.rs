@@ -244,6 +244,7 @@ pub(super) fn answer(st: &State, q: &Inspect) -> Result<Answer> {
             rows: st.read(table)?.rows.len() as u64,
             bytes: None,
         }),
+        Inspect::Estimate { rows } => Answer::Estimate(Read::of(st, rows)?.rows.len() as u64),
         Inspect::Dependents { table } => {
             if !st.exists(table) {
                 return Err(Error::UnknownTable(table.to_string()));
