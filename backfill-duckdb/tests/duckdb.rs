@@ -1254,3 +1254,16 @@ backfill_testkit::conformance_tests!(|name: &str| {
     let name = name.to_string();
     async move { Some(conformance_env(&name).await) }
 });
+
+/// A refresh's SQL runs as written, several statements included.
+#[tokio::test]
+async fn execute_runs_user_sql() {
+    let (w, facts, _) = setup().await;
+    w.execute("CREATE TABLE refreshed AS SELECT count(*) AS n FROM facts; CREATE VIEW refreshed_v AS SELECT * FROM refreshed")
+        .await
+        .unwrap();
+    assert!(w.describe(&tr("refreshed_v")).await.unwrap().is_some());
+    assert_eq!(w.count(&tr("refreshed"), &Predicate::All).await.unwrap(), 1);
+    assert!(w.count(&facts, &Predicate::All).await.unwrap() > 0);
+    assert!(w.execute("REFRESH NOTHING").await.is_err());
+}

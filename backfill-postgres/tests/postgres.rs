@@ -2130,3 +2130,32 @@ backfill_testkit::conformance_tests!(|name: &str| {
     let name = name.to_string();
     async move { conformance_env(&name).await }
 });
+
+/// A refresh's SQL runs as written: a materialized view is refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_refreshes_a_materialized_view() {
+    let Some((w, facts, _)) = setup("execute_refreshes_a_materialized_view").await else {
+        return;
+    };
+    w.execute("CREATE MATERIALIZED VIEW facts_count AS SELECT count(*) AS n FROM facts")
+        .await
+        .unwrap();
+    w.execute("DELETE FROM facts WHERE id <= 4").await.unwrap();
+    w.execute("REFRESH MATERIALIZED VIEW facts_count")
+        .await
+        .unwrap();
+    let n = backfill_core::inspect::metric(
+        &w,
+        backfill_core::inspect::Rows::all(tr("facts_count")),
+        backfill_core::inspect::Metric {
+            name: "n".into(),
+            aggregate: backfill_core::inspect::Aggregate::Sum(id("n")),
+            by: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(n[0].value.to_string(), "36");
+    assert_eq!(w.count(&facts, &Predicate::All).await.unwrap(), 36);
+    assert!(w.execute("REFRESH NOTHING").await.is_err());
+}
