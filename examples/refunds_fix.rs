@@ -182,7 +182,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // The announcement for stakeholders, before the real run.
         println!("\n-- announcement (Markdown) --");
         let engine = note::batch_estimates(&wh, &job).await?;
-        let announcement = note::announcement(&job, Some(&est)).with_engine_estimate(&engine);
+        let announcement = note::announcement(&job, Some(&est))
+            .with_engine_estimate(&engine)
+            .scheduled("now, from this example (a real run names its window)");
         print!("{}", announcement.markdown());
     } else if let Some(r) = &existing {
         println!(

@@ -51,6 +51,9 @@ pub struct Announcement {
     /// the run: (total, smallest batch, largest batch).
     #[serde(default)]
     pub engine_estimate: Option<(u64, u64, u64)>,
+    /// When it runs, in words ("Tuesday 02:00-04:00 UTC").
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// The scope in words: table, column, period and zone.
@@ -98,6 +101,7 @@ pub fn announcement(job: &Backfill, estimate: Option<&SliceEstimate>) -> Announc
         estimated_rows: estimate.map(|e| e.estimated_rows).or(b.scope.expected_rows),
         rollback: b.rollback.description.clone(),
         engine_estimate: None,
+        when: None,
     }
 }
 
@@ -144,6 +148,12 @@ fn affected_md(out: &mut String, affected: &[Affected]) {
 }
 
 impl Announcement {
+    /// Says when the run happens.
+    pub fn scheduled(mut self, when: impl Into<String>) -> Self {
+        self.when = Some(when.into());
+        self
+    }
+
     /// Adds the engine's per-batch estimates (see [`batch_estimates`]).
     pub fn with_engine_estimate(mut self, per_batch: &[(crate::plan::BatchId, u64)]) -> Self {
         let counts = per_batch.iter().map(|(_, n)| *n);
@@ -161,6 +171,9 @@ impl Announcement {
         s.push_str(&format!("**What changes:** {}\n\n", self.scope));
         s.push_str(&format!("**Why:** {}\n\n", self.reason));
         s.push_str(&format!("**What may move:** {}\n\n", self.expected_impact));
+        if let Some(when) = &self.when {
+            s.push_str(&format!("**When:** {when}\n\n"));
+        }
         s.push_str("**Affected:**\n");
         affected_md(&mut s, &self.affected);
         let mut when = format!("{} batches", count(self.batches as u64));

@@ -1207,7 +1207,10 @@ async fn notes_before_and_after_a_run() {
     });
     let job = job.code_version("fix v2");
 
-    let before = note::announcement(&job, None).markdown();
+    let before = note::announcement(&job, None)
+        .scheduled("Tuesday 02:00 UTC")
+        .markdown();
+    assert!(before.contains("**When:** Tuesday 02:00 UTC"), "{before}");
     assert!(
         before.contains("facts, day 2026-03-03 through 2026-03-07 (UTC)"),
         "{before}"
