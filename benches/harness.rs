@@ -400,6 +400,64 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
     figures
 }
 
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// P5: planning alone, with no engine. Key ranges over `keys` batches of
+/// width 10, and daily windows over `days` days in a zone with DST.
+fn planning(keys: u64, days: i64) -> Vec<String> {
+    use backfill::{Bounds, Grain, Plan, Planner, Scope};
+    let mut out = Vec::new();
+    let t = table("old");
+    let scope = Scope::new(
+        t.clone(),
+        "id",
+        Bounds::Keys {
+            start: 0,
+            end: i64::try_from(keys * 10).expect("keys"),
+        },
+        "UTC",
+    )
+    .expect("scope");
+    let (m0, t0) = (rss_kib(), Instant::now());
+    let plan = Plan::build(scope, Planner::KeyRanges { width: 10 }).expect("plan");
+    let (took, grew) = (t0.elapsed(), rss_kib().saturating_sub(m0));
+    assert_eq!(plan.batches.len() as u64, keys);
+    out.push(format!(
+        "| P5 | plan {} key-range batches | {:.0} ms | {} MiB resident growth | < 1 s |",
+        plan.batches.len(),
+        took.as_secs_f64() * 1000.0,
+        grew / 1024
+    ));
+    drop(plan);
+    let start = backfill::jiff::civil::date(1800, 1, 1);
+    let end = start
+        .checked_add(backfill::jiff::Span::new().days(days))
+        .expect("end");
+    let scope = Scope::new(t, "day", Bounds::dates(start, end), "America/New_York").expect("scope");
+    let (m0, t0) = (rss_kib(), Instant::now());
+    let plan = Plan::build(scope, Planner::Windows { grain: Grain::Day }).expect("plan");
+    let (took, grew) = (t0.elapsed(), rss_kib().saturating_sub(m0));
+    assert_eq!(plan.batches.len() as i64, days);
+    out.push(format!(
+        "| P5 | plan {} daily batches in America/New_York | {:.0} ms | {} MiB resident growth | < 1 s |",
+        plan.batches.len(),
+        took.as_secs_f64() * 1000.0,
+        grew / 1024
+    ));
+    out
+}
+
 fn main() {
     let a = args();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -418,6 +476,8 @@ fn main() {
             println!("{};", hand_diff(&Engine::Duck(duck.clone()), 10));
             return;
         }
+        let (keys, days) = if a.full { (1_000_000, 100_000) } else { (10_000, 1_000) };
+        let plans = planning(keys, days);
         let mut figures = Vec::new();
         let duck = Engine::Duck(DuckDbWarehouse::in_memory().expect("duckdb"));
         figures.extend(measure(&duck, a.rows, a.runs).await);
@@ -445,6 +505,10 @@ fn main() {
                 f.ratio,
                 f.goal.map_or("—".to_string(), |g| format!("≤ {g}×"))
             );
+        }
+        println!("\n| # | what | time | memory | goal |\n|---|---|---|---|---|");
+        for p in &plans {
+            println!("{p}");
         }
         if a.full {
             let json = serde_json::to_string_pretty(&figures).expect("json");
