@@ -840,6 +840,33 @@ impl Ledger for DuckDbLedger {
         .await
     }
 
+    async fn put_document_if_absent(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool> {
+        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
+        let now = self.now();
+        self.run(move |c, home| {
+            load_run(c, home, &run_id)?;
+            let mut q = sql::insert(
+                &DIALECT,
+                &t(home, sql::DOCUMENTS),
+                &["run_id", "name", "body", "updated_at"],
+                &[
+                    text(run_id.as_str()),
+                    text(name.as_str()),
+                    text(body.as_str()),
+                    Value::Timestamp(now),
+                ],
+            );
+            q.text.push_str(" ON CONFLICT DO NOTHING");
+            exec(c, &q).map(|n| n > 0)
+        })
+        .await
+    }
+
     async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>> {
         let (run_id, name) = (run_id.clone(), name.to_string());
         self.run(move |c, home| {

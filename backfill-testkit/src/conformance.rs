@@ -1204,6 +1204,18 @@ pub async fn ledger_script(l: &dyn Ledger, clock: &ManualClock) -> Vec<String> {
     assert_eq!(stored.as_ref().ok(), Some(&Some(doc2.clone())), "replaced");
     log(format!("{stored:?}"));
     log(format!("{:?}", l.document(&run, "other").await));
+    // Only the first of several racing stores wins.
+    let first = serde_json::json!({"first": true});
+    let second = serde_json::json!({"first": false});
+    let won = l.put_document_if_absent(&run, "baseline2", &first).await;
+    assert_eq!(won.as_ref().ok(), Some(&true), "{won:?}");
+    log(format!("{won:?}"));
+    let lost = l.put_document_if_absent(&run, "baseline2", &second).await;
+    assert_eq!(lost.as_ref().ok(), Some(&false), "{lost:?}");
+    log(format!("{lost:?}"));
+    let kept = l.document(&run, "baseline2").await;
+    assert_eq!(kept.as_ref().ok(), Some(&Some(first)), "{kept:?}");
+    log(format!("{kept:?}"));
     let unknown = RunId::new("no_such_run").expect("run id");
     log(format!(
         "{:?}",

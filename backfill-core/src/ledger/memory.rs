@@ -353,6 +353,21 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    async fn put_document_if_absent(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool> {
+        let mut st = self.lock();
+        let docs = &mut run_mut(&mut st, run_id)?.documents;
+        if docs.contains_key(name) {
+            return Ok(false);
+        }
+        docs.insert(name.to_string(), body.clone());
+        Ok(true)
+    }
+
     async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>> {
         let mut st = self.lock();
         Ok(run_mut(&mut st, run_id)?.documents.get(name).cloned())

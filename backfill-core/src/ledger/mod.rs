@@ -524,6 +524,16 @@ pub trait Ledger: Send + Sync {
         body: &serde_json::Value,
     ) -> Result<()>;
 
+    /// Stores `body` as the run's document `name` only if there is none
+    /// yet; returns whether it was stored. Of several processes racing to
+    /// store one (a baseline), exactly one wins.
+    async fn put_document_if_absent(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool>;
+
     /// The run's document `name`, if one was stored.
     async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>>;
 

@@ -53,9 +53,12 @@ impl Runner {
                 doc.insert(key.clone(), v);
             }
         }
+        // Workers racing to capture it: the first to store wins, and it
+        // measured before its own first write, so before any write.
         self.ledger
-            .put_document(run_id, BASELINE_DOCUMENT, &Json::Object(doc))
+            .put_document_if_absent(run_id, BASELINE_DOCUMENT, &Json::Object(doc))
             .await
+            .map(|_| ())
     }
 
     /// Runs the plan's end-of-run checks on the whole scope now, keeps the
