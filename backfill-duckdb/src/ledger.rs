@@ -92,6 +92,29 @@ impl DuckDbLedger {
         let home = self.home.clone();
         self.db.run(move |c| in_tx(c, |c| f(c, &home))).await
     }
+
+    /// Stores a run's document, replacing one of the same name or (without
+    /// `replace`) only if there is none; returns whether it stored.
+    async fn store_document(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+        replace: bool,
+    ) -> Result<bool> {
+        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
+        let now = self.now();
+        self.run(move |c, home| {
+            load_run(c, home, &run_id)?;
+            let (delete, insert) =
+                sql::store_document(&DIALECT, &home.schema, run_id.as_str(), &name, &body, now);
+            if replace {
+                exec(c, &delete)?;
+            }
+            exec(c, &insert).map(|n| n > 0)
+        })
+        .await
+    }
 }
 
 fn t(home: &LedgerHome, name: &str) -> TableRef {
@@ -814,30 +837,9 @@ impl Ledger for DuckDbLedger {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<()> {
-        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
-        let now = self.now();
-        self.run(move |c, home| {
-            load_run(c, home, &run_id)?;
-            let docs = t(home, sql::DOCUMENTS);
-            let key = [
-                ("run_id", text(run_id.as_str())),
-                ("name", text(name.as_str())),
-            ];
-            exec(c, &sql::delete(&DIALECT, &docs, &key))?;
-            let q = sql::insert(
-                &DIALECT,
-                &docs,
-                &["run_id", "name", "body", "updated_at"],
-                &[
-                    text(run_id.as_str()),
-                    text(name.as_str()),
-                    text(body.as_str()),
-                    Value::Timestamp(now),
-                ],
-            );
-            exec(c, &q).map(|_| ())
-        })
-        .await
+        self.store_document(run_id, name, body, true)
+            .await
+            .map(|_| ())
     }
 
     async fn put_document_if_absent(
@@ -846,43 +848,15 @@ impl Ledger for DuckDbLedger {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<bool> {
-        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
-        let now = self.now();
-        self.run(move |c, home| {
-            load_run(c, home, &run_id)?;
-            let mut q = sql::insert(
-                &DIALECT,
-                &t(home, sql::DOCUMENTS),
-                &["run_id", "name", "body", "updated_at"],
-                &[
-                    text(run_id.as_str()),
-                    text(name.as_str()),
-                    text(body.as_str()),
-                    Value::Timestamp(now),
-                ],
-            );
-            q.text.push_str(" ON CONFLICT DO NOTHING");
-            exec(c, &q).map(|n| n > 0)
-        })
-        .await
+        self.store_document(run_id, name, body, false).await
     }
 
     async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>> {
         let (run_id, name) = (run_id.clone(), name.to_string());
         self.run(move |c, home| {
             load_run(c, home, &run_id)?;
-            let q = sql::select(
-                &DIALECT,
-                &t(home, sql::DOCUMENTS),
-                &["body"],
-                &[
-                    ("run_id", text(run_id.as_str())),
-                    ("name", text(name.as_str())),
-                ],
-                &[],
-            );
-            let bodies = query(c, &q, |r| get_string(r, 0))?;
-            bodies
+            let q = sql::select_document(&DIALECT, &home.schema, run_id.as_str(), &name);
+            query(c, &q, |r| get_string(r, 0))?
                 .first()
                 .map(|b| serde_json::from_str(b).map_err(|e| Error::engine(e.to_string())))
                 .transpose()

@@ -459,6 +459,32 @@ impl PgLedger {
             })
             .await
     }
+
+    /// Stores a run's document, replacing one of the same name or (without
+    /// `replace`) only if there is none; returns whether it stored.
+    async fn store_document(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        body: &serde_json::Value,
+        replace: bool,
+    ) -> Result<bool> {
+        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
+        let now = self.now();
+        self.tx(move |tx, home| {
+            let (run_id, name, body) = (run_id.clone(), name.clone(), body.clone());
+            Box::pin(async move {
+                load_run(tx, &home, &run_id, false).await?;
+                let (delete, insert) =
+                    sql::store_document(&DIALECT, &home.schema, run_id.as_str(), &name, &body, now);
+                if replace {
+                    exec(tx, &delete).await?;
+                }
+                exec(tx, &insert).await.map(|n| n > 0)
+            })
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -924,32 +950,9 @@ impl Ledger for PgLedger {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<()> {
-        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
-        let now = self.now();
-        self.tx(move |tx, home| {
-            Box::pin(async move {
-                load_run(tx, &home, &run_id, false).await?;
-                let docs = t(&home, sql::DOCUMENTS);
-                let key = [
-                    ("run_id", text(run_id.as_str())),
-                    ("name", text(name.as_str())),
-                ];
-                exec(tx, &sql::delete(&DIALECT, &docs, &key)).await?;
-                let q = sql::insert(
-                    &DIALECT,
-                    &docs,
-                    &["run_id", "name", "body", "updated_at"],
-                    &[
-                        text(run_id.as_str()),
-                        text(name.as_str()),
-                        text(body.as_str()),
-                        Value::Timestamp(now),
-                    ],
-                );
-                exec(tx, &q).await.map(|_| ())
-            })
-        })
-        .await
+        self.store_document(run_id, name, body, true)
+            .await
+            .map(|_| ())
     }
 
     async fn put_document_if_absent(
@@ -958,27 +961,7 @@ impl Ledger for PgLedger {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<bool> {
-        let (run_id, name, body) = (run_id.clone(), name.to_string(), body.to_string());
-        let now = self.now();
-        self.tx(move |tx, home| {
-            Box::pin(async move {
-                load_run(tx, &home, &run_id, false).await?;
-                let mut q = sql::insert(
-                    &DIALECT,
-                    &t(&home, sql::DOCUMENTS),
-                    &["run_id", "name", "body", "updated_at"],
-                    &[
-                        text(run_id.as_str()),
-                        text(name.as_str()),
-                        text(body.as_str()),
-                        Value::Timestamp(now),
-                    ],
-                );
-                q.text.push_str(" ON CONFLICT DO NOTHING");
-                exec(tx, &q).await.map(|n| n > 0)
-            })
-        })
-        .await
+        self.store_document(run_id, name, body, false).await
     }
 
     async fn document(&self, run_id: &RunId, name: &str) -> Result<Option<serde_json::Value>> {
@@ -986,18 +969,10 @@ impl Ledger for PgLedger {
         self.tx(move |tx, home| {
             Box::pin(async move {
                 load_run(tx, &home, &run_id, false).await?;
-                let q = sql::select(
-                    &DIALECT,
-                    &t(&home, sql::DOCUMENTS),
-                    &["body"],
-                    &[
-                        ("run_id", text(run_id.as_str())),
-                        ("name", text(name.as_str())),
-                    ],
-                    &[],
-                );
-                let rows = query(tx, &q).await?;
-                rows.first()
+                let q = sql::select_document(&DIALECT, &home.schema, run_id.as_str(), &name);
+                query(tx, &q)
+                    .await?
+                    .first()
                     .map(|r| {
                         let b = get_string(r, 0)?;
                         serde_json::from_str(&b).map_err(|e| Error::engine(e.to_string()))

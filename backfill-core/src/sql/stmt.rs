@@ -976,6 +976,45 @@ pub mod ledger {
         Ident::new(name).expect("ledger names are valid identifiers")
     }
 
+    /// Statements storing a run's document `name`: `(delete, insert)`.
+    /// The insert does nothing when a document of that name exists, so
+    /// run alone it stores only if absent (and reports one row when it
+    /// stored); after the delete it replaces.
+    pub fn store_document(
+        d: &dyn Dialect,
+        schema: &Ident,
+        run_id: &str,
+        name: &str,
+        body: &str,
+        at: jiff::Timestamp,
+    ) -> (Sql, Sql) {
+        let docs = table(schema, DOCUMENTS);
+        let key = |v: &str| Value::Text(v.to_string());
+        let delete = delete(d, &docs, &[("run_id", key(run_id)), ("name", key(name))]);
+        let mut insert = insert(
+            d,
+            &docs,
+            &["run_id", "name", "body", "updated_at"],
+            &[key(run_id), key(name), key(body), Value::Timestamp(at)],
+        );
+        insert.text.push_str(" ON CONFLICT DO NOTHING");
+        (delete, insert)
+    }
+
+    /// A run's document `name`: zero or one row `(body)`.
+    pub fn select_document(d: &dyn Dialect, schema: &Ident, run_id: &str, name: &str) -> Sql {
+        select(
+            d,
+            &table(schema, DOCUMENTS),
+            &["body"],
+            &[
+                ("run_id", Value::Text(run_id.to_string())),
+                ("name", Value::Text(name.to_string())),
+            ],
+            &[],
+        )
+    }
+
     /// A ledger table in `schema`.
     pub fn table(schema: &Ident, name: &str) -> TableRef {
         TableRef::qualified(schema.clone(), ident(name))

@@ -195,27 +195,32 @@ pub async fn planted_defects_are_found(env: Env, pattern: Pattern) {
     }
 }
 
+/// A case on the corrected source with every end-of-run check, whose
+/// expectations the correction meets (row 1000, which it adds, gets a
+/// parent).
+async fn clean_case(env: Env, pattern: Pattern, run: &str) -> Case {
+    let mut case = case_with(env, pattern, run, &source_rows()).await;
+    case.job.brief.validation.checks = checks(&case.env, Expectation::MaxChangeAbsolute(1), 25.0);
+    let parent = case.env.table("facts_parent");
+    let row = vec![
+        Value::Int(1000),
+        Value::Date(day(4)),
+        Value::Int(0),
+        Value::Text("parent".into()),
+    ];
+    case.env
+        .seed
+        .insert_rows(&parent, &[row])
+        .await
+        .expect("insert parent");
+    case
+}
+
 /// A clean run passes every check, explains the metric's change exactly,
 /// and cuts over; rerunning reads the stored report instead of checking
 /// again.
 pub async fn clean_run_passes(env: Env, pattern: Pattern) {
-    let mut case = case_with(env, pattern, "clean", &source_rows()).await;
-    case.job.brief.validation.checks = checks(&case.env, Expectation::MaxChangeAbsolute(1), 25.0);
-    // Row 1000 is new: give it a parent.
-    let parent = case.env.table("facts_parent");
-    case.env
-        .seed
-        .insert_rows(
-            &parent,
-            &[vec![
-                Value::Int(1000),
-                Value::Date(day(4)),
-                Value::Int(0),
-                Value::Text("parent".into()),
-            ]],
-        )
-        .await
-        .expect("insert parent");
+    let case = clean_case(env, pattern, "clean").await;
     let runner = case.runner();
     let report = runner.run(&case.job).await.expect("run");
     let v = report.validation.clone().expect("validation report");
@@ -243,22 +248,7 @@ pub async fn clean_run_passes(env: Env, pattern: Pattern) {
 /// again.
 pub async fn failed_inspection_loses_nothing(env: Env) {
     let pattern = Pattern::Staging;
-    let mut case = case_with(env, pattern, "inspectfault", &source_rows()).await;
-    case.job.brief.validation.checks = checks(&case.env, Expectation::MaxChangeAbsolute(1), 25.0);
-    let parent = case.env.table("facts_parent");
-    case.env
-        .seed
-        .insert_rows(
-            &parent,
-            &[vec![
-                Value::Int(1000),
-                Value::Date(day(4)),
-                Value::Int(0),
-                Value::Text("parent".into()),
-            ]],
-        )
-        .await
-        .expect("insert parent");
+    let case = clean_case(env, pattern, "inspectfault").await;
     let (runner, faults) = case.faulty_runner();
     // The first inspection is the preflight's blast radius; the second
     // captures the first check's baseline.
