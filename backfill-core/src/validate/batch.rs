@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{
-    BatchCheck, CheckContext, Expectation, Outcome, ScopeCheck, ScopeContext, Status, Threshold,
+    verdict, BatchCheck, CheckContext, Expectation, Outcome, ScopeCheck, ScopeContext, Threshold,
     Validator,
 };
 use crate::error::Result;
@@ -48,13 +48,7 @@ impl Validator for RowCountCheck {
         Ok(Outcome {
             check: self.name(),
             batch: Some(b.batch.id.clone()),
-            status: if ok {
-                Status::Pass
-            } else if self.blocking {
-                Status::Fail
-            } else {
-                Status::Warn
-            },
+            status: verdict(ok, self.blocking),
             blocking: self.blocking,
             observed: after as f64,
             expected: Some(before as f64),
@@ -102,13 +96,7 @@ impl Validator for UniquenessCheck {
         Ok(Outcome {
             check: self.name(),
             batch: Some(b.batch.id.clone()),
-            status: if bad == 0 {
-                Status::Pass
-            } else if self.blocking {
-                Status::Fail
-            } else {
-                Status::Warn
-            },
+            status: verdict(bad == 0, self.blocking),
             blocking: self.blocking,
             observed: bad as f64,
             expected: Some(0.0),
