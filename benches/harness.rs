@@ -21,9 +21,21 @@
 //!   added, removed and changed rows, against the same in one hand-written
 //!   query;
 //! - **unique**: the grain check (duplicate and null keys, with a sample)
-//!   against a hand-written `GROUP BY … HAVING count(*) > 1`.
+//!   against a hand-written `GROUP BY … HAVING count(*) > 1`;
+//! - **P1, P1b, P2, P6, P7**: the refunds workload, in [`refunds`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "harness/heap.rs"]
+mod heap;
+#[path = "harness/refunds.rs"]
+mod refunds;
+#[path = "harness/statements.rs"]
+mod statements;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 use backfill::duckdb::DuckDbWarehouse;
 use backfill::inspect::{self, Aggregate, Compared, Diff, Dim, Metric, Period, Rows};
@@ -31,12 +43,16 @@ use backfill::postgres::PgWarehouse;
 use backfill::sql::inspect::SqlRead;
 use backfill::sql::Sql;
 use backfill::warehouse::Warehouse;
-use backfill::{Ident, Predicate, TableRef, Value};
+use backfill::{Ident, Predicate, Source, TableRef, Value};
 use serde::Serialize;
 
 struct Args {
     rows: u64,
     pg_rows: Option<u64>,
+    orders: u64,
+    pg_orders: Option<u64>,
+    only: Option<String>,
+    profile: bool,
     runs: usize,
     json: String,
     full: bool,
@@ -49,6 +65,10 @@ fn args() -> Args {
     let mut a = Args {
         rows: if full { 10_000_000 } else { 100_000 },
         pg_rows: None,
+        orders: if full { 10_000_000 } else { 100_000 },
+        pg_orders: None,
+        only: None,
+        profile: argv.iter().any(|a| a == "--profile"),
         runs: if full { 3 } else { 1 },
         json: "bench-results.json".into(),
         full,
@@ -61,6 +81,9 @@ fn args() -> Args {
             "--rows" => a.rows = next().parse().expect("--rows N"),
             "--pg-rows" => a.pg_rows = Some(next().parse().expect("--pg-rows N")),
             "--runs" => a.runs = next().parse().expect("--runs N"),
+            "--orders" => a.orders = next().parse().expect("--orders N"),
+            "--pg-orders" => a.pg_orders = Some(next().parse().expect("--pg-orders N")),
+            "--only" => a.only = Some(next()),
             "--json" => a.json = next(),
             _ => {}
         }
@@ -117,7 +140,11 @@ fn ident(s: &str) -> Ident {
 }
 
 fn table(name: &str) -> TableRef {
-    TableRef::parse(&format!("bench.{name}")).expect("table")
+    table_in("bench", name)
+}
+
+fn table_in(schema: &str, name: &str) -> TableRef {
+    TableRef::parse(&format!("{schema}.{name}")).expect("table")
 }
 
 /// `old`: `rows` rows over a year; `new`: 1% of amounts changed, 0.1% of
@@ -400,6 +427,335 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
     figures
 }
 
+fn same_table(expected: &mut Option<(u64, String, String)>, got: (u64, String, String), who: &str) {
+    match expected {
+        Some(e) => assert_eq!(*e, got, "{who} ends with the same table"),
+        None => *expected = Some(got),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// P1, P1b, P2 and P6 on the refunds workload, and the ledger's own
+/// per-batch cost. Returns the figures and the lines of the detail table.
+async fn measure_refunds(
+    e: &Engine,
+    orders: u64,
+    runs: usize,
+    profile: bool,
+) -> (Vec<Figure>, Vec<String>) {
+    use refunds::Safety;
+    // P6 first, on a tenth of the orders: the heap's peak during P1 must
+    // not grow with the table.
+    let small = (orders / 10).max(1000);
+    e.exec(&refunds::setup_sql(e, small)).await;
+    e.exec(&refunds::reset_sql(e)).await;
+    let job = refunds::job("p6_small", Safety::Bare, Source::query(refunds::CORRECTED));
+    let (_, _, small_heap) = refunds::library_run(e, &job, true).await;
+    eprintln!("{}: generating {orders} orders…", e.name());
+    let t = Instant::now();
+    e.exec(&refunds::setup_sql(e, orders)).await;
+    eprintln!(
+        "{}: generated in {:.1}s",
+        e.name(),
+        t.elapsed().as_secs_f64()
+    );
+    let (mut single, mut daily, mut p1, mut p2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut expected = None;
+    let mut details = Vec::new();
+    let mut p1_counts = statements::Counts::default();
+    let mut p1_heap = 0;
+    let mut batches = 0;
+    for i in 0..runs {
+        e.exec(&refunds::reset_sql(e)).await;
+        let (d, ()) = time(e.exec(&refunds::hand_single())).await;
+        single.push(d);
+        same_table(
+            &mut expected,
+            refunds::fingerprint(e).await,
+            "one transaction",
+        );
+
+        e.exec(&refunds::reset_sql(e)).await;
+        let t = Instant::now();
+        for day in refunds::hand_days() {
+            e.exec(&day).await;
+        }
+        daily.push(t.elapsed());
+        same_table(
+            &mut expected,
+            refunds::fingerprint(e).await,
+            "181 transactions",
+        );
+
+        e.exec(&refunds::reset_sql(e)).await;
+        let job = refunds::job(
+            &format!("p1_{i}"),
+            Safety::Bare,
+            Source::query(refunds::CORRECTED),
+        );
+        statements::start(refunds::LEDGER);
+        let (d, report, heap) = refunds::library_run(e, &job, true).await;
+        let counts = statements::stop();
+        batches = report.batches_this_run;
+        assert_eq!(batches, job.plan.batches.len(), "every day written");
+        p1.push(d);
+        p1_heap = p1_heap.max(heap);
+        p1_counts = counts;
+        same_table(
+            &mut expected,
+            refunds::fingerprint(e).await,
+            "the library (P1)",
+        );
+
+        e.exec(&refunds::reset_sql(e)).await;
+        let job = refunds::job(
+            &format!("p2_{i}"),
+            Safety::Full,
+            Source::query(refunds::CORRECTED),
+        );
+        let (d, report, _) = refunds::library_run(e, &job, true).await;
+        let validation = report.validation.as_ref().expect("end-of-run validation");
+        assert!(validation.passed(), "{validation}");
+        assert!(report.failures().next().is_none(), "per-batch checks pass");
+        p2.push(d);
+        same_table(
+            &mut expected,
+            refunds::fingerprint(e).await,
+            "the library (P2)",
+        );
+    }
+    let (single, daily) = (median(single), median(daily));
+    let mut figures = Vec::new();
+    let mut push = |figure: &str, lib: Duration, base: Duration, goal: Option<f64>| {
+        figures.push(Figure {
+            engine: e.name().into(),
+            figure: figure.into(),
+            rows: orders,
+            library_ms: ms(lib),
+            baseline_ms: ms(base),
+            ratio: lib.as_secs_f64() / base.as_secs_f64().max(1e-9),
+            goal,
+        })
+    };
+    let (p1, p2) = (median(p1), median(p2));
+    let duck = matches!(e, Engine::Duck(_));
+    push(
+        "P1: 181 days, ledger + guard, against one transaction",
+        p1,
+        single,
+        Some(if duck { 3.0 } else { 2.0 }),
+    );
+    push(
+        "P1b: the same, against 181 hand-looped transactions",
+        p1,
+        daily,
+        Some(0.25),
+    );
+    push(
+        "P2: with pre-images, per-batch checks, reconciliation and row diff",
+        p2,
+        single,
+        Some(if duck { 5.0 } else { 3.0 }),
+    );
+    let per = |n: u64| n as f64 / batches.max(1) as f64;
+    details.push(format!(
+        "| {} | P1 per batch | {:.1} ms | {:.1} statements ({:.1} on the ledger), {:.1} transactions |",
+        e.name(),
+        ms(p1) / batches.max(1) as f64,
+        per(p1_counts.statements),
+        per(p1_counts.ledger),
+        per(p1_counts.transactions),
+    ));
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    details.push(format!(
+        "| {} | P6: the library's heap peak during P1 | {:.2} MiB at {orders} orders, {:.2} MiB at {small} | ratio {:.2}; goal within 20% |",
+        e.name(),
+        mib(p1_heap),
+        mib(small_heap),
+        p1_heap as f64 / small_heap.max(1) as f64,
+    ));
+    let ledger_us = ledger_overhead(e, 181).await;
+    details.push(format!(
+        "| {} | ledger alone: claim + written mark, per batch | {:.0} µs | — |",
+        e.name(),
+        ledger_us
+    ));
+    if profile {
+        eprintln!("{}: P1 statements by kind", e.name());
+        for (k, n) in &p1_counts.kinds {
+            eprintln!("  {n:>6}  {k}");
+        }
+    }
+    (figures, details)
+}
+
+/// The ledger's cost per batch, alone: a run of `n` batches claimed and
+/// marked written one by one, with no data written.
+async fn ledger_overhead(e: &Engine, n: usize) -> f64 {
+    use backfill::ledger::{BatchState, BatchUpdate, Ledger, RunRecord, RunStatus};
+    let ledger: Box<dyn Ledger> = match e {
+        Engine::Duck(w) => Box::new(w.ledger("bench_ledger_alone").await.expect("ledger")),
+        Engine::Pg(w) => Box::new(w.ledger("bench_ledger_alone").await.expect("ledger")),
+    };
+    let job = refunds::job(
+        "ledger_alone",
+        refunds::Safety::Bare,
+        Source::query("SELECT 1"),
+    );
+    let run = job.run_id.clone();
+    let record = RunRecord {
+        run_id: run.clone(),
+        target: job.target().clone(),
+        fingerprint: job.fingerprint(),
+        code_version: job.code_version.clone(),
+        parameters: job.parameters.clone(),
+        operator: "bench".into(),
+        status: RunStatus::Running,
+        started_at: ledger.now(),
+        finished_at: None,
+        rows_affected: 0,
+        notes: Vec::new(),
+    };
+    ledger
+        .begin_run(&record, &job.plan.batches[..n.min(job.plan.batches.len())])
+        .await
+        .expect("begin");
+    let t = Instant::now();
+    let mut done = 0;
+    while let Some(c) = ledger
+        .claim(&run, "bench", Duration::from_secs(60), None)
+        .await
+        .expect("claim")
+    {
+        ledger
+            .transition(
+                &run,
+                &c.batch.id,
+                Some(c.token),
+                BatchState::Written,
+                BatchUpdate::reason("written"),
+            )
+            .await
+            .expect("mark");
+        done += 1;
+    }
+    let took = t.elapsed();
+    assert_eq!(done, n.min(job.plan.batches.len()));
+    e.exec("DROP SCHEMA bench_ledger_alone CASCADE").await;
+    took.as_secs_f64() * 1e6 / done as f64
+}
+
+/// DuckDB's cost of one small statement through the same binding the
+/// adapter uses (prepared once, then run 500 times on a 1,000-row table):
+/// the floor under every per-batch statement.
+async fn statement_floor(w: &DuckDbWarehouse) -> Vec<String> {
+    w.with_connection(|c| {
+        c.execute_batch(
+            "CREATE TABLE floor_t (id BIGINT PRIMARY KEY, x BIGINT);
+             INSERT INTO floor_t SELECT i, 0 FROM range(1000) AS t(i);
+             CREATE TABLE floor_log (id BIGINT, note VARCHAR);",
+        )?;
+        let mut out = Vec::new();
+        for (what, sql) in [
+            ("point SELECT", "SELECT x FROM floor_t WHERE id = ?"),
+            ("point UPDATE", "UPDATE floor_t SET x = x + 1 WHERE id = ?"),
+            ("one-row INSERT", "INSERT INTO floor_log VALUES (?, 'x')"),
+        ] {
+            let t = Instant::now();
+            for i in 0..500i64 {
+                let mut st = c.prepare_cached(sql)?;
+                let mut rows = st.query([i])?;
+                while rows.next()?.is_some() {}
+            }
+            out.push(format!(
+                "| DuckDB | one prepared {what} | {:.0} µs | the floor under each per-batch statement |",
+                t.elapsed().as_secs_f64() * 1e6 / 500.0
+            ));
+        }
+        let t = Instant::now();
+        for _ in 0..500 {
+            c.execute_batch("BEGIN; COMMIT")?;
+        }
+        out.push(format!(
+            "| DuckDB | an empty transaction | {:.0} µs | — |",
+            t.elapsed().as_secs_f64() * 1e6 / 500.0
+        ));
+        c.execute_batch("DROP TABLE floor_t; DROP TABLE floor_log;")?;
+        Ok(out)
+    })
+    .await
+    .expect("statement floor")
+}
+
+/// P7 (Postgres): one worker against four sharing one run whose batches
+/// wait on I/O; every batch claimed and written exactly once.
+async fn measure_workers(url: &str, wait_ms: u64) -> (Figure, String) {
+    let setup = PgWarehouse::connect(url).await.expect("postgres");
+    let mut took = Vec::new();
+    for workers in [1usize, 4] {
+        setup
+            .execute_batch(refunds::P7_SETUP)
+            .await
+            .expect("p7 setup");
+        let job = refunds::p7_job(&format!("p7_{workers}"), wait_ms);
+        let t = Instant::now();
+        let mut handles = Vec::new();
+        for n in 0..workers {
+            let (job, url) = (job.clone(), url.to_string());
+            handles.push(tokio::spawn(async move {
+                let wh = PgWarehouse::connect(&url).await.expect("postgres");
+                let ledger = wh.ledger(refunds::LEDGER).await.expect("ledger");
+                let runner = backfill::Runner::new(Arc::new(wh), Arc::new(ledger)).with_options(
+                    backfill::runner::RunOptions {
+                        worker: format!("worker-{n}"),
+                        ..Default::default()
+                    },
+                );
+                runner.run(&job).await.expect("worker run").batches_this_run
+            }));
+        }
+        let mut written = 0;
+        for h in handles {
+            written += h.await.expect("worker");
+        }
+        took.push(t.elapsed());
+        let ledger = setup.ledger(refunds::LEDGER).await.expect("ledger");
+        let (batches, claims, writes) = refunds::claims(&ledger, &job.run_id).await;
+        assert_eq!(written, batches, "the workers wrote every batch once");
+        assert_eq!(claims, batches, "zero double claims");
+        assert_eq!(writes, batches, "every batch written once");
+        let keys = setup
+            .key_report(
+                &table_in("p7", "sales"),
+                &[ident("sale_id")],
+                &Predicate::All,
+                1,
+            )
+            .await
+            .expect("keys");
+        assert_eq!(keys.duplicate_keys, 0);
+    }
+    let speedup = took[0].as_secs_f64() / took[1].as_secs_f64();
+    let fig = Figure {
+        engine: "Postgres".into(),
+        figure: format!("P7: 4 workers against 1, 90 batches waiting {wait_ms} ms on I/O"),
+        rows: 90_000,
+        library_ms: ms(took[1]),
+        baseline_ms: ms(took[0]),
+        ratio: took[1].as_secs_f64() / took[0].as_secs_f64(),
+        goal: Some(1.0 / 3.0),
+    };
+    let line = format!(
+        "| Postgres | P7: throughput, 4 workers against 1 | {speedup:.2}× ({:.1} s against {:.1} s) | 90 claims for 90 batches, no double claim; goal ≥ 3× |",
+        took[1].as_secs_f64(),
+        took[0].as_secs_f64()
+    );
+    (fig, line)
+}
+
 /// Resident memory of this process, in KiB (Linux).
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -476,16 +832,47 @@ fn main() {
             println!("{};", hand_diff(&Engine::Duck(duck.clone()), 10));
             return;
         }
+        statements::install();
+        let want = |what: &str| a.only.as_deref().is_none_or(|o| o == what);
         let (keys, days) = if a.full { (1_000_000, 100_000) } else { (10_000, 1_000) };
-        let plans = planning(keys, days);
+        let plans = if want("plan") { planning(keys, days) } else { Vec::new() };
         let mut figures = Vec::new();
+        let mut details = Vec::new();
         let duck = Engine::Duck(DuckDbWarehouse::in_memory().expect("duckdb"));
-        figures.extend(measure(&duck, a.rows, a.runs).await);
+        if want("inspect") {
+            figures.extend(measure(&duck, a.rows, a.runs).await);
+        }
+        if a.only.as_deref() == Some("ledger") {
+            for _ in 0..a.runs {
+                eprintln!("ledger alone: {:.0} µs a batch", ledger_overhead(&duck, 181).await);
+            }
+        }
+        if want("refunds") {
+            if let Engine::Duck(w) = &duck {
+                details.extend(statement_floor(w).await);
+            }
+            let (f, d) = measure_refunds(&duck, a.orders, a.runs, a.profile).await;
+            figures.extend(f);
+            details.extend(d);
+        }
         drop(duck);
         match std::env::var("BACKFILL_PG_URL") {
             Ok(url) => {
                 let pg = Engine::Pg(PgWarehouse::connect(&url).await.expect("postgres"));
-                figures.extend(measure(&pg, a.pg_rows.unwrap_or(a.rows), a.runs).await);
+                if want("inspect") {
+                    figures.extend(measure(&pg, a.pg_rows.unwrap_or(a.rows), a.runs).await);
+                }
+                if want("refunds") {
+                    let orders = a.pg_orders.unwrap_or(a.orders);
+                    let (f, d) = measure_refunds(&pg, orders, a.runs, a.profile).await;
+                    figures.extend(f);
+                    details.extend(d);
+                }
+                if want("workers") {
+                    let (f, d) = measure_workers(&url, if a.full { 100 } else { 20 }).await;
+                    figures.push(f);
+                    details.push(d);
+                }
             }
             Err(_) => eprintln!(
                 "BACKFILL_PG_URL is not set: Postgres skipped (run under ./scripts/with-postgres.sh)"
@@ -505,6 +892,10 @@ fn main() {
                 f.ratio,
                 f.goal.map_or("—".to_string(), |g| format!("≤ {g}×"))
             );
+        }
+        println!("\n| engine | what | measured | detail |\n|---|---|---|---|");
+        for d in &details {
+            println!("{d}");
         }
         println!("\n| # | what | time | memory | goal |\n|---|---|---|---|---|");
         for p in &plans {

@@ -142,6 +142,7 @@ fn brief(scope: Scope) -> Brief {
             description: "Runner::rollback restores the kept pre-images.".into(),
             keep_pre_image: true,
             retention_days: 7,
+            restore_point: None,
         },
         expected_impact: "Q1 amounts double.".into(),
         operations: Operations {

@@ -392,6 +392,7 @@ fn brief(scope: Scope) -> Brief {
                 "Every day's pre-image is kept for 14 days; Runner::rollback restores them.".into(),
             keep_pre_image: true,
             retention_days: 14,
+            restore_point: None,
         },
         expected_impact:
             "Net revenue for January to June 2026 drops by the refunds of those months \

@@ -92,6 +92,14 @@ pub struct RollbackPlan {
     /// Days to keep pre-images and old tables.
     #[serde(default = "default_retention")]
     pub retention_days: u32,
+    /// A restore point kept outside the library that stands in for
+    /// pre-images: a point-in-time-recovery target, a backup id, a
+    /// zero-copy clone. With it an in-place strategy may run without
+    /// [`keep_pre_image`](Self::keep_pre_image), which saves writing every
+    /// overwritten row twice; preflight warns, and `Runner::rollback`
+    /// cannot restore by itself and names this restore point instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_point: Option<String>,
 }
 
 fn default_retention() -> u32 {
@@ -291,10 +299,19 @@ impl Brief {
             f.push(Finding::block("rollback", "is blank"));
         }
         if self.strategy.overwrites_in_place() && !self.rollback.keep_pre_image {
-            f.push(Finding::block(
-                "rollback",
-                "the strategy overwrites in place but no pre-image is kept to roll back to",
-            ));
+            match self.rollback.restore_point.as_deref().filter(|r| !blank(r)) {
+                Some(point) => f.push(Finding::warn(
+                    "rollback",
+                    format!(
+                        "no pre-image is kept: rolling back means restoring from {point}, outside the library"
+                    ),
+                )),
+                None => f.push(Finding::block(
+                    "rollback",
+                    "the strategy overwrites in place but no pre-image is kept to roll back to \
+                     (keep one, or name an outside restore point)",
+                )),
+            }
         }
         if self.rollback.retention_days == 0 {
             f.push(Finding::block(

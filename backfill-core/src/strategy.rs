@@ -88,6 +88,9 @@ pub struct RunContext<'a> {
     pub target: &'a TableRef,
     /// The source of new rows.
     pub source: &'a Source,
+    /// Whether `source` is the run's staged snapshot (see
+    /// [`SliceWrite::staged_source`]).
+    pub staged_source: bool,
     /// The columns written, in order.
     pub columns: &'a [Ident],
     /// Whether to keep pre-images of what is overwritten.
@@ -222,6 +225,7 @@ fn slice<'a>(
         batch,
         table,
         source: ctx.source,
+        staged_source: ctx.staged_source,
         columns: ctx.columns,
         snapshot: pre,
         mark,

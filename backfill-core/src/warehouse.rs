@@ -42,6 +42,11 @@ pub struct SliceWrite<'a> {
     pub table: &'a TableRef,
     /// Where new rows come from.
     pub source: &'a Source,
+    /// Whether `source` is the run's staged snapshot of the corrected rows
+    /// (`RunOptions::stage_source`): a table of the run's own that never
+    /// reads the written table, so a batch may insert straight from it
+    /// instead of copying its slice aside before the delete.
+    pub staged_source: bool,
     /// The columns written, in order.
     pub columns: &'a [Ident],
     /// Pre-image table to copy the slice into first, if any.

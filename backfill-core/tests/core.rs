@@ -1508,6 +1508,7 @@ mod brief {
                 description: "Restore each day from the pre-image.".into(),
                 keep_pre_image: true,
                 retention_days: 14,
+                restore_point: None,
             },
             expected_impact: "Net revenue for January drops by about 2%.".into(),
             operations: Operations {
@@ -1620,6 +1621,19 @@ mod brief {
         let mut b = complete();
         b.rollback.keep_pre_image = false;
         assert_eq!(blocking_sections(&b), vec!["rollback".to_string()]);
+        // A blank restore point is no restore point.
+        b.rollback.restore_point = Some("  ".into());
+        assert_eq!(blocking_sections(&b), vec!["rollback".to_string()]);
+        // An outside restore point stands in for the pre-image, with a
+        // warning that names it.
+        b.rollback.restore_point = Some("PITR to 2026-11-24T06:00Z".into());
+        let pf = b.preflight();
+        assert!(pf.passed(), "{pf:?}");
+        assert!(pf
+            .findings
+            .iter()
+            .any(|f| f.section == "rollback" && f.message.contains("PITR to 2026-11-24T06:00Z")));
+        b.rollback.restore_point = None;
         b.strategy = StrategySpec::Merge {
             keys: vec![Ident::new("order_id").unwrap()],
         };

@@ -50,6 +50,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Db {
     pub(crate) fn new(conn: Connection) -> Db {
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Db {
             inner: Arc::new(Inner {
@@ -140,9 +141,31 @@ fn params(sql: &Sql) -> impl duckdb::Params + '_ {
 /// Executes a statement; returns the rows it changed.
 pub(crate) fn exec(conn: &Connection, sql: &Sql) -> Result<u64> {
     tracing::trace!(sql = %sql.display(), "execute");
-    let mut st = conn.prepare(&sql.text).map_err(engine_error)?;
-    let n = st.execute(params(sql)).map_err(engine_error)?;
-    Ok(n as u64)
+    with_statement(conn, sql, |st| {
+        let n = st.execute(params(sql)).map_err(engine_error)?;
+        Ok(n as u64)
+    })
+}
+
+/// How many parsed and planned statements a connection keeps.
+pub(crate) const STATEMENT_CACHE: usize = 64;
+
+/// Runs `f` on the prepared statement. Statements with parameters (the
+/// ledger's, and every write bounded by a batch) repeat with new values,
+/// so they are kept prepared: parsing and planning them again would cost
+/// more than running them. DuckDB prepares a kept statement again by
+/// itself when a table it reads has changed.
+fn with_statement<T>(
+    conn: &Connection,
+    sql: &Sql,
+    f: impl FnOnce(&mut duckdb::Statement<'_>) -> Result<T>,
+) -> Result<T> {
+    if sql.params.is_empty() {
+        f(&mut conn.prepare(&sql.text).map_err(engine_error)?)
+    } else {
+        let mut st = conn.prepare_cached(&sql.text).map_err(engine_error)?;
+        f(&mut st)
+    }
 }
 
 /// Executes statements without parameters, in order.
@@ -160,31 +183,33 @@ pub(crate) fn query<T>(
     mut f: impl FnMut(&Row<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
     tracing::trace!(sql = %sql.display(), "query");
-    let mut st = conn.prepare(&sql.text).map_err(engine_error)?;
-    let mut rows = st.query(params(sql)).map_err(engine_error)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(engine_error)? {
-        out.push(f(r)?);
-    }
-    Ok(out)
+    with_statement(conn, sql, |st| {
+        let mut rows = st.query(params(sql)).map_err(engine_error)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(engine_error)? {
+            out.push(f(r)?);
+        }
+        Ok(out)
+    })
 }
 
 /// Runs a statement and returns its rows as values, each decoded by its
 /// result type (exact decimals as text).
 pub(crate) fn query_values(conn: &Connection, sql: &Sql) -> Result<Vec<Vec<Value>>> {
     tracing::trace!(sql = %sql.display(), "query");
-    let mut st = conn.prepare(&sql.text).map_err(engine_error)?;
-    let mut rows = st.query(params(sql)).map_err(engine_error)?;
-    let width = rows.as_ref().map_or(0, |s| s.column_count());
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(engine_error)? {
-        out.push(
-            (0..width)
-                .map(|i| get_value(r, i, ColumnType::Other))
-                .collect::<Result<_>>()?,
-        );
-    }
-    Ok(out)
+    with_statement(conn, sql, |st| {
+        let mut rows = st.query(params(sql)).map_err(engine_error)?;
+        let width = rows.as_ref().map_or(0, |s| s.column_count());
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(engine_error)? {
+            out.push(
+                (0..width)
+                    .map(|i| get_value(r, i, ColumnType::Other))
+                    .collect::<Result<_>>()?,
+            );
+        }
+        Ok(out)
+    })
 }
 
 /// Runs a query returning one row of one count.
@@ -198,6 +223,7 @@ pub(crate) fn query_count(conn: &Connection, sql: &Sql) -> Result<u64> {
 /// Runs `f` in one transaction: committed when it returns `Ok`, rolled
 /// back on any error (including a failed commit).
 pub(crate) fn in_tx<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    tracing::trace!("begin");
     conn.execute_batch(stmt::BEGIN).map_err(engine_error)?;
     match f(conn) {
         Ok(v) => match conn.execute_batch(stmt::COMMIT) {

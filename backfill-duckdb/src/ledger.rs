@@ -301,6 +301,37 @@ pub(crate) fn transition_in(
     update: BatchUpdate,
 ) -> Result<()> {
     let now = home.clock.now();
+    let batches = t(home, sql::BATCHES);
+    let fenced = |from: BatchState, token: Value| {
+        sql::transition(
+            &DIALECT,
+            &batches,
+            run_id.as_str(),
+            batch_id.0.as_str(),
+            (from, to),
+            token,
+            &update,
+            now,
+        )
+    };
+    // The lease holder moving its running batch needs no read first: the
+    // fenced update changes the row, or it does not and the full path
+    // below says why.
+    if let Some(tok) = token {
+        if BatchState::Running.can_move_to(to)
+            && exec(c, &fenced(BatchState::Running, int(tok)))? == 1
+        {
+            return transitioned(
+                c,
+                home,
+                run_id,
+                batch_id,
+                (BatchState::Running, to),
+                &update,
+                now,
+            );
+        }
+    }
     load_run(c, home, run_id)?;
     let b = load_batch(c, home, run_id, batch_id)?
         .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
@@ -321,39 +352,25 @@ pub(crate) fn transition_in(
             to: to.to_string(),
         });
     }
-    let mut set: Vec<(&str, Value)> = vec![("state", text(to.as_str()))];
-    if let Some(r) = update.rows_before {
-        set.push(("rows_before", int(r)));
-    }
-    if let Some(r) = update.rows_written {
-        set.push(("rows_written", int(r)));
-    }
-    if matches!(to, BatchState::Written | BatchState::Failed) {
-        set.push(("finished_at", Value::Timestamp(now)));
-    }
-    if to == BatchState::Failed {
-        set.push((
-            "error",
-            update.error.clone().map_or(Value::Null, Value::Text),
-        ));
-    }
     // Fenced on what was read: state and token must not have moved.
-    let q = sql::update(
-        &DIALECT,
-        &t(home, sql::BATCHES),
-        &set,
-        &[
-            ("run_id", text(run_id.as_str())),
-            ("batch_id", text(batch_id.0.as_str())),
-            ("state", text(b.state.as_str())),
-            ("lease_token", token_value(b.lease.as_ref())),
-        ],
-    );
-    if exec(c, &q)? != 1 {
+    if exec(c, &fenced(b.state, token_value(b.lease.as_ref())))? != 1 {
         return Err(Error::transient(format!(
             "batch {batch_id} changed concurrently; retry"
         )));
     }
+    transitioned(c, home, run_id, batch_id, (b.state, to), &update, now)
+}
+
+/// What follows a batch's move: the run's row count, and the log entry.
+fn transitioned(
+    c: &Connection,
+    home: &LedgerHome,
+    run_id: &RunId,
+    batch_id: &BatchId,
+    (from, to): (BatchState, BatchState),
+    update: &BatchUpdate,
+    now: Timestamp,
+) -> Result<()> {
     if let (Some(r), BatchState::Written) = (update.rows_written, to) {
         let q = sql::increment(
             &DIALECT,
@@ -369,7 +386,7 @@ pub(crate) fn transition_in(
         home,
         run_id,
         Some(batch_id),
-        (b.state.as_str(), to.as_str()),
+        (from.as_str(), to.as_str()),
         now,
         &update.reason,
     )
@@ -600,28 +617,31 @@ impl Ledger for DuckDbLedger {
         let only: Option<Vec<String>> = only.map(|ids| ids.iter().map(|b| b.0.clone()).collect());
         self.run(move |c, home| {
             let now = home.clock.now();
-            load_run(c, home, &run_id)?;
             let batches = t(home, sql::BATCHES);
-            let pick = |expired: Option<Value>| -> Result<Option<String>> {
+            let pick = |expired: Option<Value>| -> Result<Option<BatchRecord>> {
                 let q = sql::claim_candidate(
                     &DIALECT,
                     &batches,
+                    BATCH_COLUMNS,
                     run_id.as_str(),
                     only.as_deref(),
                     expired,
                 );
-                Ok(query(c, &q, |r| get_string(r, 0))?.into_iter().next())
+                Ok(query(c, &q, read_batch)?.into_iter().next())
             };
-            let id = match pick(None)? {
-                Some(id) => id,
+            let b = match pick(None)? {
+                Some(b) => b,
                 None => match pick(Some(Value::Timestamp(now)))? {
-                    Some(id) => id,
-                    None => return Ok(None),
+                    Some(b) => b,
+                    None => {
+                        // Nothing to claim: a run that does not exist
+                        // says so.
+                        load_run(c, home, &run_id)?;
+                        return Ok(None);
+                    }
                 },
             };
-            let id = BatchId(id);
-            let b = load_batch(c, home, &run_id, &id)?
-                .ok_or_else(|| Error::InvalidPlan(format!("no batch {id} in run {run_id}")))?;
+            let id = b.batch.id.clone();
             let from = b.state;
             let token = b.lease.as_ref().map_or(0, |l| l.token) + 1;
             let expires_at = now

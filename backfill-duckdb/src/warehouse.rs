@@ -321,6 +321,8 @@ struct SliceJob {
     batch: Batch,
     table: TableRef,
     source: Source,
+    /// The source is the run's staged snapshot: written straight from.
+    direct: bool,
     columns: Vec<Ident>,
     snapshot: Option<TableRef>,
     mark: Option<(TxMark, LedgerHome)>,
@@ -332,6 +334,7 @@ impl DuckDbWarehouse {
             batch: w.batch.clone(),
             table: w.table.clone(),
             source: w.source.clone(),
+            direct: w.staged_source && !w.source.is_bounded(),
             columns: w.columns.to_vec(),
             snapshot: w.snapshot.cloned(),
             mark: w
@@ -361,11 +364,19 @@ fn overwrite(c: &Connection, j: &SliceJob) -> Result<WriteOutcome> {
         }
         None => None,
     };
-    let src = source_schema(c, &j.source)?;
-    check_source(&src, &j.source, &j.columns, &j.batch.predicate)?;
+    // The run's staged snapshot was checked when the run made it.
+    if !j.direct {
+        let src = source_schema(c, &j.source)?;
+        check_source(&src, &j.source, &j.columns, &j.batch.predicate)?;
+    }
 
     in_tx(c, |c| {
-        let slice = stage_slice(c, &j.source, &j.batch)?;
+        // Anything but the run's own snapshot may read the target, so its
+        // slice is copied aside before the delete.
+        let slice = match j.direct {
+            true => None,
+            false => Some(stage_slice(c, &j.source, &j.batch)?),
+        };
         let mut snapshotted = 0;
         if let (Some(snap), Some(cols)) = (&j.snapshot, &snap_cols) {
             if !has_marker(c, snap, &id)? {
@@ -377,17 +388,16 @@ fn overwrite(c: &Connection, j: &SliceJob) -> Result<WriteOutcome> {
             }
         }
         let before = exec(c, &stmt::delete_slice(d, &j.table, &j.batch.predicate))?;
+        let from = slice
+            .clone()
+            .map_or_else(|| j.source.clone(), Source::Table);
         let written = exec(
             c,
-            &stmt::insert_slice(
-                d,
-                &j.table,
-                &j.columns,
-                &Source::Table(slice.clone()),
-                &j.batch,
-            ),
+            &stmt::insert_slice(d, &j.table, &j.columns, &from, &j.batch),
         )?;
-        exec(c, &stmt::drop_table(d, &slice))?;
+        if let Some(slice) = &slice {
+            exec(c, &stmt::drop_table(d, slice))?;
+        }
         let mut out = WriteOutcome {
             rows_before: before,
             rows_written: written,

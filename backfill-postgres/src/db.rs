@@ -115,6 +115,7 @@ impl Db {
     {
         let mut obj = self.client().await?;
         let client: &mut tokio_postgres::Client = &mut obj;
+        tracing::trace!("begin");
         let tx = client.transaction().await.map_err(pg_error)?;
         if let Some(l) = limits {
             set_limits(&tx, l).await?;

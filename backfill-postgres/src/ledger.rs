@@ -341,6 +341,38 @@ pub(crate) async fn transition_in(
     update: BatchUpdate,
 ) -> Result<()> {
     let now = home.clock.now();
+    let batches = t(home, sql::BATCHES);
+    let fenced = |from: BatchState, token: Value| {
+        sql::transition(
+            &DIALECT,
+            &batches,
+            run_id.as_str(),
+            batch_id.0.as_str(),
+            (from, to),
+            token,
+            &update,
+            now,
+        )
+    };
+    // The lease holder moving its running batch needs no read first: the
+    // fenced update changes the row, or it does not and the full path
+    // below says why.
+    if let Some(tok) = token {
+        if BatchState::Running.can_move_to(to)
+            && exec(tx, &fenced(BatchState::Running, int(tok))).await? == 1
+        {
+            return transitioned(
+                tx,
+                home,
+                run_id,
+                batch_id,
+                (BatchState::Running, to),
+                &update,
+                now,
+            )
+            .await;
+        }
+    }
     load_run(tx, home, run_id, false).await?;
     let b = lock_batch(tx, home, run_id, batch_id)
         .await?
@@ -362,38 +394,25 @@ pub(crate) async fn transition_in(
             to: to.to_string(),
         });
     }
-    let mut set: Vec<(&str, Value)> = vec![("state", text(to.as_str()))];
-    if let Some(r) = update.rows_before {
-        set.push(("rows_before", int(r)));
-    }
-    if let Some(r) = update.rows_written {
-        set.push(("rows_written", int(r)));
-    }
-    if matches!(to, BatchState::Written | BatchState::Failed) {
-        set.push(("finished_at", Value::Timestamp(now)));
-    }
-    if to == BatchState::Failed {
-        set.push((
-            "error",
-            update.error.clone().map_or(Value::Null, Value::Text),
-        ));
-    }
-    let q = sql::update(
-        &DIALECT,
-        &t(home, sql::BATCHES),
-        &set,
-        &[
-            ("run_id", text(run_id.as_str())),
-            ("batch_id", text(batch_id.0.as_str())),
-            ("state", text(b.state.as_str())),
-            ("lease_token", token_value(b.lease.as_ref())),
-        ],
-    );
-    if exec(tx, &q).await? != 1 {
+    // Fenced on what was read: state and token must not have moved.
+    if exec(tx, &fenced(b.state, token_value(b.lease.as_ref()))).await? != 1 {
         return Err(Error::transient(format!(
             "batch {batch_id} changed concurrently; retry"
         )));
     }
+    transitioned(tx, home, run_id, batch_id, (b.state, to), &update, now).await
+}
+
+/// What follows a batch's move: the run's row count, and the log entry.
+async fn transitioned(
+    tx: &Transaction<'_>,
+    home: &LedgerHome,
+    run_id: &RunId,
+    batch_id: &BatchId,
+    (from, to): (BatchState, BatchState),
+    update: &BatchUpdate,
+    now: Timestamp,
+) -> Result<()> {
     if let (Some(r), BatchState::Written) = (update.rows_written, to) {
         let q = sql::increment(
             &DIALECT,
@@ -409,7 +428,7 @@ pub(crate) async fn transition_in(
         home,
         run_id,
         Some(batch_id),
-        (b.state.as_str(), to.as_str()),
+        (from.as_str(), to.as_str()),
         now,
         &update.reason,
     )
@@ -718,28 +737,30 @@ impl Ledger for PgLedger {
         self.tx(move |tx, home| {
             Box::pin(async move {
                 let now = home.clock.now();
-                load_run(tx, &home, &run_id, false).await?;
                 let batches = t(&home, sql::BATCHES);
-                let mut id = None;
+                let mut found = None;
                 for expired in [None, Some(Value::Timestamp(now))] {
                     // Locks the candidate; rows other workers are claiming
                     // right now are skipped.
                     let q = sql::claim_candidate_skip_locked(
                         &DIALECT,
                         &batches,
+                        BATCH_COLUMNS,
                         run_id.as_str(),
                         only.as_deref(),
                         expired,
                     );
                     if let Some(r) = query(tx, &q).await?.first() {
-                        id = Some(BatchId(get_string(r, 0)?));
+                        found = Some(read_batch(r)?);
                         break;
                     }
                 }
-                let Some(id) = id else { return Ok(None) };
-                let b = lock_batch(tx, &home, &run_id, &id)
-                    .await?
-                    .ok_or_else(|| Error::InvalidPlan(format!("no batch {id} in run {run_id}")))?;
+                let Some(b) = found else {
+                    // Nothing to claim: a run that does not exist says so.
+                    load_run(tx, &home, &run_id, false).await?;
+                    return Ok(None);
+                };
+                let id = b.batch.id.clone();
                 let from = b.state;
                 let token = b.lease.as_ref().map_or(0, |l| l.token) + 1;
                 let expires_at = now

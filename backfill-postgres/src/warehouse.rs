@@ -24,8 +24,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{GenericClient, NoTls, Transaction};
 
 use crate::db::{
-    advisory_lock, exec, get_string, get_text, get_u64, get_value, pg_error, query, query_columns,
-    query_count, query_values, Db, LedgerHome, Limits, TxFuture, DIALECT,
+    advisory_lock, exec, exec_all, get_string, get_text, get_u64, get_value, pg_error, query,
+    query_columns, query_count, query_values, Db, LedgerHome, Limits, TxFuture, DIALECT,
 };
 use crate::ledger::{self, PgLedger, DEFAULT_SCHEMA};
 use crate::partition;
@@ -452,6 +452,8 @@ struct SliceJob {
     batch: Batch,
     table: TableRef,
     source: Source,
+    /// The source is the run's staged snapshot: written straight from.
+    direct: bool,
     columns: Vec<Ident>,
     snapshot: Option<TableRef>,
     mark: Option<(TxMark, LedgerHome)>,
@@ -463,6 +465,7 @@ impl PgWarehouse {
             batch: w.batch.clone(),
             table: w.table.clone(),
             source: w.source.clone(),
+            direct: w.staged_source && !w.source.is_bounded(),
             columns: w.columns.to_vec(),
             snapshot: w.snapshot.cloned(),
             mark: self.home_of(w.mark),
@@ -493,8 +496,11 @@ async fn check_overwrite<C: GenericClient + Sync>(
         }
         None => None,
     };
-    let src = source_schema(c, &j.source).await?;
-    check_source(&src, &j.source, &j.columns, &j.batch.predicate)?;
+    // The run's staged snapshot was checked when the run made it.
+    if !j.direct {
+        let src = source_schema(c, &j.source).await?;
+        check_source(&src, &j.source, &j.columns, &j.batch.predicate)?;
+    }
     Ok(snap_cols)
 }
 
@@ -507,7 +513,18 @@ fn overwrite(
             let id = j.batch.id.to_string();
             advisory_lock(tx, &batch_key(&j.table, &id)).await?;
             let snap_cols = check_overwrite(tx, &j).await?;
-            let slice = stage_slice(tx, &j.source, &j.batch).await?;
+            // A batch that is exactly one partition swaps a new partition
+            // in; anything else deletes and inserts.
+            let native = match partition::exact_partition(tx, &j.table, &j.batch.predicate).await? {
+                Some(part) => partition::new_partition_table(&part).map(|fresh| (part, fresh)),
+                None => None,
+            };
+            // Anything but the run's own snapshot may read the target, so
+            // its slice is copied aside before the delete.
+            let slice = match j.direct && native.is_none() {
+                true => None,
+                false => Some(stage_slice(tx, &j.source, &j.batch).await?),
+            };
             let mut snapshotted = 0;
             if let (Some(snap), Some(cols)) = (&j.snapshot, &snap_cols) {
                 if !has_marker(tx, snap, &id).await? {
@@ -519,35 +536,28 @@ fn overwrite(
                     exec(tx, &stmt::insert_marker(d, snap, &id)).await?;
                 }
             }
-            // A batch that is exactly one partition swaps a new partition
-            // in; anything else deletes and inserts.
-            let native = match partition::exact_partition(tx, &j.table, &j.batch.predicate).await? {
-                Some(part) => partition::new_partition_table(&part).map(|fresh| (part, fresh)),
-                None => None,
-            };
-            let (before, written) = match native {
-                Some((part, fresh)) => {
-                    partition::swap_partition(tx, &j.table, &part, &fresh, &slice, &j.columns)
+            let (before, written) = match (native, &slice) {
+                (Some((part, fresh)), Some(slice)) => {
+                    partition::swap_partition(tx, &j.table, &part, &fresh, slice, &j.columns)
                         .await?
                 }
-                None => {
+                _ => {
                     let before =
                         exec(tx, &stmt::delete_slice(d, &j.table, &j.batch.predicate)).await?;
+                    let from = slice
+                        .clone()
+                        .map_or_else(|| j.source.clone(), Source::Table);
                     let written = exec(
                         tx,
-                        &stmt::insert_slice(
-                            d,
-                            &j.table,
-                            &j.columns,
-                            &Source::Table(slice.clone()),
-                            &j.batch,
-                        ),
+                        &stmt::insert_slice(d, &j.table, &j.columns, &from, &j.batch),
                     )
                     .await?;
                     (before, written)
                 }
             };
-            exec(tx, &stmt::drop_table(d, &slice)).await?;
+            if let Some(slice) = &slice {
+                exec(tx, &stmt::drop_table(d, slice)).await?;
+            }
             let mut out = WriteOutcome {
                 rows_before: before,
                 rows_written: written,
@@ -1168,6 +1178,7 @@ impl Warehouse for PgWarehouse {
                             });
                         }
                     }
+                    exec_all(tx, &stmt::index_and_analyze(d, &into, &order_by)).await?;
                     query_count(tx, &stmt::count(d, &into, &Predicate::All)).await
                 })
             })

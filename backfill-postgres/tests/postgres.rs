@@ -184,6 +184,7 @@ fn write<'a>(
         batch,
         table,
         source,
+        staged_source: false,
         columns,
         snapshot,
         mark: None,
@@ -1235,6 +1236,7 @@ fn brief(scope: Scope, strategy: StrategySpec) -> Brief {
             description: "Restore pre-images with Runner::rollback.".into(),
             keep_pre_image: true,
             retention_days: 7,
+            restore_point: None,
         },
         expected_impact: "Amounts in five days change by a few units.".into(),
         operations: Operations {

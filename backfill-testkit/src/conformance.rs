@@ -290,6 +290,7 @@ pub fn brief(scope: Scope, strategy: StrategySpec) -> Brief {
             description: "Restore pre-images with Runner::rollback.".into(),
             keep_pre_image: true,
             retention_days: 7,
+            restore_point: None,
         },
         expected_impact: "Amounts in five days change by a few units.".into(),
         operations: Operations {
@@ -657,6 +658,33 @@ pub async fn rollback_restores(env: Env, pattern: Pattern) {
         original,
         "exact prior state after crash"
     );
+}
+
+/// An in-place run whose brief names an outside restore point instead of
+/// keeping pre-images writes the expected table without any pre-image;
+/// rollback is then refused with the restore point named, and changes
+/// nothing.
+pub async fn restore_point_instead_of_pre_image(env: Env) {
+    let mut case = setup(env, Pattern::Overwrite, "restore_point").await;
+    let point = "PITR to 2026-03-08T00:00Z";
+    case.job.brief.rollback.keep_pre_image = false;
+    case.job.brief.rollback.restore_point = Some(point.into());
+    let runner = case.runner();
+    let report = runner.run(&case.job).await.expect("run");
+    assert_eq!(report.batches_this_run, 5);
+    assert!(
+        report.assets.iter().all(|a| a.kind != AssetKind::PreImage),
+        "{:?}",
+        report.assets
+    );
+    let done = case.checksum(&case.target).await;
+    assert_eq!(done, case.expected().await);
+    let err = runner.rollback(&case.job).await.expect_err("no pre-image");
+    assert!(
+        matches!(&err, Error::NotAllowed(m) if m.contains(point)),
+        "{err:?}"
+    );
+    assert_eq!(case.checksum(&case.target).await, done, "nothing restored");
 }
 
 /// The guard rejects a source that yields rows outside the batch, with
@@ -1375,6 +1403,10 @@ macro_rules! conformance_tests {
                 Pattern::Parallel
             ));
             case!(guard_out_of_bounds, c::guard_rejects_out_of_bounds);
+            case!(
+                restore_point_instead_of_pre_image,
+                c::restore_point_instead_of_pre_image
+            );
             case!(merge_bad_keys, c::merge_refuses_bad_keys);
             case!(second_run_on_target, c::second_run_refused);
             case!(overwrite_pause_resume, |e| c::pause_and_resume(

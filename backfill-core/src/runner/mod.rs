@@ -487,12 +487,14 @@ impl Runner {
         let retention =
             jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
         let mut source = job.source.clone();
+        let mut staged = false;
         let owner = job.brief.operator.clone();
         let ctx0 = RunContext {
             warehouse: self.warehouse.as_ref(),
             run_id,
             target: &target,
             source: &job.source,
+            staged_source: false,
             columns: &columns,
             keep_pre_image: job.brief.rollback.keep_pre_image,
             owner: &owner,
@@ -509,7 +511,7 @@ impl Runner {
             }
             let mut assets = strategy.prepare(&ctx0).await?;
             if self.options.stage_source {
-                let staged = ctx0.staged_source_table()?;
+                let snapshot = ctx0.staged_source_table()?;
                 let scope_pred = job.plan.scope.predicate()?;
                 let (lo, hi) = scope_bounds(&job.plan);
                 self.warehouse
@@ -518,19 +520,20 @@ impl Runner {
                         &scope_pred,
                         (lo.as_ref(), hi.as_ref()),
                         &job.plan.scope.batch_column,
-                        &staged,
+                        &snapshot,
                     )
                     .await?;
                 assets.push(Asset {
                     run_id: run_id.clone(),
                     kind: AssetKind::StagedSource,
-                    table: staged.clone(),
+                    table: snapshot.clone(),
                     owner: owner.clone(),
                     created_at: now,
                     expires_at: ctx0.expires_at,
                     dropped_at: None,
                 });
-                source = Source::Table(staged);
+                source = Source::Table(snapshot);
+                staged = true;
             }
             for a in &assets {
                 self.ledger.record_asset(a).await?;
@@ -538,6 +541,7 @@ impl Runner {
         }
         let ctx = RunContext {
             source: &source,
+            staged_source: staged,
             ..ctx0
         };
         self.emit(Event::RunStarted {
@@ -1098,6 +1102,7 @@ impl Runner {
             run_id: &job.run_id,
             target: job.target(),
             source: &job.source,
+            staged_source: false,
             columns,
             keep_pre_image: job.brief.rollback.keep_pre_image,
             owner: &job.brief.operator,
@@ -1123,6 +1128,16 @@ impl Runner {
         let run = self.ledger.run(run_id).await?;
         if run.status == RunStatus::RolledBack {
             return Ok(());
+        }
+        let rb = &job.brief.rollback;
+        if job.brief.strategy.overwrites_in_place() && !rb.keep_pre_image {
+            return Err(Error::NotAllowed(format!(
+                "run {run_id} kept no pre-image of {}; restore it from {}",
+                job.target(),
+                rb.restore_point
+                    .as_deref()
+                    .unwrap_or("the restore point its brief names")
+            )));
         }
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);

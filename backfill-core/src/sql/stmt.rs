@@ -279,6 +279,21 @@ pub fn drop_table(d: &dyn Dialect, table: &TableRef) -> Sql {
     b.finish()
 }
 
+/// `CREATE INDEX ON table (column)`, then `ANALYZE table`: a staged
+/// snapshot read one batch at a time is read through an index on the
+/// batch column, by a planner that knows its size.
+pub fn index_and_analyze(d: &dyn Dialect, table: &TableRef, column: &Ident) -> [Sql; 2] {
+    let mut b = SqlBuilder::new(d);
+    b.push("CREATE INDEX ON ")
+        .table(table)
+        .push(" (")
+        .ident(column)
+        .push(")");
+    let mut a = SqlBuilder::new(d);
+    a.push("ANALYZE ").table(table);
+    [b.finish(), a.finish()]
+}
+
 /// `ALTER TABLE table RENAME TO new_name` (the schema stays).
 pub fn rename(d: &dyn Dialect, table: &TableRef, new_name: &Ident) -> Sql {
     let mut b = SqlBuilder::new(d);
@@ -860,7 +875,9 @@ pub fn scalar_probe(d: &dyn Dialect, probe: &str) -> Sql {
 /// `TIMESTAMPTZ`; JSON (predicates, bounds, parameters, notes) is text.
 pub mod ledger {
     use super::{select_param, Dialect, Sql, SqlBuilder};
+    use crate::ledger::{BatchState, BatchUpdate};
     use crate::{Ident, TableRef, Value};
+    use jiff::Timestamp;
 
     /// Run headers, one row per run.
     pub const RUNS: &str = "runs";
@@ -1104,6 +1121,53 @@ pub mod ledger {
         b.finish()
     }
 
+    /// Moves one batch from `from` to `to`, fenced: the row changes only
+    /// while its state and lease token are still `from` and `token` (a
+    /// null token matches a batch never claimed), so one changed row means
+    /// the move happened and none means another writer moved it first.
+    /// Sets the row counts `change` carries, the finish time of a written
+    /// or failed batch, and the error of a failed one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transition(
+        d: &dyn Dialect,
+        batches: &TableRef,
+        run_id: &str,
+        batch_id: &str,
+        (from, to): (BatchState, BatchState),
+        token: Value,
+        change: &BatchUpdate,
+        now: Timestamp,
+    ) -> Sql {
+        let count = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut set: Vec<(&str, Value)> = vec![("state", Value::Text(to.as_str().into()))];
+        if let Some(r) = change.rows_before {
+            set.push(("rows_before", count(r)));
+        }
+        if let Some(r) = change.rows_written {
+            set.push(("rows_written", count(r)));
+        }
+        if matches!(to, BatchState::Written | BatchState::Failed) {
+            set.push(("finished_at", Value::Timestamp(now)));
+        }
+        if to == BatchState::Failed {
+            set.push((
+                "error",
+                change.error.clone().map_or(Value::Null, Value::Text),
+            ));
+        }
+        update(
+            d,
+            batches,
+            &set,
+            &[
+                ("run_id", Value::Text(run_id.into())),
+                ("batch_id", Value::Text(batch_id.into())),
+                ("state", Value::Text(from.as_str().into())),
+                ("lease_token", token),
+            ],
+        )
+    }
+
     /// `UPDATE table SET column = column + n WHERE …`.
     pub fn increment(
         d: &dyn Dialect,
@@ -1163,20 +1227,28 @@ pub mod ledger {
         b.finish()
     }
 
-    /// The next claimable batch of a run: `(batch_id, state, lease_token)`
-    /// of the first pending batch in plan order, or, with `expired_at`,
-    /// of the first running batch whose lease expired at or before it;
-    /// restricted to `only` when given (an empty list matches nothing).
+    /// The next claimable batch of a run: `columns` of the first pending
+    /// batch in plan order, or, with `expired_at`, of the first running
+    /// batch whose lease expired at or before it; restricted to `only`
+    /// when given (an empty list matches nothing). Reading the whole
+    /// record here saves the claim a second read.
     pub fn claim_candidate(
         d: &dyn Dialect,
         batches: &TableRef,
+        columns: &[&str],
         run_id: &str,
         only: Option<&[String]>,
         expired_at: Option<Value>,
     ) -> Sql {
         let mut b = SqlBuilder::new(d);
-        b.push("SELECT \"batch_id\", \"state\", \"lease_token\" FROM ")
-            .table(batches);
+        b.push("SELECT ");
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.ident(&ident(c));
+        }
+        b.push(" FROM ").table(batches);
         b.push(" WHERE \"run_id\" = ")
             .param(Value::Text(run_id.to_string()));
         match expired_at {
@@ -1213,11 +1285,12 @@ pub mod ledger {
     pub fn claim_candidate_skip_locked(
         d: &dyn Dialect,
         batches: &TableRef,
+        columns: &[&str],
         run_id: &str,
         only: Option<&[String]>,
         expired_at: Option<Value>,
     ) -> Sql {
-        let mut q = claim_candidate(d, batches, run_id, only, expired_at);
+        let mut q = claim_candidate(d, batches, columns, run_id, only, expired_at);
         q.text.push_str(" FOR UPDATE SKIP LOCKED");
         q
     }
