@@ -5,7 +5,13 @@
 //! ```sh
 //! ./scripts/bench.sh                      # 10M rows, DuckDB and Postgres
 //! ./scripts/bench.sh --rows 1000000       # smaller
+//! ./scripts/bench.sh --only refunds --profile   # one group; statements by kind
 //! ```
+//!
+//! `--only` takes `plan`, `inspect`, `refunds`, `workers`, or, for
+//! profiling under `perf record`, `p1` (one P1 run on DuckDB) and `ledger`
+//! (the ledger alone). `--orders N` and `--pg-orders N` size the refunds
+//! workload (10M by default).
 //!
 //! Run by `cargo test` (without `--bench`), it is a smoke run on 100k rows
 //! that checks the library's answers equal the hand-written ones and
@@ -833,6 +839,7 @@ fn main() {
             return;
         }
         statements::install();
+        statements::show_statements(a.profile);
         let want = |what: &str| a.only.as_deref().is_none_or(|o| o == what);
         let (keys, days) = if a.full { (1_000_000, 100_000) } else { (10_000, 1_000) };
         let plans = if want("plan") { planning(keys, days) } else { Vec::new() };
@@ -841,6 +848,13 @@ fn main() {
         let duck = Engine::Duck(DuckDbWarehouse::in_memory().expect("duckdb"));
         if want("inspect") {
             figures.extend(measure(&duck, a.rows, a.runs).await);
+        }
+        if a.only.as_deref() == Some("p1") {
+            duck.exec(&refunds::setup_sql(&duck, a.orders)).await;
+            duck.exec(&refunds::reset_sql(&duck)).await;
+            let job = refunds::job("p1", refunds::Safety::Bare, Source::query(refunds::CORRECTED));
+            let (d, _, _) = refunds::library_run(&duck, &job, true).await;
+            eprintln!("P1 alone: {:.0} ms", ms(d));
         }
         if a.only.as_deref() == Some("ledger") {
             for _ in 0..a.runs {

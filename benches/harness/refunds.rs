@@ -259,15 +259,31 @@ pub async fn library_run(
             Arc::new(w.ledger(LEDGER).await.expect("ledger")),
         ),
     };
-    let runner = Runner::new(w, ledger).with_options(RunOptions {
-        stage_source,
-        worker: "bench".into(),
-        ..RunOptions::default()
-    });
+    let started = Arc::new(std::sync::Mutex::new(None));
+    let mark = started.clone();
+    let runner = Runner::new(w, ledger)
+        .with_options(RunOptions {
+            stage_source,
+            worker: "bench".into(),
+            ..RunOptions::default()
+        })
+        .on_event(move |e| {
+            if let backfill::Event::RunStarted { .. } = e {
+                *mark.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
+        });
     let base = heap::reset_peak();
     let t = Instant::now();
     let report = runner.run(job).await.expect("library run");
     let took = t.elapsed();
+    if let Some(s) = *started.lock().unwrap_or_else(|e| e.into_inner()) {
+        eprintln!(
+            "  {}: {:.0} ms before the first batch (checks, baseline, staging), {:.0} ms after",
+            job.run_id,
+            (s - t).as_secs_f64() * 1e3,
+            s.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let peak = heap::peak().saturating_sub(base);
     (took, report, peak)
 }

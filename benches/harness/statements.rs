@@ -26,6 +26,12 @@ pub struct Counts {
 }
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
+static SHOW: AtomicBool = AtomicBool::new(false);
+
+/// Also prints the first statement of each kind while counting.
+pub fn show_statements(on: bool) {
+    SHOW.store(on, Ordering::SeqCst);
+}
 static COUNTS: Mutex<Option<Counts>> = Mutex::new(None);
 
 /// Installs the counter as the global subscriber (once).
@@ -135,7 +141,11 @@ impl Subscriber for Counter {
                     if on_ledger { "ledger: " } else { "" },
                     kind(&f.sql)
                 );
-                *c.kinds.entry(k).or_default() += 1;
+                let n = c.kinds.entry(k).or_default();
+                if *n == 0 && SHOW.load(Ordering::Relaxed) {
+                    eprintln!("{};", f.sql);
+                }
+                *n += 1;
             }
             _ => {}
         }
