@@ -143,6 +143,29 @@ pub fn hand_days() -> Vec<String> {
     out
 }
 
+/// The corrected six months evaluated once into a table sorted by day
+/// (indexed on Postgres), as the library stages its source, then the
+/// per-day transactions that move only each day's slice: the library's
+/// data work by hand, without its ledger and checks.
+pub fn hand_staged(e: &Engine) -> (String, Vec<String>) {
+    let (s, end) = scope_dates();
+    let r = day_range(s, end);
+    let index = match e {
+        Engine::Duck(_) => "",
+        Engine::Pg(_) => "CREATE INDEX ON shop.staged (order_date); ANALYZE shop.staged;",
+    };
+    let stage = format!(
+        "DROP TABLE IF EXISTS shop.staged;
+         CREATE TABLE shop.staged AS SELECT * FROM ({CORRECTED}) AS c WHERE {r} ORDER BY order_date;
+         {index}"
+    );
+    let days = hand_days()
+        .into_iter()
+        .map(|d| d.replace(&format!("({CORRECTED}) AS c"), "shop.staged AS c"))
+        .collect();
+    (stage, days)
+}
+
 /// What a run keeps and checks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Safety {

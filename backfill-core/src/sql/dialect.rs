@@ -52,6 +52,10 @@ pub trait Dialect: Send + Sync + Debug {
     /// order, none when it does not exist.
     fn describe_relation(&self, table: &TableRef) -> Sql;
 
+    /// The kind of a relation: one row `(table_type)`, `'BASE TABLE'` or
+    /// `'VIEW'`, or no row when it does not exist.
+    fn relation_kind(&self, table: &TableRef) -> Sql;
+
     /// Whether row estimates come from `EXPLAIN (FORMAT JSON)` (the
     /// planner's statistics) rather than a count.
     fn estimates_by_explain(&self) -> bool {
@@ -114,7 +118,29 @@ impl Dialect for DuckDbDialect {
     }
 
     fn describe_relation(&self, table: &TableRef) -> Sql {
-        super::stmt::describe_standard(self, table)
+        // The catalog functions, not `information_schema`: its views cost
+        // several times more per lookup, and writes look their target up
+        // on every batch.
+        let mut b = SqlBuilder::new(self);
+        b.push("SELECT column_name, data_type, CASE WHEN is_nullable THEN 'YES' ELSE 'NO' END FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = ");
+        schema_of(&mut b, table);
+        b.push(" AND table_name = ")
+            .param(Value::Text(table.name.to_string()))
+            .push(" ORDER BY column_index");
+        b.finish()
+    }
+
+    fn relation_kind(&self, table: &TableRef) -> Sql {
+        let mut b = SqlBuilder::new(self);
+        b.push("SELECT 'BASE TABLE' FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ");
+        schema_of(&mut b, table);
+        b.push(" AND table_name = ")
+            .param(Value::Text(table.name.to_string()))
+            .push(" UNION ALL SELECT 'VIEW' FROM duckdb_views() WHERE database_name = current_database() AND schema_name = ");
+        schema_of(&mut b, table);
+        b.push(" AND view_name = ")
+            .param(Value::Text(table.name.to_string()));
+        b.finish()
     }
 
     fn dependents(&self, table: &TableRef) -> Sql {
@@ -205,6 +231,10 @@ impl Dialect for PostgresDialect {
             .param(Value::Text(table.name.to_string()))
             .push(" AND v.oid <> t.oid ORDER BY 1, 2");
         b.finish()
+    }
+
+    fn relation_kind(&self, table: &TableRef) -> Sql {
+        super::stmt::relation_kind_standard(self, table)
     }
 
     fn describe_relation(&self, table: &TableRef) -> Sql {

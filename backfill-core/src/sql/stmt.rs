@@ -154,6 +154,11 @@ pub fn describe_standard(d: &dyn Dialect, table: &TableRef) -> Sql {
 /// The kind of a relation: one row `(table_type)`, `'BASE TABLE'` or
 /// `'VIEW'`, or no row when it does not exist.
 pub fn relation_kind(d: &dyn Dialect, table: &TableRef) -> Sql {
+    d.relation_kind(table)
+}
+
+/// The standard `information_schema` query behind [`relation_kind`].
+pub fn relation_kind_standard(d: &dyn Dialect, table: &TableRef) -> Sql {
     let mut b = SqlBuilder::new(d);
     b.push(
         "SELECT table_type FROM information_schema.tables \
