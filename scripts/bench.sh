@@ -2,8 +2,10 @@
 # Runs the benchmark harness (benches/harness.rs) against an embedded DuckDB
 # and a throwaway PostgreSQL cluster, and prints the table the README shows.
 #
-#   ./scripts/bench.sh                    # 10M rows on both engines
-#   ./scripts/bench.sh --rows 1000000     # smaller; --pg-rows N for Postgres alone
+#   ./scripts/bench.sh                    # everything, 10M rows on both engines
+#   ./scripts/bench.sh --only refunds     # one group: plan, inspect, refunds, workers
+#   ./scripts/bench.sh --rows 1000000     # smaller tables to inspect (--pg-rows N for Postgres)
+#   ./scripts/bench.sh --orders 1000000   # a smaller refunds workload (--pg-orders N)
 #
 # It builds in the dev profile, which already optimizes the bundled DuckDB
 # (see Cargo.toml), so the tests, the examples and the benchmarks share one
