@@ -326,6 +326,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Awaits `f` (futures do nothing until awaited) and times it.
+/// Runs the statements one after another; returns the time they took.
+async fn exec_each(e: &Engine, stmts: Vec<String>) -> Duration {
+    let t = Instant::now();
+    for sql in stmts {
+        e.exec(&sql).await;
+    }
+    t.elapsed()
+}
+
 /// A goal as written: `3`, `0.25`, `0.33`.
 fn short(x: f64) -> String {
     let s = format!("{x:.2}");
@@ -492,11 +501,7 @@ async fn measure_refunds(
         );
 
         e.exec(&refunds::reset_sql(e)).await;
-        let t = Instant::now();
-        for day in refunds::hand_days() {
-            e.exec(&day).await;
-        }
-        daily.push(t.elapsed());
+        daily.push(exec_each(e, refunds::hand_days()).await);
         same_table(
             &mut expected,
             refunds::fingerprint(e).await,
@@ -507,11 +512,7 @@ async fn measure_refunds(
         let (stage, days) = refunds::hand_staged(e);
         let (d, ()) = time(e.exec(&stage)).await;
         staged_prep.push(d);
-        let t = Instant::now();
-        for day in days {
-            e.exec(&day).await;
-        }
-        staged_days.push(t.elapsed());
+        staged_days.push(exec_each(e, days).await);
         same_table(
             &mut expected,
             refunds::fingerprint(e).await,
