@@ -56,6 +56,16 @@ pub struct SliceWrite<'a> {
     pub mark: Option<&'a TxMark>,
 }
 
+impl SliceWrite<'_> {
+    /// Whether the batch may insert straight from its source: the run's
+    /// staged snapshot, which never reads the written table, so no copy of
+    /// the slice is needed before the delete, and its columns were checked
+    /// when the run made it.
+    pub fn straight_from_source(&self) -> bool {
+        self.staged_source && !self.source.is_bounded()
+    }
+}
+
 /// One batch written by merging on a key: null and duplicate source keys
 /// are refused before any write; then, in one transaction, the pre-image
 /// of touched keys is kept, rows are updated or inserted, and the ledger

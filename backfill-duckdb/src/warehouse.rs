@@ -334,7 +334,7 @@ impl DuckDbWarehouse {
             batch: w.batch.clone(),
             table: w.table.clone(),
             source: w.source.clone(),
-            direct: w.staged_source && !w.source.is_bounded(),
+            direct: w.straight_from_source(),
             columns: w.columns.to_vec(),
             snapshot: w.snapshot.cloned(),
             mark: w

@@ -465,7 +465,7 @@ impl PgWarehouse {
             batch: w.batch.clone(),
             table: w.table.clone(),
             source: w.source.clone(),
-            direct: w.staged_source && !w.source.is_bounded(),
+            direct: w.straight_from_source(),
             columns: w.columns.to_vec(),
             snapshot: w.snapshot.cloned(),
             mark: self.home_of(w.mark),

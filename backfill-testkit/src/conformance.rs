@@ -687,6 +687,28 @@ pub async fn restore_point_instead_of_pre_image(env: Env) {
     assert_eq!(case.checksum(&case.target).await, done, "nothing restored");
 }
 
+/// A partition overwrite from the run's staged snapshot: every batch
+/// moves its slice straight from the snapshot, writes the corrected rows,
+/// keeps its pre-image, and rolls back to the original.
+pub async fn overwrite_from_staged_source(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "staged_overwrite").await;
+    let original = case.checksum(&case.target).await;
+    let runner =
+        Runner::new(case.env.warehouse.clone(), case.env.ledger.clone()).with_options(RunOptions {
+            stage_source: true,
+            ..fast_options()
+        });
+    let report = runner.run(&case.job).await.expect("run");
+    assert_eq!(report.batches_this_run, 5);
+    assert!(report
+        .assets
+        .iter()
+        .any(|a| a.kind == AssetKind::StagedSource));
+    assert_eq!(case.checksum(&case.target).await, case.expected().await);
+    runner.rollback(&case.job).await.expect("rollback");
+    assert_eq!(case.checksum(&case.target).await, original);
+}
+
 /// The guard rejects a source that yields rows outside the batch, with
 /// nothing written.
 pub async fn guard_rejects_out_of_bounds(env: Env) {
@@ -1407,6 +1429,7 @@ macro_rules! conformance_tests {
                 restore_point_instead_of_pre_image,
                 c::restore_point_instead_of_pre_image
             );
+            case!(staged_overwrite, c::overwrite_from_staged_source);
             case!(merge_bad_keys, c::merge_refuses_bad_keys);
             case!(second_run_on_target, c::second_run_refused);
             case!(overwrite_pause_resume, |e| c::pause_and_resume(
