@@ -70,3 +70,6 @@ pub use value::{Column, ColumnType, TableSchema, Value};
 pub use warehouse::Warehouse;
 
 pub use jiff;
+
+#[doc(hidden)]
+pub use async_trait::async_trait as __async_trait;

@@ -299,110 +299,170 @@ pub trait Warehouse: Send + Sync {
     async fn execute(&self, sql: &str) -> Result<()>;
 }
 
-/// Any shared warehouse is a warehouse.
-#[async_trait]
-impl<T: Warehouse + ?Sized> Warehouse for std::sync::Arc<T> {
-    fn engine(&self) -> &str {
-        (**self).engine()
-    }
-    fn dialect(&self) -> Option<&dyn Dialect> {
-        (**self).dialect()
-    }
-    async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>> {
-        (**self).describe(table).await
-    }
-    async fn describe_source(&self, source: &Source) -> Result<TableSchema> {
-        (**self).describe_source(source).await
-    }
-    async fn count(&self, table: &TableRef, predicate: &Predicate) -> Result<u64> {
-        (**self).count(table, predicate).await
-    }
-    async fn key_boundaries(
-        &self,
-        table: &TableRef,
-        column: &Ident,
-        predicate: &Predicate,
-        every: u64,
-    ) -> Result<Vec<Value>> {
-        (**self)
-            .key_boundaries(table, column, predicate, every)
-            .await
-    }
-    async fn key_report(
-        &self,
-        table: &TableRef,
-        keys: &[Ident],
-        predicate: &Predicate,
-        sample: usize,
-    ) -> Result<KeyReport> {
-        (**self).key_report(table, keys, predicate, sample).await
-    }
-    async fn checksum(&self, table: &TableRef, predicate: &Predicate) -> Result<Checksum> {
-        (**self).checksum(table, predicate).await
-    }
-    async fn sample_rows(
-        &self,
-        table: &TableRef,
-        predicate: &Predicate,
-        order_by: &[Ident],
-        limit: usize,
-    ) -> Result<Vec<Vec<Value>>> {
-        (**self)
-            .sample_rows(table, predicate, order_by, limit)
-            .await
-    }
-    async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome> {
-        (**self).overwrite_slice(write).await
-    }
-    async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
-        (**self).merge_slice(write).await
-    }
-    async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {
-        (**self).restore_slice(restore).await
-    }
-    async fn create_copy(&self, from: &TableRef, to: &TableRef, with_rows: bool) -> Result<()> {
-        (**self).create_copy(from, to, with_rows).await
-    }
-    async fn create_snapshot_table(
-        &self,
-        like: &TableRef,
-        columns: &[Ident],
-        snapshot: &TableRef,
-    ) -> Result<()> {
-        (**self)
-            .create_snapshot_table(like, columns, snapshot)
-            .await
-    }
-    async fn swap(
-        &self,
-        target: &TableRef,
-        replacement: &TableRef,
-        keep_as: &TableRef,
-    ) -> Result<()> {
-        (**self).swap(target, replacement, keep_as).await
-    }
-    async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()> {
-        (**self).point_view(view, table).await
-    }
-    async fn drop_table(&self, table: &TableRef) -> Result<bool> {
-        (**self).drop_table(table).await
-    }
-    async fn stage_source(
-        &self,
-        source: &Source,
-        predicate: &Predicate,
-        bounds: (Option<&Value>, Option<&Value>),
-        order_by: &Ident,
-        into: &TableRef,
-    ) -> Result<u64> {
-        (**self)
-            .stage_source(source, predicate, bounds, order_by, into)
-            .await
-    }
-    async fn inspect(&self, question: &Inspect) -> Result<Answer> {
-        (**self).inspect(question).await
-    }
-    async fn execute(&self, sql: &str) -> Result<()> {
-        (**self).execute(sql).await
-    }
+/// Implements [`Warehouse`] for a type by forwarding every method to a
+/// warehouse it holds: `forward_warehouse!([generics] Type, |s| expr)`,
+/// where `expr` gives the inner warehouse from `s: &Type`. Adapters wrap
+/// [`crate::sql::SqlWarehouse`] this way, and `Arc<W>` is a warehouse
+/// through it.
+#[macro_export]
+macro_rules! forward_warehouse {
+    ([$($gen:tt)*] $ty:ty, |$s:ident| $inner:expr) => {
+        #[$crate::__async_trait]
+        impl<$($gen)*> $crate::Warehouse for $ty {
+            fn engine(&self) -> &str {
+                let $s = self;
+                $crate::Warehouse::engine($inner)
+            }
+            fn dialect(&self) -> Option<&dyn $crate::sql::Dialect> {
+                let $s = self;
+                $crate::Warehouse::dialect($inner)
+            }
+            async fn describe(
+                &self,
+                table: &$crate::TableRef,
+            ) -> $crate::Result<Option<$crate::TableSchema>> {
+                let $s = self;
+                $crate::Warehouse::describe($inner, table).await
+            }
+            async fn describe_source(
+                &self,
+                source: &$crate::Source,
+            ) -> $crate::Result<$crate::TableSchema> {
+                let $s = self;
+                $crate::Warehouse::describe_source($inner, source).await
+            }
+            async fn count(
+                &self,
+                table: &$crate::TableRef,
+                predicate: &$crate::Predicate,
+            ) -> $crate::Result<u64> {
+                let $s = self;
+                $crate::Warehouse::count($inner, table, predicate).await
+            }
+            async fn key_boundaries(
+                &self,
+                table: &$crate::TableRef,
+                column: &$crate::Ident,
+                predicate: &$crate::Predicate,
+                every: u64,
+            ) -> $crate::Result<Vec<$crate::Value>> {
+                let $s = self;
+                $crate::Warehouse::key_boundaries($inner, table, column, predicate, every).await
+            }
+            async fn key_report(
+                &self,
+                table: &$crate::TableRef,
+                keys: &[$crate::Ident],
+                predicate: &$crate::Predicate,
+                sample: usize,
+            ) -> $crate::Result<$crate::warehouse::KeyReport> {
+                let $s = self;
+                $crate::Warehouse::key_report($inner, table, keys, predicate, sample).await
+            }
+            async fn checksum(
+                &self,
+                table: &$crate::TableRef,
+                predicate: &$crate::Predicate,
+            ) -> $crate::Result<$crate::warehouse::Checksum> {
+                let $s = self;
+                $crate::Warehouse::checksum($inner, table, predicate).await
+            }
+            async fn sample_rows(
+                &self,
+                table: &$crate::TableRef,
+                predicate: &$crate::Predicate,
+                order_by: &[$crate::Ident],
+                limit: usize,
+            ) -> $crate::Result<Vec<Vec<$crate::Value>>> {
+                let $s = self;
+                $crate::Warehouse::sample_rows($inner, table, predicate, order_by, limit).await
+            }
+            async fn overwrite_slice(
+                &self,
+                write: &$crate::warehouse::SliceWrite<'_>,
+            ) -> $crate::Result<$crate::warehouse::WriteOutcome> {
+                let $s = self;
+                $crate::Warehouse::overwrite_slice($inner, write).await
+            }
+            async fn merge_slice(
+                &self,
+                write: &$crate::warehouse::MergeWrite<'_>,
+            ) -> $crate::Result<$crate::warehouse::WriteOutcome> {
+                let $s = self;
+                $crate::Warehouse::merge_slice($inner, write).await
+            }
+            async fn restore_slice(
+                &self,
+                restore: &$crate::warehouse::Restore<'_>,
+            ) -> $crate::Result<Option<u64>> {
+                let $s = self;
+                $crate::Warehouse::restore_slice($inner, restore).await
+            }
+            async fn create_copy(
+                &self,
+                from: &$crate::TableRef,
+                to: &$crate::TableRef,
+                with_rows: bool,
+            ) -> $crate::Result<()> {
+                let $s = self;
+                $crate::Warehouse::create_copy($inner, from, to, with_rows).await
+            }
+            async fn create_snapshot_table(
+                &self,
+                like: &$crate::TableRef,
+                columns: &[$crate::Ident],
+                snapshot: &$crate::TableRef,
+            ) -> $crate::Result<()> {
+                let $s = self;
+                $crate::Warehouse::create_snapshot_table($inner, like, columns, snapshot).await
+            }
+            async fn swap(
+                &self,
+                target: &$crate::TableRef,
+                replacement: &$crate::TableRef,
+                keep_as: &$crate::TableRef,
+            ) -> $crate::Result<()> {
+                let $s = self;
+                $crate::Warehouse::swap($inner, target, replacement, keep_as).await
+            }
+            async fn point_view(
+                &self,
+                view: &$crate::TableRef,
+                table: &$crate::TableRef,
+            ) -> $crate::Result<()> {
+                let $s = self;
+                $crate::Warehouse::point_view($inner, view, table).await
+            }
+            async fn drop_table(&self, table: &$crate::TableRef) -> $crate::Result<bool> {
+                let $s = self;
+                $crate::Warehouse::drop_table($inner, table).await
+            }
+            async fn stage_source(
+                &self,
+                source: &$crate::Source,
+                predicate: &$crate::Predicate,
+                bounds: (Option<&$crate::Value>, Option<&$crate::Value>),
+                order_by: &$crate::Ident,
+                into: &$crate::TableRef,
+            ) -> $crate::Result<u64> {
+                let $s = self;
+                $crate::Warehouse::stage_source($inner, source, predicate, bounds, order_by, into)
+                    .await
+            }
+            async fn inspect(
+                &self,
+                question: &$crate::inspect::Inspect,
+            ) -> $crate::Result<$crate::inspect::Answer> {
+                let $s = self;
+                $crate::Warehouse::inspect($inner, question).await
+            }
+            async fn execute(&self, sql: &str) -> $crate::Result<()> {
+                let $s = self;
+                $crate::Warehouse::execute($inner, sql).await
+            }
+        }
+    };
 }
+
+// Any shared warehouse is a warehouse.
+forward_warehouse!([T: Warehouse + ?Sized] std::sync::Arc<T>, |s| &**s);

@@ -1,104 +1,221 @@
-//! The shared connection: blocking calls off the async runtime, parameter
-//! binding, value decoding, error mapping and transactions.
+//! The DuckDB executor: one connection shared by a warehouse and its
+//! ledgers, statements run on tokio's blocking pool, parameter binding,
+//! value decoding and error mapping.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use backfill_core::jiff::civil::{Date, DateTime};
 use backfill_core::jiff::tz::TimeZone;
 use backfill_core::jiff::Timestamp;
-use backfill_core::ledger::Clock;
-use backfill_core::sql::{stmt, DuckDbDialect, Sql};
-use backfill_core::{ColumnType, Error, Ident, Result, Value};
+use backfill_core::sql::{stmt, Conn, Dialect, DuckDbDialect, Executor, Failure, Limits, Sql};
+use backfill_core::{ColumnType, Error, Result, Value};
 use duckdb::types::{TimeUnit, Value as DValue, ValueRef};
 use duckdb::{params_from_iter, Connection, Row};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// The dialect every statement is rendered in.
 pub(crate) static DIALECT: DuckDbDialect = DuckDbDialect;
 
-/// A ledger living in this database: where its tables are and its clock
-/// (used to stamp in-transaction ledger marks).
-#[derive(Clone)]
-pub(crate) struct LedgerHome {
-    pub(crate) schema: Ident,
-    pub(crate) clock: Arc<dyn Clock>,
+/// The connection and whether a transaction is open on it.
+struct Session {
+    conn: Connection,
+    open: bool,
 }
 
-struct Inner {
-    conn: Mutex<Connection>,
+impl Session {
+    /// Rolls back a transaction an interrupted operation left open, so
+    /// nothing is ever built on it.
+    fn reset(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch(stmt::ROLLBACK);
+            self.open = false;
+        }
+    }
+}
+
+/// The [`Executor`] on one DuckDB connection. DuckDB lets one connection
+/// of a process write a database at a time, so every operation holds the
+/// connection for its whole duration: a transaction is never interleaved
+/// with another operation, and the dialect's row and advisory locks are
+/// not needed. Statements run on tokio's blocking pool, so the async
+/// runtime never blocks on DuckDB.
+#[derive(Clone)]
+pub struct DuckDb {
+    session: Arc<Mutex<Session>>,
     id: String,
-    ledgers: Mutex<HashMap<String, LedgerHome>>,
 }
 
-/// One DuckDB connection shared by a warehouse and its ledgers. Every
-/// operation holds the connection for its whole duration, so a
-/// transaction is never interleaved with another operation.
-#[derive(Clone)]
-pub(crate) struct Db {
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for Db {
+impl fmt::Debug for DuckDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Db").field("id", &self.inner.id).finish()
+        f.debug_struct("DuckDb").field("id", &self.id).finish()
     }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-impl Db {
-    pub(crate) fn new(conn: Connection) -> Db {
+impl DuckDb {
+    /// An executor on an open connection.
+    pub fn new(conn: Connection) -> DuckDb {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Db {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                id: format!("duckdb:{}:{n}", std::process::id()),
-                ledgers: Mutex::new(HashMap::new()),
-            }),
+        DuckDb {
+            session: Arc::new(Mutex::new(Session { conn, open: false })),
+            id: format!("duckdb:{}:{n}", std::process::id()),
         }
     }
 
-    /// Identifies this database handle (prefix of its ledgers' ids).
-    pub(crate) fn id(&self) -> &str {
-        &self.inner.id
+    async fn lock(&self) -> OwnedMutexGuard<Session> {
+        let mut guard = self.session.clone().lock_owned().await;
+        guard.reset();
+        guard
     }
 
-    fn ledgers(&self) -> MutexGuard<'_, HashMap<String, LedgerHome>> {
-        self.inner.ledgers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers a ledger so in-transaction marks can find it.
-    pub(crate) fn register_ledger(&self, ledger_id: &str, home: LedgerHome) {
-        self.ledgers().insert(ledger_id.to_string(), home);
-    }
-
-    /// The ledger with this id, if it lives in this database.
-    pub(crate) fn ledger_home(&self, ledger_id: &str) -> Option<LedgerHome> {
-        self.ledgers().get(ledger_id).cloned()
-    }
-
-    /// Runs `f` on the connection in a blocking task.
-    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on the connection in a blocking task, holding it for the
+    /// whole call.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.conn.lock().unwrap_or_else(|poisoned| {
-                // A panic mid-operation may have left a transaction open:
-                // never build on it.
-                let conn = poisoned.into_inner();
-                let _ = conn.execute_batch(stmt::ROLLBACK);
-                conn
-            });
-            f(&conn)
+        let guard = self.lock().await;
+        tokio::task::spawn_blocking(move || f(&guard.conn))
+            .await
+            .map_err(|e| Error::engine(format!("blocking DuckDB task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Executor for DuckDb {
+    fn dialect(&self) -> &'static dyn Dialect {
+        &DIALECT
+    }
+
+    fn engine(&self) -> &'static str {
+        "duckdb"
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Conn>> {
+        Ok(Box::new(DuckConn {
+            guard: Some(self.lock().await),
+        }))
+    }
+
+    async fn begin(&self, _limits: Option<Limits>) -> Result<Box<dyn Conn>> {
+        let mut conn = DuckConn {
+            guard: Some(self.lock().await),
+        };
+        conn.on(|s| {
+            tracing::trace!("begin");
+            s.conn.execute_batch(stmt::BEGIN).map_err(engine_error)?;
+            s.open = true;
+            Ok(())
+        })
+        .await?;
+        Ok(Box::new(conn))
+    }
+
+    fn classify(&self, e: &Error) -> Failure {
+        match e {
+            Error::Engine { message, .. } if message.contains("recursi") => Failure::ViewCycle,
+            Error::Engine { message, .. } if message.to_ascii_lowercase().contains("conflict") => {
+                Failure::Conflict
+            }
+            _ => Failure::Other,
+        }
+    }
+}
+
+/// The connection, held for the life of one operation.
+struct DuckConn {
+    /// `None` only while a statement runs on the blocking pool (or after
+    /// that task panicked, which released the connection).
+    guard: Option<OwnedMutexGuard<Session>>,
+}
+
+impl DuckConn {
+    async fn on<T, F>(&mut self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Session) -> Result<T> + Send + 'static,
+    {
+        let mut guard = self
+            .guard
+            .take()
+            .ok_or_else(|| Error::engine("the DuckDB connection was lost by an earlier failure"))?;
+        let (guard, out) = tokio::task::spawn_blocking(move || {
+            let out = f(&mut guard);
+            (guard, out)
         })
         .await
-        .map_err(|e| Error::engine(format!("blocking DuckDB task failed: {e}")))?
+        .map_err(|e| Error::engine(format!("blocking DuckDB task failed: {e}")))?;
+        self.guard = Some(guard);
+        out
+    }
+}
+
+impl Drop for DuckConn {
+    fn drop(&mut self) {
+        // A transaction dropped open (an operation cancelled midway) is
+        // rolled back before the connection is released.
+        if let Some(g) = self.guard.as_mut() {
+            g.reset();
+        }
+    }
+}
+
+#[async_trait]
+impl Conn for DuckConn {
+    async fn execute(&mut self, sql: &Sql) -> Result<u64> {
+        let sql = sql.clone();
+        self.on(move |s| exec(&s.conn, &sql)).await
+    }
+
+    async fn query(&mut self, sql: &Sql) -> Result<Vec<Vec<Value>>> {
+        let sql = sql.clone();
+        self.on(move |s| query_values(&s.conn, &sql)).await
+    }
+
+    async fn columns(&mut self, sql: &Sql) -> Result<Vec<(String, ColumnType)>> {
+        let sql = sql.clone();
+        self.on(move |s| query_columns(&s.conn, &sql)).await
+    }
+
+    async fn script(&mut self, text: &str) -> Result<()> {
+        let text = text.to_string();
+        self.on(move |s| s.conn.execute_batch(&text).map_err(engine_error))
+            .await
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.on(|s| {
+            tracing::trace!("commit");
+            let r = s.conn.execute_batch(stmt::COMMIT).map_err(engine_error);
+            if r.is_err() {
+                // A failed commit leaves nothing behind either.
+                let _ = s.conn.execute_batch(stmt::ROLLBACK);
+            }
+            s.open = false;
+            r
+        })
+        .await
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        self.on(|s| {
+            tracing::trace!("rollback");
+            s.open = false;
+            // (DuckDB aborts a transaction on a failed statement; either
+            // way nothing of it may stay.)
+            s.conn.execute_batch(stmt::ROLLBACK).map_err(engine_error)
+        })
+        .await
     }
 }
 
@@ -168,31 +285,6 @@ fn with_statement<T>(
     }
 }
 
-/// Executes statements without parameters, in order.
-pub(crate) fn exec_all(conn: &Connection, sqls: &[Sql]) -> Result<()> {
-    for s in sqls {
-        exec(conn, s)?;
-    }
-    Ok(())
-}
-
-/// Runs a query and maps every row.
-pub(crate) fn query<T>(
-    conn: &Connection,
-    sql: &Sql,
-    mut f: impl FnMut(&Row<'_>) -> Result<T>,
-) -> Result<Vec<T>> {
-    tracing::trace!(sql = %sql.display(), "query");
-    with_statement(conn, sql, |st| {
-        let mut rows = st.query(params(sql)).map_err(engine_error)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(engine_error)? {
-            out.push(f(r)?);
-        }
-        Ok(out)
-    })
-}
-
 /// Runs a statement and returns its rows as values, each decoded by its
 /// result type (exact decimals as text).
 pub(crate) fn query_values(conn: &Connection, sql: &Sql) -> Result<Vec<Vec<Value>>> {
@@ -212,86 +304,8 @@ pub(crate) fn query_values(conn: &Connection, sql: &Sql) -> Result<Vec<Vec<Value
     })
 }
 
-/// Runs a query returning one row of one count.
-pub(crate) fn query_count(conn: &Connection, sql: &Sql) -> Result<u64> {
-    let v = query(conn, sql, |r| get_u64(r, 0))?;
-    v.into_iter()
-        .next()
-        .ok_or_else(|| Error::engine("a count query returned no row"))
-}
-
-/// Runs `f` in one transaction: committed when it returns `Ok`, rolled
-/// back on any error (including a failed commit).
-pub(crate) fn in_tx<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    tracing::trace!("begin");
-    conn.execute_batch(stmt::BEGIN).map_err(engine_error)?;
-    match f(conn) {
-        Ok(v) => match conn.execute_batch(stmt::COMMIT) {
-            Ok(()) => Ok(v),
-            Err(e) => {
-                let _ = conn.execute_batch(stmt::ROLLBACK);
-                Err(engine_error(e))
-            }
-        },
-        Err(e) => {
-            // (DuckDB aborts a transaction on a failed statement; either way
-            // nothing of it may stay.)
-            let _ = conn.execute_batch(stmt::ROLLBACK);
-            Err(e)
-        }
-    }
-}
-
 fn get_ref<'a>(row: &'a Row<'_>, i: usize) -> Result<ValueRef<'a>> {
     row.get_ref(i).map_err(engine_error)
-}
-
-/// Column `i` as text (NULL as `None`).
-pub(crate) fn get_text(row: &Row<'_>, i: usize) -> Result<Option<String>> {
-    match get_ref(row, i)? {
-        ValueRef::Null => Ok(None),
-        ValueRef::Text(b) => Ok(Some(String::from_utf8_lossy(b).into_owned())),
-        other => Ok(Some(render(other))),
-    }
-}
-
-/// Column `i` as text, NULL refused.
-pub(crate) fn get_string(row: &Row<'_>, i: usize) -> Result<String> {
-    get_text(row, i)?.ok_or_else(|| Error::engine(format!("unexpected NULL in column {i}")))
-}
-
-/// Column `i` as an integer (NULL as `None`).
-pub(crate) fn get_i64(row: &Row<'_>, i: usize) -> Result<Option<i64>> {
-    match get_ref(row, i)? {
-        ValueRef::Null => Ok(None),
-        v => match int_of(v) {
-            Some(n) => i64::try_from(n)
-                .map(Some)
-                .map_err(|_| Error::engine(format!("integer {n} out of range"))),
-            None => Err(Error::engine(format!(
-                "expected an integer in column {i}, got {v:?}"
-            ))),
-        },
-    }
-}
-
-/// Column `i` as a non-negative count.
-pub(crate) fn get_u64(row: &Row<'_>, i: usize) -> Result<u64> {
-    let n = get_i64(row, i)?.unwrap_or(0);
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
-/// Column `i` as an instant (NULL as `None`).
-pub(crate) fn get_timestamp(row: &Row<'_>, i: usize) -> Result<Option<Timestamp>> {
-    match get_ref(row, i)? {
-        ValueRef::Null => Ok(None),
-        ValueRef::Timestamp(unit, v) => Timestamp::from_nanosecond(nanos(unit, v))
-            .map(Some)
-            .map_err(|e| Error::engine(format!("timestamp out of range: {e}"))),
-        other => Err(Error::engine(format!(
-            "expected a timestamp in column {i}, got {other:?}"
-        ))),
-    }
 }
 
 fn int_of(v: ValueRef<'_>) -> Option<i128> {

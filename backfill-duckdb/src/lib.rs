@@ -7,12 +7,17 @@
 //!
 //! - [`DuckDbWarehouse`]: open a file or an in-memory database, or wrap a
 //!   connection;
-//! - [`DuckDbLedger`]: made with [`DuckDbWarehouse::ledger`], in a schema
+//! - [`DuckDbLedger`]: made with [`DuckDbWarehouse::ledger`](backfill_core::sql::SqlWarehouse::ledger), in a schema
 //!   of your choice ([`DEFAULT_SCHEMA`] by default).
 //!
-//! All SQL is rendered by the shared renderer in
-//! [`backfill_core::sql::stmt`] with the [`DuckDbDialect`]; identifiers
-//! are validated and quoted, values are always bound parameters.
+//! The adapter is small: [`DuckDb`] is an executor (a connection, a
+//! transaction, the meaning of an error); the ledger
+//! ([`backfill_core::ledger::SqlLedger`]) and the batch-write protocol
+//! ([`backfill_core::sql::SqlWarehouse`]) are written once in the core
+//! and shared with every SQL engine. All SQL is rendered by the shared
+//! renderer in [`backfill_core::sql::stmt`] with the [`DuckDbDialect`];
+//! identifiers are validated and quoted, values are always bound
+//! parameters.
 //!
 //! ```no_run
 //! # async fn demo(brief: backfill_core::Brief) -> backfill_core::Result<()> {
@@ -36,9 +41,9 @@
 #![warn(missing_docs)]
 
 mod db;
-mod ledger;
 mod warehouse;
 
+pub use backfill_core::ledger::DEFAULT_SCHEMA;
+pub use db::DuckDb;
 pub use duckdb;
-pub use ledger::{DuckDbLedger, DEFAULT_SCHEMA};
-pub use warehouse::DuckDbWarehouse;
+pub use warehouse::{DuckDbLedger, DuckDbWarehouse};

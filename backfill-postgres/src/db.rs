@@ -1,194 +1,210 @@
-//! The shared plumbing: the pool, parameter binding, value decoding,
-//! error mapping and transactions.
+//! The PostgreSQL executor: pooled connections, transactions with
+//! session limits, parameter binding, value decoding and error mapping.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use backfill_core::jiff::civil::{Date, DateTime};
 use backfill_core::jiff::tz::TimeZone;
 use backfill_core::jiff::Timestamp;
-use backfill_core::ledger::Clock;
-use backfill_core::sql::{stmt, PostgresDialect, Sql};
-use backfill_core::{ColumnType, Error, Ident, Result, Value};
+use backfill_core::sql::{
+    stmt, Conn, Dialect, Executor, Failure, Limits, NativePartitions, PostgresDialect, Sql,
+};
+use backfill_core::{ColumnType, Error, Result, Value};
 use bytes::BytesMut;
-use deadpool_postgres::{Pool, PoolError};
+use deadpool_postgres::{Object, Pool, PoolError};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type};
-use tokio_postgres::{GenericClient, Row, Transaction};
+use tokio_postgres::{GenericClient, Row};
+
+use crate::partition::PgPartitions;
 
 /// The dialect every statement is rendered in.
 pub(crate) static DIALECT: PostgresDialect = PostgresDialect;
 
-/// A ledger living in this database: where its tables are and its clock
-/// (used to stamp in-transaction ledger marks).
-#[derive(Clone, Debug)]
-pub(crate) struct LedgerHome {
-    pub(crate) schema: Ident,
-    pub(crate) clock: Arc<dyn Clock>,
-}
-
-/// Session limits applied with `SET LOCAL` inside write transactions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Limits {
-    pub(crate) statement_timeout: Duration,
-    pub(crate) lock_timeout: Duration,
-}
-
-struct Inner {
+/// The [`Executor`] on a `deadpool-postgres` pool: each operation takes a
+/// pooled connection; a transaction sets its limits with `SET LOCAL`.
+/// Several processes, each with its own executor, share one database:
+/// the dialect's row locks, `SKIP LOCKED` claims and advisory locks keep
+/// them apart.
+#[derive(Clone)]
+pub struct PgExecutor {
     pool: Pool,
     id: String,
-    ledgers: Mutex<HashMap<String, LedgerHome>>,
 }
 
-/// A pool shared by a warehouse and the ledgers made from it.
-#[derive(Clone)]
-pub(crate) struct Db {
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for Db {
+impl fmt::Debug for PgExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Db")
-            .field("id", &self.inner.id)
-            .field("pool", &self.inner.pool.status())
+        f.debug_struct("PgExecutor")
+            .field("id", &self.id)
+            .field("pool", &self.pool.status())
             .finish()
     }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Ledger operations that hit a deadlock or serialization failure (always
-/// rolled back by the server) are retried this often.
-const LEDGER_ATTEMPTS: u32 = 4;
-
-impl Db {
-    pub(crate) fn new(pool: Pool) -> Db {
+impl PgExecutor {
+    /// An executor on `pool`.
+    pub fn new(pool: Pool) -> PgExecutor {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Db {
-            inner: Arc::new(Inner {
-                pool,
-                id: format!("postgres:{}:{n}", std::process::id()),
-                ledgers: Mutex::new(HashMap::new()),
-            }),
+        PgExecutor {
+            pool,
+            id: format!("postgres:{}:{n}", std::process::id()),
         }
     }
 
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.inner.pool
-    }
-
-    /// Identifies this handle (prefix of its ledgers' ids).
-    pub(crate) fn id(&self) -> &str {
-        &self.inner.id
-    }
-
-    fn ledgers(&self) -> MutexGuard<'_, HashMap<String, LedgerHome>> {
-        self.inner.ledgers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers a ledger so in-transaction marks can find it.
-    pub(crate) fn register_ledger(&self, ledger_id: &str, home: LedgerHome) {
-        self.ledgers().insert(ledger_id.to_string(), home);
-    }
-
-    /// The ledger with this id, if it was made on this handle.
-    pub(crate) fn ledger_home(&self, ledger_id: &str) -> Option<LedgerHome> {
-        self.ledgers().get(ledger_id).cloned()
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// A pooled connection.
-    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.inner.pool.get().await.map_err(pool_error)
+    pub async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+/// The SQLSTATE an engine error carries (its message starts with the
+/// severity and the code).
+fn sqlstate(e: &Error) -> Option<&str> {
+    match e {
+        Error::Engine { message, .. } => {
+            message.split(' ').nth(1).and_then(|c| c.strip_suffix(':'))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Executor for PgExecutor {
+    fn dialect(&self) -> &'static dyn Dialect {
+        &DIALECT
     }
 
-    /// Runs `f` in one transaction on a pooled connection, with `limits`
-    /// set for the transaction: committed when `f` returns `Ok`, rolled
-    /// back otherwise.
-    pub(crate) async fn in_tx<T, F>(&self, limits: Option<Limits>, f: F) -> Result<T>
-    where
-        T: Send,
-        F: for<'t> FnOnce(&'t Transaction<'t>) -> TxFuture<'t, T> + Send,
-    {
-        let mut obj = self.client().await?;
-        let client: &mut tokio_postgres::Client = &mut obj;
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Conn>> {
+        Ok(Box::new(PgConn {
+            client: Some(self.client().await?),
+            open: false,
+        }))
+    }
+
+    async fn begin(&self, limits: Option<Limits>) -> Result<Box<dyn Conn>> {
+        let mut c = PgConn {
+            client: Some(self.client().await?),
+            open: false,
+        };
         tracing::trace!("begin");
-        let tx = client.transaction().await.map_err(pg_error)?;
+        c.script(stmt::BEGIN).await?;
+        c.open = true;
         if let Some(l) = limits {
-            set_limits(&tx, l).await?;
+            let ms = |d: Duration| format!("{}", d.as_millis().max(1));
+            c.query(&stmt::set_local(
+                &DIALECT,
+                "statement_timeout",
+                &ms(l.statement_timeout),
+            ))
+            .await?;
+            c.query(&stmt::set_local(
+                &DIALECT,
+                "lock_timeout",
+                &ms(l.lock_timeout),
+            ))
+            .await?;
         }
-        let out = f(&tx).await;
-        match out {
-            Ok(v) => {
-                tx.commit().await.map_err(pg_error)?;
-                Ok(v)
-            }
-            Err(e) => {
-                // Dropping an open transaction rolls it back too; saying so
-                // keeps the connection clean before it returns to the pool.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
+        Ok(Box::new(c))
+    }
+
+    fn classify(&self, e: &Error) -> Failure {
+        match sqlstate(e) {
+            Some(c) if c == SqlState::T_R_SERIALIZATION_FAILURE.code() => Failure::Conflict,
+            Some(c) if c == SqlState::T_R_DEADLOCK_DETECTED.code() => Failure::Conflict,
+            Some(c) if c == SqlState::LOCK_NOT_AVAILABLE.code() => Failure::LockTimeout,
+            // (A view reading itself is reported as an invalid definition.)
+            Some(c) if c == SqlState::INVALID_OBJECT_DEFINITION.code() => Failure::ViewCycle,
+            Some(c) if c.starts_with("42") => Failure::ViewShapeChanged,
+            _ => Failure::Other,
         }
     }
 
-    /// [`Db::in_tx`] for ledger operations: a deadlock or serialization
-    /// failure (which the server rolled back) is retried a few times.
-    pub(crate) async fn ledger_tx<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send,
-        F: for<'t> FnOnce(&'t Transaction<'t>) -> TxFuture<'t, T> + Send + Clone,
-    {
-        let mut attempt = 1;
-        loop {
-            match self.in_tx(None, f.clone()).await {
-                Err(Error::Engine {
-                    message,
-                    transient: true,
-                }) if attempt < LEDGER_ATTEMPTS && retryable_in_ledger(&message) => {
-                    tracing::debug!(%message, attempt, "ledger transaction retried");
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                other => return other,
+    fn partitions(&self) -> Option<&dyn NativePartitions> {
+        Some(&PgPartitions)
+    }
+}
+
+/// A pooled connection for one operation.
+struct PgConn {
+    client: Option<Object>,
+    open: bool,
+}
+
+impl PgConn {
+    fn client(&self) -> Result<&Object> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| Error::engine("the PostgreSQL connection is closed"))
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // A transaction dropped open (an operation cancelled midway) must
+        // not return to the pool: the connection is closed instead, and
+        // the server rolls the transaction back.
+        if self.open {
+            if let Some(obj) = self.client.take() {
+                drop(Object::take(obj));
             }
         }
     }
 }
 
-fn retryable_in_ledger(message: &str) -> bool {
-    message.contains(SqlState::T_R_SERIALIZATION_FAILURE.code())
-        || message.contains(SqlState::T_R_DEADLOCK_DETECTED.code())
-}
+#[async_trait]
+impl Conn for PgConn {
+    async fn execute(&mut self, sql: &Sql) -> Result<u64> {
+        exec(&***self.client()?, sql).await
+    }
 
-/// The future of a closure run inside a transaction.
-pub(crate) type TxFuture<'t, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 't>>;
+    async fn query(&mut self, sql: &Sql) -> Result<Vec<Vec<Value>>> {
+        query_values(&***self.client()?, sql).await
+    }
 
-/// Sets the statement and lock timeouts for the rest of the transaction.
-pub(crate) async fn set_limits<C: GenericClient + Sync>(c: &C, l: Limits) -> Result<()> {
-    let ms = |d: Duration| format!("{}", d.as_millis().max(1));
-    query(
-        c,
-        &stmt::set_local(&DIALECT, "statement_timeout", &ms(l.statement_timeout)),
-    )
-    .await?;
-    query(
-        c,
-        &stmt::set_local(&DIALECT, "lock_timeout", &ms(l.lock_timeout)),
-    )
-    .await?;
-    Ok(())
-}
+    async fn columns(&mut self, sql: &Sql) -> Result<Vec<(String, ColumnType)>> {
+        query_columns(&***self.client()?, sql).await
+    }
 
-/// Takes a transaction-scoped advisory lock on a text key.
-pub(crate) async fn advisory_lock<C: GenericClient + Sync>(c: &C, key: &str) -> Result<()> {
-    query(c, &stmt::advisory_xact_lock(&DIALECT, key))
-        .await
-        .map(|_| ())
+    async fn script(&mut self, text: &str) -> Result<()> {
+        self.client()?.batch_execute(text).await.map_err(pg_error)
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        tracing::trace!("commit");
+        let r = self.script(stmt::COMMIT).await;
+        if r.is_ok() {
+            self.open = false;
+        }
+        r
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        tracing::trace!("rollback");
+        let r = self.script(stmt::ROLLBACK).await;
+        if r.is_ok() {
+            self.open = false;
+        }
+        r
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -337,14 +353,6 @@ pub(crate) async fn exec<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<u6
         .map_err(pg_error)
 }
 
-/// Executes statements in order.
-pub(crate) async fn exec_all<C: GenericClient + Sync>(c: &C, sqls: &[Sql]) -> Result<()> {
-    for s in sqls {
-        exec(c, s).await?;
-    }
-    Ok(())
-}
-
 /// Runs a query; returns its rows.
 pub(crate) async fn query<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<Vec<Row>> {
     tracing::trace!(sql = %sql.display(), "query");
@@ -354,7 +362,6 @@ pub(crate) async fn query<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<V
         .map_err(pg_error)
 }
 
-/// Runs a query returning one row of one count.
 /// Runs a statement and returns its rows as values, each decoded by its
 /// result type (exact decimals as text).
 pub(crate) async fn query_values<C: GenericClient + Sync>(
@@ -370,14 +377,6 @@ pub(crate) async fn query_values<C: GenericClient + Sync>(
                 .collect()
         })
         .collect()
-}
-
-pub(crate) async fn query_count<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<u64> {
-    let rows = query(c, sql).await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Error::engine("a count query returned no row"))?;
-    get_u64(row, 0)
 }
 
 /// The result columns of a query, `(name, type)`, without running it.
@@ -587,20 +586,6 @@ fn infinity(v: i64) -> String {
     if v > 0 { "infinity" } else { "-infinity" }.to_string()
 }
 
-/// Column `i` as text (NULL as `None`); numbers are rendered.
-pub(crate) fn get_text(row: &Row, i: usize) -> Result<Option<String>> {
-    Ok(match get_value(row, i, ColumnType::Text)? {
-        Value::Null => None,
-        Value::Text(s) => Some(s),
-        v => Some(v.to_string()),
-    })
-}
-
-/// Column `i` as text, NULL refused.
-pub(crate) fn get_string(row: &Row, i: usize) -> Result<String> {
-    get_text(row, i)?.ok_or_else(|| Error::engine(format!("unexpected NULL in column {i}")))
-}
-
 /// Column `i` as an integer (NULL as `None`); a `numeric` must be whole.
 pub(crate) fn get_i64(row: &Row, i: usize) -> Result<Option<i64>> {
     match get_value(row, i, ColumnType::Int)? {
@@ -629,17 +614,6 @@ pub(crate) fn get_f64(row: &Row, i: usize) -> Result<Option<f64>> {
             .as_f64()
             .map(Some)
             .ok_or_else(|| Error::engine(format!("expected a number in column {i}, got {v:?}"))),
-    }
-}
-
-/// Column `i` as an instant (NULL as `None`).
-pub(crate) fn get_timestamp(row: &Row, i: usize) -> Result<Option<Timestamp>> {
-    match get_value(row, i, ColumnType::Timestamp)? {
-        Value::Null => Ok(None),
-        Value::Timestamp(t) => Ok(Some(t)),
-        v => Err(Error::engine(format!(
-            "expected a timestamp in column {i}, got {v:?}"
-        ))),
     }
 }
 

@@ -7,15 +7,21 @@
 //!
 //! - [`PgWarehouse`]: connect with a connection string (a
 //!   `deadpool-postgres` pool inside) or wrap a pool;
-//! - [`PgLedger`]: made with [`PgWarehouse::ledger`], in a schema of your
+//! - [`PgLedger`]: made with [`PgWarehouse::ledger`](backfill_core::sql::SqlWarehouse::ledger), in a schema of your
 //!   choice ([`DEFAULT_SCHEMA`] by default); each batch's write commits its
 //!   ledger mark in the same transaction, fenced by the claim's token;
 //! - [`ActivitySignal`], [`ReplicationLagSignal`], [`ProbeSignal`]: load
 //!   signals with [`Thresholds`].
 //!
-//! All SQL is rendered by the shared renderer in
-//! [`backfill_core::sql::stmt`] with the [`PostgresDialect`]; identifiers
-//! are validated and quoted, values are always bound parameters.
+//! The adapter is small: [`PgExecutor`] is an executor (a pooled
+//! connection, a transaction with session limits, the meaning of a
+//! SQLSTATE) plus the native partition swap; the ledger
+//! ([`backfill_core::ledger::SqlLedger`]) and the batch-write protocol
+//! ([`backfill_core::sql::SqlWarehouse`]) are written once in the core
+//! and shared with every SQL engine. All SQL is rendered by the shared
+//! renderer in [`backfill_core::sql::stmt`] with the [`PostgresDialect`];
+//! identifiers are validated and quoted, values are always bound
+//! parameters.
 //!
 //! ## Several workers, one run
 //!
@@ -48,15 +54,15 @@
 #![warn(missing_docs)]
 
 mod db;
-mod ledger;
 mod partition;
 mod signal;
 mod warehouse;
 
+pub use backfill_core::ledger::DEFAULT_SCHEMA;
+pub use db::PgExecutor;
 pub use deadpool_postgres;
-pub use ledger::{PgLedger, DEFAULT_SCHEMA};
 pub use signal::{
     Activity, ActivitySignal, ProbeSignal, Replication, ReplicationLagSignal, Thresholds,
 };
 pub use tokio_postgres;
-pub use warehouse::{PgWarehouse, DEFAULT_POOL_SIZE};
+pub use warehouse::{PgLedger, PgWarehouse, DEFAULT_POOL_SIZE};

@@ -207,9 +207,7 @@ impl Ledger for MemoryLedger {
         let b = &mut run.batches[i];
         let from = b.state;
         let token = b.lease.as_ref().map_or(0, |l| l.token) + 1;
-        let expires_at = now
-            .checked_add(jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX))
-            .unwrap_or(Timestamp::MAX);
+        let expires_at = lease_expiry(now, lease);
         b.state = BatchState::Running;
         b.attempts += 1;
         b.lease = Some(Lease {
@@ -223,11 +221,7 @@ impl Ledger for MemoryLedger {
             token,
             attempt: b.attempts,
         };
-        let reason = if from == BatchState::Running {
-            format!("lease taken over by {worker} (expired)")
-        } else {
-            format!("claimed by {worker}")
-        };
+        let reason = claim_reason(from, worker);
         run.transitions.push(Transition {
             batch_id: Some(claim.batch.id.clone()),
             from: from.as_str().into(),
@@ -255,22 +249,9 @@ impl Ledger for MemoryLedger {
             .find(|b| &b.batch.id == batch_id)
             .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
         if let Some(t) = token {
-            let held =
-                b.state == BatchState::Running && b.lease.as_ref().is_some_and(|l| l.token == t);
-            if !held {
-                return Err(Error::LeaseLost {
-                    batch: batch_id.to_string(),
-                    token: t,
-                });
-            }
+            check_held(b, t)?;
         }
-        if !b.state.can_move_to(to) {
-            return Err(Error::InvalidTransition {
-                batch: batch_id.to_string(),
-                from: b.state.to_string(),
-                to: to.to_string(),
-            });
-        }
+        check_move(b, to)?;
         let from = b.state;
         b.state = to;
         if let Some(r) = update.rows_before {

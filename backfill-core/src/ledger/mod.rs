@@ -7,6 +7,7 @@
 //! refused.
 
 mod memory;
+pub mod sql;
 
 use std::fmt;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryLedger;
+pub use sql::{LedgerHome, SqlLedger, DEFAULT_SCHEMA};
 
 use crate::error::{Error, Result};
 use crate::plan::{Batch, BatchId};
@@ -436,6 +438,50 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// When a lease taken at `now` for `lease` expires.
+pub fn lease_expiry(now: Timestamp, lease: Duration) -> Timestamp {
+    now.checked_add(jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Why a batch in state `from` was claimed by `worker`, for the log.
+pub fn claim_reason(from: BatchState, worker: &str) -> String {
+    if from == BatchState::Running {
+        format!("lease taken over by {worker} (expired)")
+    } else {
+        format!("claimed by {worker}")
+    }
+}
+
+/// The fencing check every ledger makes: the batch is still `running`
+/// under the claim with `token`, or the caller lost it
+/// ([`Error::LeaseLost`]).
+pub fn check_held(b: &BatchRecord, token: u64) -> Result<()> {
+    let held = b.state == BatchState::Running && b.lease.as_ref().is_some_and(|l| l.token == token);
+    if held {
+        Ok(())
+    } else {
+        Err(Error::LeaseLost {
+            batch: b.batch.id.to_string(),
+            token,
+        })
+    }
+}
+
+/// The state machine's check: `b` may move to `to`, or
+/// [`Error::InvalidTransition`].
+pub fn check_move(b: &BatchRecord, to: BatchState) -> Result<()> {
+    if b.state.can_move_to(to) {
+        Ok(())
+    } else {
+        Err(Error::InvalidTransition {
+            batch: b.batch.id.to_string(),
+            from: b.state.to_string(),
+            to: to.to_string(),
+        })
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::fmt::Debug;
 
-use super::stmt::schema_of;
+use super::stmt::{self, schema_of};
 use super::{Sql, SqlBuilder};
-use crate::{Ident, TableRef, Value};
+use crate::{Ident, TableRef, TableSchema, Value};
 
 /// The small set of things that differ between SQL engines.
 pub trait Dialect: Send + Sync + Debug {
@@ -65,6 +65,57 @@ pub trait Dialect: Send + Sync + Debug {
     /// The views and materialized views that read `table` directly: rows
     /// `(schema, name, kind)` with kind `view` or `materialized view`.
     fn dependents(&self, table: &TableRef) -> Sql;
+
+    /// A lock on a text key, held until the transaction ends, for engines
+    /// where several sessions write at once; `None` where the engine lets
+    /// one session write at a time, so transactions already serialize.
+    fn advisory_lock(&self, _key: &str) -> Option<Sql> {
+        None
+    }
+
+    /// Text that makes a `SELECT` lock the rows it reads until the
+    /// transaction ends (empty where transactions serialize).
+    fn lock_rows(&self) -> &'static str {
+        ""
+    }
+
+    /// Text that makes a `SELECT` lock the rows it reads and skip rows
+    /// another session has locked, so concurrent claimers get distinct
+    /// rows without waiting (empty where transactions serialize).
+    fn lock_rows_skip_locked(&self) -> &'static str {
+        ""
+    }
+
+    /// Whether the ledger's shared tables get secondary indexes.
+    fn secondary_indexes(&self) -> bool {
+        false
+    }
+
+    /// The schema of the session's temporary tables.
+    fn temp_schema(&self) -> &'static str;
+
+    /// Statements that refresh the planner's statistics of a table just
+    /// filled and read next (none where the engine keeps them itself).
+    fn analyze(&self, _table: &TableRef) -> Vec<Sql> {
+        Vec::new()
+    }
+
+    /// Statements that make a staged source quick to read by `column`.
+    fn index_staged(&self, _table: &TableRef, _column: &Ident) -> Vec<Sql> {
+        Vec::new()
+    }
+
+    /// Statements that create `to` empty with the shape of `from` (whose
+    /// columns are `schema`), keeping at least column types and `NOT
+    /// NULL`.
+    fn copy_shape(&self, to: &TableRef, from: &TableRef, schema: &TableSchema) -> Vec<Sql>;
+
+    /// Whether `CREATE OR REPLACE VIEW` refuses to change a view's columns
+    /// (so a view whose columns change is dropped and created again in
+    /// the same transaction, behind a savepoint).
+    fn replace_view_keeps_columns(&self) -> bool {
+        false
+    }
 }
 
 /// DuckDB.
@@ -74,6 +125,18 @@ pub struct DuckDbDialect;
 impl Dialect for DuckDbDialect {
     fn name(&self) -> &'static str {
         "duckdb"
+    }
+
+    fn temp_schema(&self) -> &'static str {
+        "temp"
+    }
+
+    fn copy_shape(&self, to: &TableRef, from: &TableRef, schema: &TableSchema) -> Vec<Sql> {
+        let mut out = vec![stmt::create_table_like(self, to, from)];
+        for col in schema.columns.iter().filter(|c| !c.nullable) {
+            out.push(stmt::set_not_null(self, to, &col.name));
+        }
+        out
     }
 
     fn placeholder(&self, n: usize, value: &Value) -> String {
@@ -178,6 +241,42 @@ pub struct PostgresDialect;
 impl Dialect for PostgresDialect {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn temp_schema(&self) -> &'static str {
+        "pg_temp"
+    }
+
+    fn advisory_lock(&self, key: &str) -> Option<Sql> {
+        Some(stmt::advisory_xact_lock(self, key))
+    }
+
+    fn lock_rows(&self) -> &'static str {
+        " FOR UPDATE"
+    }
+
+    fn lock_rows_skip_locked(&self) -> &'static str {
+        " FOR UPDATE SKIP LOCKED"
+    }
+
+    fn secondary_indexes(&self) -> bool {
+        true
+    }
+
+    fn analyze(&self, table: &TableRef) -> Vec<Sql> {
+        vec![stmt::analyze(self, table)]
+    }
+
+    fn index_staged(&self, table: &TableRef, column: &Ident) -> Vec<Sql> {
+        stmt::index_and_analyze(self, table, column).into()
+    }
+
+    fn copy_shape(&self, to: &TableRef, from: &TableRef, _schema: &TableSchema) -> Vec<Sql> {
+        vec![stmt::create_table_like_including(self, to, from)]
+    }
+
+    fn replace_view_keeps_columns(&self) -> bool {
+        true
     }
 
     fn placeholder(&self, n: usize, value: &Value) -> String {

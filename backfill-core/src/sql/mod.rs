@@ -6,10 +6,14 @@
 //! always bound as parameters.
 
 mod dialect;
+pub mod exec;
 pub mod inspect;
 pub mod stmt;
+mod warehouse;
 
 pub use dialect::{Dialect, DuckDbDialect, PostgresDialect};
+pub use exec::{Conn, Executor, Failure, Limits, NativePartitions, Partition};
+pub use warehouse::{SqlWarehouse, WriteSettings};
 
 use crate::plan::Batch;
 use crate::source::{END_TOKEN, START_TOKEN};

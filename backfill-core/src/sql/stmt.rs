@@ -777,7 +777,7 @@ pub(crate) fn select_param(b: &mut SqlBuilder<'_>, v: &Value) {
 }
 
 // ---------------------------------------------------------------------------
-// PostgreSQL-specific statements (the DuckDB adapter does not use these)
+// Statements only some dialects use (through their hooks)
 // ---------------------------------------------------------------------------
 
 /// `SELECT set_config(name, value, true)`: a setting for the rest of the
@@ -1236,7 +1236,9 @@ pub mod ledger {
     /// batch in plan order, or, with `expired_at`, of the first running
     /// batch whose lease expired at or before it; restricted to `only`
     /// when given (an empty list matches nothing). Reading the whole
-    /// record here saves the claim a second read.
+    /// record here saves the claim a second read. Where sessions write
+    /// concurrently, the candidate is locked for the claiming transaction
+    /// and rows another worker is claiming are skipped.
     pub fn claim_candidate(
         d: &dyn Dialect,
         batches: &TableRef,
@@ -1279,40 +1281,9 @@ pub mod ledger {
                 b.push(")");
             }
         }
-        b.push(" ORDER BY \"seq\" LIMIT 1");
+        b.push(" ORDER BY \"seq\" LIMIT 1")
+            .push(d.lock_rows_skip_locked());
         b.finish()
-    }
-
-    /// [`claim_candidate`] with `FOR UPDATE SKIP LOCKED` (PostgreSQL): the
-    /// candidate row is locked for the claiming transaction, and rows
-    /// another worker is claiming right now are skipped, so several
-    /// workers claim distinct batches without waiting on each other.
-    pub fn claim_candidate_skip_locked(
-        d: &dyn Dialect,
-        batches: &TableRef,
-        columns: &[&str],
-        run_id: &str,
-        only: Option<&[String]>,
-        expired_at: Option<Value>,
-    ) -> Sql {
-        let mut q = claim_candidate(d, batches, columns, run_id, only, expired_at);
-        q.text.push_str(" FOR UPDATE SKIP LOCKED");
-        q
-    }
-
-    /// [`select`] with `FOR UPDATE`: the rows read are locked until the
-    /// transaction ends, so a read-check-update cannot race another
-    /// writer.
-    pub fn select_for_update(
-        d: &dyn Dialect,
-        table: &TableRef,
-        columns: &[&str],
-        conditions: &[(&str, Value)],
-        order_by: &[&str],
-    ) -> Sql {
-        let mut q = select(d, table, columns, conditions, order_by);
-        q.text.push_str(" FOR UPDATE");
-        q
     }
 
     /// Indexes a PostgreSQL ledger adds to the shared tables, so reading a

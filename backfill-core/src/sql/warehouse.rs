@@ -1,0 +1,1088 @@
+//! [`SqlWarehouse`]: the [`Warehouse`] on any SQL engine, written once over
+//! its [`Executor`]. The batch-write protocol lives here: check, stage the
+//! slice, guard, marker-guarded pre-image, delete and insert (or merge),
+//! and the ledger mark, all in one transaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::exec::{self, execute_all, finish, in_tx, query_count, Conn, Executor, Failure, Limits};
+use super::inspect::SqlRead;
+use super::{stmt, Dialect, Sql};
+use crate::error::{Error, Result};
+use crate::inspect::{Answer, Inspect};
+use crate::ledger::{Clock, LedgerHome, SqlLedger, SystemClock, TxMark, DEFAULT_SCHEMA};
+use crate::plan::Batch;
+use crate::validate::SAMPLE_LIMIT;
+use crate::warehouse::{
+    check_columns, check_source, Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite,
+    Warehouse, WriteOutcome, BATCH_COLUMN, MARKER_COLUMN,
+};
+use crate::{Column, ColumnType, Ident, Predicate, Source, TableRef, TableSchema, Value};
+
+/// How writes run: session limits per transaction, and how a swap waits
+/// for its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteSettings {
+    /// Limits of every write transaction (none: the engine's defaults).
+    pub limits: Option<Limits>,
+    /// The lock timeout of one swap attempt (none: the write limits).
+    pub swap_lock_timeout: Option<Duration>,
+    /// How many times a swap that could not take its lock is tried.
+    pub swap_attempts: u32,
+}
+
+impl Default for WriteSettings {
+    fn default() -> Self {
+        WriteSettings {
+            limits: None,
+            swap_lock_timeout: None,
+            swap_attempts: 1,
+        }
+    }
+}
+
+/// A SQL database as a backfill [`Warehouse`]: every operation pushed
+/// down as SQL from the shared renderer through the engine's
+/// [`Executor`]. Clones share the executor.
+///
+/// A [`SqlLedger`] made with [`SqlWarehouse::ledger`] lives in the same
+/// database, and each batch write marks its ledger row in the same
+/// transaction as the data, fenced by the claim's token.
+///
+/// How the contract is kept, on every engine:
+///
+/// - a slice write first materializes the batch's source slice once into a
+///   temporary table (a bounded query with the batch's bounds, then the
+///   out-of-bounds guard; any other source with the batch predicate), so
+///   guard, pre-image, delete and insert all see the same rows, even when
+///   the source reads the table being written; the run's own staged
+///   snapshot is inserted from directly;
+/// - pre-image rows are added only while the batch has no marker row, so a
+///   repeated batch never replaces its pre-image with its own output;
+/// - merge is `UPDATE … FROM` plus `INSERT … WHERE NOT EXISTS`, which needs
+///   no unique constraint on the target, after null and duplicate source
+///   keys are refused;
+/// - where several sessions write at once, a write first takes an
+///   advisory lock on (table, batch), and DDL that workers may race to run
+///   (pre-image, stage and staged-source tables) one on the table;
+/// - tables and columns are looked up in the engine's catalog by their
+///   names as written.
+pub struct SqlWarehouse<E: Executor> {
+    exec: Arc<E>,
+    ledgers: Arc<Mutex<HashMap<String, LedgerHome>>>,
+    settings: WriteSettings,
+}
+
+impl<E: Executor> Clone for SqlWarehouse<E> {
+    fn clone(&self) -> Self {
+        SqlWarehouse {
+            exec: self.exec.clone(),
+            ledgers: self.ledgers.clone(),
+            settings: self.settings,
+        }
+    }
+}
+
+impl<E: Executor> std::fmt::Debug for SqlWarehouse<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlWarehouse")
+            .field("exec", &self.exec)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl<E: Executor> SqlWarehouse<E> {
+    /// A warehouse on `exec` with default write settings.
+    pub fn new(exec: E) -> Self {
+        SqlWarehouse {
+            exec: Arc::new(exec),
+            ledgers: Arc::default(),
+            settings: WriteSettings::default(),
+        }
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &E {
+        &self.exec
+    }
+
+    /// The write settings.
+    pub fn settings(&self) -> WriteSettings {
+        self.settings
+    }
+
+    /// Changes the write settings.
+    pub fn with_settings(mut self, settings: WriteSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    fn d(&self) -> &'static dyn Dialect {
+        self.exec.dialect()
+    }
+
+    fn ledgers(&self) -> MutexGuard<'_, HashMap<String, LedgerHome>> {
+        self.ledgers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A ledger in `schema` of this database (created if missing), on the
+    /// system clock. See [`DEFAULT_SCHEMA`].
+    pub async fn ledger(&self, schema: &str) -> Result<SqlLedger<E>> {
+        self.ledger_with_clock(schema, Arc::new(SystemClock)).await
+    }
+
+    /// A ledger in `schema` of this database (created if missing), on the
+    /// given clock. Leases are timed by this clock, not the server's.
+    pub async fn ledger_with_clock(
+        &self,
+        schema: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SqlLedger<E>> {
+        let schema = Ident::new(schema)?;
+        let id = format!("{}:{schema}", self.exec.id());
+        let ledger = SqlLedger::create(self.exec.clone(), schema, clock, id.clone()).await?;
+        self.ledgers().insert(id, ledger.home().clone());
+        Ok(ledger)
+    }
+
+    /// A ledger in [`DEFAULT_SCHEMA`] on the system clock.
+    pub async fn default_ledger(&self) -> Result<SqlLedger<E>> {
+        self.ledger(DEFAULT_SCHEMA).await
+    }
+
+    /// The ledger a mark belongs to, when it was made on this warehouse.
+    fn home_of(&self, mark: Option<&TxMark>) -> Option<(TxMark, LedgerHome)> {
+        let m = mark?;
+        let home = self.ledgers().get(&m.ledger).cloned()?;
+        Some((m.clone(), home))
+    }
+
+    /// Runs trusted SQL written by the caller (setup, fixtures), statements
+    /// separated by semicolons, without parameters.
+    pub async fn execute_batch(&self, sql: impl AsRef<str>) -> Result<()> {
+        let mut c = self.exec.connect().await?;
+        c.script(sql.as_ref()).await
+    }
+
+    /// Creates a table from a schema (types as in [`stmt::sql_type`]).
+    pub async fn create_table(&self, table: &TableRef, schema: &TableSchema) -> Result<()> {
+        let mut c = self.exec.connect().await?;
+        c.execute(&stmt::create_table(self.d(), table, schema))
+            .await
+            .map(|_| ())
+    }
+
+    /// Inserts rows, each in the table's column order, in one transaction.
+    pub async fn insert_rows(&self, table: &TableRef, rows: &[Vec<Value>]) -> Result<()> {
+        let mut tx = self.exec.begin(None).await?;
+        let r = insert_rows(&mut *tx, self.d(), table, rows).await;
+        finish(tx, r).await
+    }
+
+    /// Creates or replaces a view reading `table`.
+    pub async fn create_view(&self, view: &TableRef, table: &TableRef) -> Result<()> {
+        self.point_view(view, table).await
+    }
+}
+
+async fn insert_rows(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    table: &TableRef,
+    rows: &[Vec<Value>],
+) -> Result<()> {
+    let names = require_table(c, d, table).await?.names();
+    // PostgreSQL binds at most 65535 parameters a statement.
+    let per = (60_000 / names.len().max(1)).clamp(1, 500);
+    for chunk in rows.chunks(per) {
+        if let Some(bad) = chunk.iter().find(|r| r.len() != names.len()) {
+            return Err(Error::SchemaMismatch(format!(
+                "{table} has {} column(s), a row has {}",
+                names.len(),
+                bad.len()
+            )));
+        }
+        c.execute(&stmt::insert_values(d, table, &names, chunk))
+            .await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Catalog helpers (inside or outside a transaction)
+// ---------------------------------------------------------------------------
+
+const TABLE: &str = "BASE TABLE";
+
+/// `Some("BASE TABLE" | "VIEW" | …)`, or `None` when nothing has the name.
+async fn kind(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Result<Option<String>> {
+    let rows = c.query(&stmt::relation_kind(d, t)).await?;
+    rows.first().map(|r| exec::string(r, 0)).transpose()
+}
+
+/// A relation's columns. `strict` refuses a column name that is not a
+/// valid identifier (a target must be fully writable); otherwise such
+/// columns are left out (a source only needs the columns it is asked for).
+async fn describe(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    t: &TableRef,
+    strict: bool,
+) -> Result<Option<TableSchema>> {
+    let rows = c.query(&stmt::describe(d, t)).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut columns = Vec::new();
+    for r in &rows {
+        let (name, ty, nullable) = (exec::string(r, 0)?, exec::string(r, 1)?, exec::text(r, 2)?);
+        let name = match Ident::new(name) {
+            Ok(n) => n,
+            Err(e) if strict => return Err(e),
+            Err(_) => continue,
+        };
+        columns.push(Column {
+            name,
+            ty: stmt::column_type(&ty),
+            nullable: nullable.as_deref() != Some("NO"),
+        });
+    }
+    Ok(Some(TableSchema { columns }))
+}
+
+/// A table or view, or [`Error::UnknownTable`].
+async fn require_relation(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Result<TableSchema> {
+    describe(c, d, t, true)
+        .await?
+        .ok_or_else(|| Error::UnknownTable(t.to_string()))
+}
+
+/// A base table (writes never go to a view), or [`Error::UnknownTable`].
+async fn require_table(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Result<TableSchema> {
+    if kind(c, d, t).await?.as_deref() != Some(TABLE) {
+        return Err(Error::UnknownTable(t.to_string()));
+    }
+    require_relation(c, d, t).await
+}
+
+/// The columns a source yields.
+async fn source_schema(c: &mut dyn Conn, d: &dyn Dialect, source: &Source) -> Result<TableSchema> {
+    match source {
+        Source::Table(t) => describe(c, d, t, false)
+            .await?
+            .ok_or_else(|| Error::UnknownTable(t.to_string())),
+        Source::Query(_) => {
+            let cols = c.columns(&stmt::source_columns(d, source)).await?;
+            Ok(TableSchema {
+                columns: cols
+                    .into_iter()
+                    .filter_map(|(name, ty)| Ident::new(name).ok().map(|n| Column::new(n, ty)))
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// A pre-image or key-log table's data columns, after checking it has the
+/// batch and marker columns.
+async fn snapshot_columns(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Result<Vec<Ident>> {
+    let schema = require_table(c, d, t).await?;
+    for name in [BATCH_COLUMN, MARKER_COLUMN] {
+        if !schema.columns.iter().any(|c| c.name.as_str() == name) {
+            return Err(Error::UnknownColumn {
+                table: t.to_string(),
+                column: name.to_string(),
+            });
+        }
+    }
+    Ok(schema
+        .columns
+        .iter()
+        .filter(|c| c.name.as_str() != BATCH_COLUMN && c.name.as_str() != MARKER_COLUMN)
+        .map(|c| c.name.clone())
+        .collect())
+}
+
+/// The session's temporary table holding a batch's source slice, in the
+/// temporary schema so a user table of the same name is never read or
+/// dropped.
+fn slice_table(d: &dyn Dialect) -> TableRef {
+    TableRef::qualified(
+        Ident::new(d.temp_schema()).expect("a valid identifier"),
+        Ident::new("__bf_slice").expect("a valid identifier"),
+    )
+}
+
+fn qualified_name(t: &TableRef) -> String {
+    match &t.schema {
+        Some(_) => t.to_string(),
+        None => format!("(current schema).{}", t.name),
+    }
+}
+
+/// Takes the dialect's advisory lock on the DDL of a table (pre-image,
+/// stage, staged source) that several workers may race to run.
+async fn lock_table_ddl(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Result<()> {
+    lock(c, d, &format!("backfill:table:{}", qualified_name(t))).await
+}
+
+/// Takes the dialect's advisory lock on one batch's write to a table, so
+/// two workers never interleave the same batch.
+async fn lock_batch_write(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    t: &TableRef,
+    batch: &str,
+) -> Result<()> {
+    lock(
+        c,
+        d,
+        &format!("backfill:write:{}:{batch}", qualified_name(t)),
+    )
+    .await
+}
+
+async fn lock(c: &mut dyn Conn, d: &dyn Dialect, key: &str) -> Result<()> {
+    if let Some(q) = d.advisory_lock(key) {
+        c.query(&q).await?;
+    }
+    Ok(())
+}
+
+/// Materializes a batch's source slice once into [`slice_table`] (a
+/// bounded query gets the batch's bounds and is guarded; any other source
+/// gets the batch predicate).
+async fn stage_slice(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    source: &Source,
+    batch: &Batch,
+) -> Result<TableRef> {
+    let tmp = slice_table(d);
+    c.execute(&stmt::drop_table(d, &tmp)).await?;
+    let bounded = source.is_bounded();
+    let filter = (!bounded).then_some(&batch.predicate);
+    c.execute(&stmt::materialize(
+        d,
+        &tmp,
+        true,
+        source,
+        (batch.start.as_ref(), batch.end.as_ref()),
+        filter,
+        None,
+    ))
+    .await?;
+    if bounded {
+        let outside = query_count(c, &stmt::outside(d, &tmp, &batch.predicate)).await?;
+        if outside > 0 {
+            return Err(Error::OutOfBounds {
+                batch: batch.id.to_string(),
+                rows: outside,
+            });
+        }
+    }
+    Ok(tmp)
+}
+
+async fn has_marker(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    t: &TableRef,
+    batch_id: &str,
+) -> Result<bool> {
+    Ok(query_count(c, &stmt::marker_count(d, t, batch_id)).await? > 0)
+}
+
+// ---------------------------------------------------------------------------
+// The batch-write protocol
+// ---------------------------------------------------------------------------
+
+impl<E: Executor> SqlWarehouse<E> {
+    /// Overwrites one batch's slice inside the open transaction `c`.
+    async fn overwrite_in(&self, c: &mut dyn Conn, w: &SliceWrite<'_>) -> Result<WriteOutcome> {
+        let d = self.d();
+        let (table, batch) = (w.table, w.batch);
+        let id = batch.id.to_string();
+        lock_batch_write(c, d, table, &id).await?;
+        let target = require_table(c, d, table).await?;
+        let tname = table.to_string();
+        check_columns(
+            &target,
+            w.columns.iter().chain(batch.predicate.columns()),
+            &tname,
+        )?;
+        let snap_cols = match w.snapshot {
+            Some(s) => {
+                let cols = snapshot_columns(c, d, s).await?;
+                check_columns(&target, &cols, &tname)?;
+                Some(cols)
+            }
+            None => None,
+        };
+        // The run's staged snapshot was checked when the run made it.
+        let direct = w.straight_from_source();
+        if !direct {
+            let src = source_schema(c, d, w.source).await?;
+            check_source(&src, w.source, w.columns, &batch.predicate)?;
+        }
+        // A batch that is exactly one partition swaps a new partition in,
+        // where the engine can; anything else deletes and inserts.
+        let native = match self.exec.partitions() {
+            Some(p) => p
+                .exact_partition(c, table, &batch.predicate)
+                .await?
+                .map(|part| (p, part)),
+            None => None,
+        };
+        // Anything but the run's own snapshot may read the target, so its
+        // slice is copied aside before the delete.
+        let slice = match direct && native.is_none() {
+            true => None,
+            false => Some(stage_slice(c, d, w.source, batch).await?),
+        };
+        let mut snapshotted = 0;
+        if let (Some(snap), Some(cols)) = (w.snapshot, &snap_cols) {
+            if !has_marker(c, d, snap, &id).await? {
+                snapshotted = c
+                    .execute(&stmt::snapshot_slice(
+                        d,
+                        snap,
+                        cols,
+                        table,
+                        &batch.predicate,
+                        &id,
+                    ))
+                    .await?;
+                c.execute(&stmt::insert_marker(d, snap, &id)).await?;
+            }
+        }
+        let (before, written) = match (native, &slice) {
+            (Some((p, part)), Some(slice)) => {
+                p.swap_partition(c, table, &part, slice, w.columns).await?
+            }
+            _ => {
+                let before = c
+                    .execute(&stmt::delete_slice(d, table, &batch.predicate))
+                    .await?;
+                let from = slice
+                    .clone()
+                    .map_or_else(|| w.source.clone(), Source::Table);
+                let written = c
+                    .execute(&stmt::insert_slice(d, table, w.columns, &from, batch))
+                    .await?;
+                (before, written)
+            }
+        };
+        if let Some(slice) = &slice {
+            c.execute(&stmt::drop_table(d, slice)).await?;
+        }
+        self.settle(
+            c,
+            w.mark,
+            WriteOutcome {
+                rows_before: before,
+                rows_written: written,
+                rows_snapshotted: snapshotted,
+                ledger_marked: false,
+            },
+        )
+        .await
+    }
+
+    /// Marks the batch written in the same transaction, when its ledger
+    /// lives in this database.
+    async fn settle(
+        &self,
+        c: &mut dyn Conn,
+        mark: Option<&TxMark>,
+        mut out: WriteOutcome,
+    ) -> Result<WriteOutcome> {
+        if let Some((mark, home)) = self.home_of(mark) {
+            crate::ledger::sql::mark_written(c, &home, &mark, out.rows_before, out.rows_written)
+                .await?;
+            out.ledger_marked = true;
+        }
+        Ok(out)
+    }
+
+    /// Merges one batch's source slice on its keys inside the open
+    /// transaction `c`.
+    async fn merge_in(&self, c: &mut dyn Conn, m: &MergeWrite<'_>) -> Result<WriteOutcome> {
+        let d = self.d();
+        let w = &m.slice;
+        let (table, batch, keys) = (w.table, w.batch, m.keys);
+        let id = batch.id.to_string();
+        if keys.is_empty() {
+            return Err(Error::InvalidPlan(
+                "merge needs at least one key column".into(),
+            ));
+        }
+        lock_batch_write(c, d, table, &id).await?;
+        let target = require_table(c, d, table).await?;
+        let tname = table.to_string();
+        check_columns(
+            &target,
+            w.columns
+                .iter()
+                .chain(keys)
+                .chain(batch.predicate.columns()),
+            &tname,
+        )?;
+        let snap_cols = match w.snapshot {
+            Some(s) => {
+                let cols = snapshot_columns(c, d, s).await?;
+                check_columns(&target, &cols, &tname)?;
+                Some(cols)
+            }
+            None => None,
+        };
+        let log_cols = match m.key_log {
+            Some(l) => Some(snapshot_columns(c, d, l).await?),
+            None => None,
+        };
+        let src = source_schema(c, d, w.source).await?;
+        let mut needed = w.columns.to_vec();
+        needed.extend(keys.iter().cloned());
+        needed.extend(log_cols.iter().flatten().cloned());
+        check_source(&src, w.source, &needed, &batch.predicate)?;
+
+        let slice = stage_slice(c, d, w.source, batch).await?;
+        // Refuse null and duplicate source keys before any write.
+        let (stats, sample) = stmt::key_report(d, &slice, keys, &Predicate::All, SAMPLE_LIMIT);
+        let (nulls, dups) = match c.query(&stats).await?.first() {
+            Some(r) => (exec::count(r, 1)?, exec::count(r, 2)?),
+            None => (0, 0),
+        };
+        if nulls > 0 {
+            return Err(Error::NullKeys {
+                batch: id,
+                rows: nulls,
+            });
+        }
+        if dups > 0 {
+            let sample = c
+                .query(&sample)
+                .await?
+                .iter()
+                .map(|r| Ok(exec::text(r, 0)?.unwrap_or_default()))
+                .collect::<Result<Vec<_>>>()?;
+            return Err(Error::DuplicateKeys {
+                batch: id,
+                groups: dups,
+                sample,
+            });
+        }
+        execute_all(c, &d.analyze(&slice)).await?;
+        // Pre-image and key log, only while the batch has no marker.
+        let marker_table = w.snapshot.or(m.key_log);
+        let first_time = match marker_table {
+            Some(t) => !has_marker(c, d, t, &id).await?,
+            None => false,
+        };
+        let mut snapshotted = 0;
+        if first_time {
+            if let (Some(snap), Some(cols)) = (w.snapshot, &snap_cols) {
+                snapshotted = c
+                    .execute(&stmt::snapshot_keys(
+                        d, snap, cols, table, keys, &slice, &id,
+                    ))
+                    .await?;
+            }
+            if let (Some(log), Some(cols)) = (m.key_log, &log_cols) {
+                c.execute(&stmt::log_keys(d, log, cols, &slice, &id))
+                    .await?;
+            }
+            if let Some(t) = marker_table {
+                c.execute(&stmt::insert_marker(d, t, &id)).await?;
+            }
+        }
+        let mut set: Vec<Ident> = w
+            .columns
+            .iter()
+            .filter(|c| !keys.contains(c))
+            .cloned()
+            .collect();
+        if set.is_empty() {
+            set = keys.to_vec();
+        }
+        let updated = c
+            .execute(&stmt::merge_update(d, table, &set, keys, &slice))
+            .await?;
+        let inserted = c
+            .execute(&stmt::merge_insert(d, table, w.columns, keys, &slice))
+            .await?;
+        c.execute(&stmt::drop_table(d, &slice)).await?;
+        self.settle(
+            c,
+            w.mark,
+            WriteOutcome {
+                rows_before: updated,
+                rows_written: updated + inserted,
+                rows_snapshotted: snapshotted,
+                ledger_marked: false,
+            },
+        )
+        .await
+    }
+
+    /// Restores one batch from its pre-image inside the open transaction
+    /// `c`.
+    async fn restore_in(&self, c: &mut dyn Conn, r: &Restore<'_>) -> Result<Option<u64>> {
+        let d = self.d();
+        let id = r.batch.id.to_string();
+        lock_batch_write(c, d, r.table, &id).await?;
+        let target = require_table(c, d, r.table).await?;
+        let tname = r.table.to_string();
+        check_columns(&target, r.columns, &tname)?;
+        let snap_cols = snapshot_columns(c, d, r.snapshot).await?;
+        for col in r.columns {
+            if !snap_cols.contains(col) {
+                return Err(Error::UnknownColumn {
+                    table: r.snapshot.to_string(),
+                    column: col.to_string(),
+                });
+            }
+        }
+        match r.footprint {
+            Footprint::Slice(p) => check_columns(&target, p.columns(), &tname)?,
+            Footprint::Keys { keys, key_log } => {
+                let logged = snapshot_columns(c, d, key_log).await?;
+                if let Some(k) = keys.iter().find(|k| !logged.contains(k)) {
+                    return Err(Error::UnknownColumn {
+                        table: key_log.to_string(),
+                        column: k.to_string(),
+                    });
+                }
+                check_columns(&target, keys, &tname)?;
+            }
+        }
+        if !has_marker(c, d, r.snapshot, &id).await? {
+            return Ok(None);
+        }
+        match r.footprint {
+            Footprint::Slice(p) => c.execute(&stmt::delete_slice(d, r.table, p)).await?,
+            Footprint::Keys { keys, key_log } => {
+                c.execute(&stmt::delete_logged_keys(d, r.table, keys, key_log, &id))
+                    .await?
+            }
+        };
+        let n = c
+            .execute(&stmt::restore_rows(d, r.table, r.columns, r.snapshot, &id))
+            .await?;
+        Ok(Some(n))
+    }
+
+    /// Renames `target` to `keep_as` and `replacement` to `target` in one
+    /// transaction; `Failure::LockTimeout` is worth another attempt.
+    async fn swap_once(
+        &self,
+        target: &TableRef,
+        replacement: &TableRef,
+        keep_as: &TableRef,
+    ) -> Result<()> {
+        let d = self.d();
+        let limits = match (self.settings.limits, self.settings.swap_lock_timeout) {
+            (Some(l), Some(t)) => Some(Limits {
+                lock_timeout: t,
+                ..l
+            }),
+            (l, _) => l,
+        };
+        let mut tx = self.exec.begin(limits).await?;
+        let c = &mut *tx;
+        let r = async {
+            // Checked again under the transaction: another process may have
+            // swapped meanwhile.
+            require_table(c, d, replacement).await?;
+            if kind(c, d, keep_as).await?.is_some() {
+                return Err(Error::NotAllowed(format!(
+                    "cannot keep {target} as {keep_as}: it already exists"
+                )));
+            }
+            c.execute(&stmt::rename(d, target, &keep_as.name)).await?;
+            c.execute(&stmt::rename(d, replacement, &target.name))
+                .await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, r).await
+    }
+}
+
+#[async_trait]
+impl<E: Executor> Warehouse for SqlWarehouse<E> {
+    fn engine(&self) -> &str {
+        self.exec.engine()
+    }
+
+    fn dialect(&self) -> Option<&dyn Dialect> {
+        Some(self.d())
+    }
+
+    async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>> {
+        let mut c = self.exec.connect().await?;
+        describe(&mut *c, self.d(), table, true).await
+    }
+
+    async fn describe_source(&self, source: &Source) -> Result<TableSchema> {
+        let mut c = self.exec.connect().await?;
+        source_schema(&mut *c, self.d(), source).await
+    }
+
+    async fn count(&self, table: &TableRef, predicate: &Predicate) -> Result<u64> {
+        let (d, mut c) = (self.d(), self.exec.connect().await?);
+        let schema = require_relation(&mut *c, d, table).await?;
+        check_columns(&schema, predicate.columns(), &table.to_string())?;
+        query_count(&mut *c, &stmt::count(d, table, predicate)).await
+    }
+
+    async fn key_boundaries(
+        &self,
+        table: &TableRef,
+        column: &Ident,
+        predicate: &Predicate,
+        every: u64,
+    ) -> Result<Vec<Value>> {
+        if every == 0 {
+            return Err(Error::InvalidPlan("key boundaries every 0 rows".into()));
+        }
+        let (d, mut c) = (self.d(), self.exec.connect().await?);
+        let schema = require_relation(&mut *c, d, table).await?;
+        check_columns(
+            &schema,
+            std::iter::once(column).chain(predicate.columns()),
+            &table.to_string(),
+        )?;
+        let ty = schema
+            .column(column)
+            .map(|c| c.ty)
+            .unwrap_or(ColumnType::Other);
+        let rows = c
+            .query(&stmt::key_boundaries(d, table, column, predicate, every))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| exec::coerce(r.into_iter().next().unwrap_or(Value::Null), ty))
+            .collect())
+    }
+
+    async fn key_report(
+        &self,
+        table: &TableRef,
+        keys: &[Ident],
+        predicate: &Predicate,
+        sample: usize,
+    ) -> Result<KeyReport> {
+        let (d, mut c) = (self.d(), self.exec.connect().await?);
+        let schema = require_relation(&mut *c, d, table).await?;
+        check_columns(
+            &schema,
+            keys.iter().chain(predicate.columns()),
+            &table.to_string(),
+        )?;
+        if keys.is_empty() {
+            return Err(Error::InvalidPlan(
+                "a key report needs at least one key column".into(),
+            ));
+        }
+        let (stats, samples) = stmt::key_report(d, table, keys, predicate, sample);
+        let (rows, null_keys, duplicate_keys) = match c.query(&stats).await?.first() {
+            Some(r) => (exec::count(r, 0)?, exec::count(r, 1)?, exec::count(r, 2)?),
+            None => (0, 0, 0),
+        };
+        let sample = if duplicate_keys > 0 && sample > 0 {
+            c.query(&samples)
+                .await?
+                .iter()
+                .map(|r| Ok(exec::text(r, 0)?.unwrap_or_default()))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(KeyReport {
+            rows,
+            null_keys,
+            duplicate_keys,
+            sample,
+        })
+    }
+
+    async fn checksum(&self, table: &TableRef, predicate: &Predicate) -> Result<Checksum> {
+        let (d, mut c) = (self.d(), self.exec.connect().await?);
+        let schema = require_relation(&mut *c, d, table).await?;
+        check_columns(&schema, predicate.columns(), &table.to_string())?;
+        let rows = c.query(&stmt::checksum(d, table, predicate)).await?;
+        let r = rows
+            .first()
+            .ok_or_else(|| Error::engine("checksum returned no row"))?;
+        Ok(Checksum {
+            rows: exec::count(r, 0)?,
+            hash: exec::string(r, 1)?,
+        })
+    }
+
+    async fn sample_rows(
+        &self,
+        table: &TableRef,
+        predicate: &Predicate,
+        order_by: &[Ident],
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>> {
+        let (d, mut c) = (self.d(), self.exec.connect().await?);
+        let schema = require_relation(&mut *c, d, table).await?;
+        check_columns(
+            &schema,
+            predicate.columns().into_iter().chain(order_by),
+            &table.to_string(),
+        )?;
+        let cols = schema.columns;
+        let rows = c
+            .query(&stmt::sample_rows(
+                d, table, &cols, predicate, order_by, limit,
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .zip(&cols)
+                    .map(|(v, col)| exec::coerce(v, col.ty))
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome> {
+        let mut tx = self.exec.begin(self.settings.limits).await?;
+        let r = self.overwrite_in(&mut *tx, write).await;
+        finish(tx, r).await
+    }
+
+    async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
+        let mut tx = self.exec.begin(self.settings.limits).await?;
+        let r = self.merge_in(&mut *tx, write).await;
+        finish(tx, r).await
+    }
+
+    async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {
+        let mut tx = self.exec.begin(self.settings.limits).await?;
+        let r = self.restore_in(&mut *tx, restore).await;
+        finish(tx, r).await
+    }
+
+    async fn create_copy(&self, from: &TableRef, to: &TableRef, with_rows: bool) -> Result<()> {
+        let d = self.d();
+        in_tx!(self.exec, self.settings.limits, |c| {
+            {
+                lock_table_ddl(c, d, to).await?;
+                if kind(c, d, to).await?.is_some() {
+                    return Ok(());
+                }
+                let schema = require_relation(c, d, from).await?;
+                execute_all(c, &d.copy_shape(to, from, &schema)).await?;
+                if with_rows {
+                    c.execute(&stmt::copy_rows(d, to, from, &schema.names()))
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+    }
+
+    async fn create_snapshot_table(
+        &self,
+        like: &TableRef,
+        columns: &[Ident],
+        snapshot: &TableRef,
+    ) -> Result<()> {
+        let d = self.d();
+        in_tx!(self.exec, self.settings.limits, |c| {
+            {
+                lock_table_ddl(c, d, snapshot).await?;
+                if kind(c, d, snapshot).await?.is_some() {
+                    return Ok(());
+                }
+                let schema = require_relation(c, d, like).await?;
+                check_columns(&schema, columns, &like.to_string())?;
+                c.execute(&stmt::create_snapshot_table(d, snapshot, like, columns))
+                    .await
+                    .map(|_| ())
+            }
+        })
+    }
+
+    async fn swap(
+        &self,
+        target: &TableRef,
+        replacement: &TableRef,
+        keep_as: &TableRef,
+    ) -> Result<()> {
+        {
+            let (d, mut c) = (self.d(), self.exec.connect().await?);
+            let c = &mut *c;
+            require_table(c, d, target).await?;
+            require_table(c, d, replacement).await?;
+            if target == replacement {
+                return Err(Error::NotAllowed(format!(
+                    "cannot swap {target} with itself"
+                )));
+            }
+            if kind(c, d, keep_as).await?.is_some() {
+                return Err(Error::NotAllowed(format!(
+                    "cannot keep {target} as {keep_as}: it already exists"
+                )));
+            }
+            if replacement.schema != target.schema || keep_as.schema != target.schema {
+                return Err(Error::NotAllowed(format!(
+                    "swap renames within one schema: {target}, {replacement} and {keep_as} must share it"
+                )));
+            }
+        }
+        let attempts = self.settings.swap_attempts.max(1);
+        let mut last = None;
+        for attempt in 1..=attempts {
+            match self.swap_once(target, replacement, keep_as).await {
+                Err(e) if self.exec.classify(&e) == Failure::LockTimeout => {
+                    tracing::warn!(table = %target, attempt, "swap could not lock the table; retrying");
+                    last = Some(e);
+                    if attempt < attempts {
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(Error::transient(format!(
+            "swap of {target}: could not take its lock within the lock timeout of {:?} in {attempts} attempt(s) \
+             (other sessions are using the table); nothing was swapped, retry later ({})",
+            self.settings.swap_lock_timeout.unwrap_or_default(),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+
+    async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()> {
+        let (d, exec) = (self.d(), &*self.exec);
+        in_tx!(self.exec, self.settings.limits, |c| {
+            {
+                if kind(c, d, view).await?.as_deref() == Some(TABLE) {
+                    return Err(Error::NotAllowed(format!("{view} is a table, not a view")));
+                }
+                if kind(c, d, table).await?.is_none() {
+                    return Err(Error::UnknownTable(table.to_string()));
+                }
+                let cycle = |e: Error| match exec.classify(&e) {
+                    Failure::ViewCycle => {
+                        Error::NotAllowed(format!("view {view} would read itself"))
+                    }
+                    _ => e,
+                };
+                let replace = stmt::create_or_replace_view(d, view, table);
+                if d.replace_view_keeps_columns() {
+                    c.script("SAVEPOINT __bf_view").await?;
+                    match c.execute(&replace).await {
+                        Ok(_) => {}
+                        Err(e) if exec.classify(&e) == Failure::ViewShapeChanged => {
+                            // CREATE OR REPLACE cannot drop, rename or
+                            // retype a view's columns: drop and create, in
+                            // this same transaction.
+                            tracing::debug!(view = %view, error = %e, "view columns changed; recreating it");
+                            c.script("ROLLBACK TO SAVEPOINT __bf_view").await?;
+                            c.execute(&stmt::drop_view(d, view)).await?;
+                            c.execute(&replace).await.map_err(cycle)?;
+                        }
+                        Err(e) => return Err(cycle(e)),
+                    }
+                } else {
+                    c.execute(&replace).await.map_err(cycle)?;
+                }
+                // Engines find a cycle only when the view is read: read it
+                // now, so a cycle is refused, not committed.
+                c.query(&stmt::probe(d, view)).await.map_err(cycle)?;
+                Ok(())
+            }
+        })
+    }
+
+    async fn drop_table(&self, table: &TableRef) -> Result<bool> {
+        let (d, mut c) = (self.d(), self.exec.connect().await?);
+        if kind(&mut *c, d, table).await?.as_deref() != Some(TABLE) {
+            return Ok(false);
+        }
+        c.execute(&stmt::drop_table(d, table)).await?;
+        Ok(true)
+    }
+
+    async fn stage_source(
+        &self,
+        source: &Source,
+        predicate: &Predicate,
+        bounds: (Option<&Value>, Option<&Value>),
+        order_by: &Ident,
+        into: &TableRef,
+    ) -> Result<u64> {
+        let d = self.d();
+        in_tx!(self.exec, self.settings.limits, |c| {
+            {
+                lock_table_ddl(c, d, into).await?;
+                if kind(c, d, into).await?.is_some() {
+                    return query_count(c, &stmt::count(d, into, &Predicate::All)).await;
+                }
+                let src = source_schema(c, d, source).await?;
+                check_source(&src, source, std::slice::from_ref(order_by), predicate)?;
+                let bounded = source.is_bounded();
+                let filter = (!bounded).then_some(predicate);
+                c.execute(&stmt::materialize(
+                    d,
+                    into,
+                    false,
+                    source,
+                    bounds,
+                    filter,
+                    Some(order_by),
+                ))
+                .await?;
+                if bounded {
+                    let outside = query_count(c, &stmt::outside(d, into, predicate)).await?;
+                    if outside > 0 {
+                        return Err(Error::OutOfBounds {
+                            batch: format!("stage {into}"),
+                            rows: outside,
+                        });
+                    }
+                }
+                execute_all(c, &d.index_staged(into, order_by)).await?;
+                query_count(c, &stmt::count(d, into, &Predicate::All)).await
+            }
+        })
+    }
+
+    async fn inspect(&self, question: &Inspect) -> Result<Answer> {
+        super::inspect::answer(self, question).await
+    }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        self.execute_batch(sql).await
+    }
+}
+
+#[async_trait]
+impl<E: Executor> SqlRead for SqlWarehouse<E> {
+    async fn read(&self, stmts: Vec<Sql>) -> Result<Vec<Vec<Vec<Value>>>> {
+        let mut tx = self.exec.begin(None).await?;
+        let c = &mut *tx;
+        let r = async {
+            let mut out = Vec::with_capacity(stmts.len());
+            for s in &stmts {
+                out.push(c.query(s).await?);
+            }
+            Ok(out)
+        }
+        .await;
+        finish(tx, r).await
+    }
+}
