@@ -43,10 +43,11 @@ mod statements;
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
 
+use backfill::ask;
 use backfill::duckdb::DuckDbWarehouse;
-use backfill::inspect::{self, Aggregate, Compared, Diff, Dim, Metric, Period, Rows};
+use backfill::engine::SqlRead;
+use backfill::inspect::{Aggregate, Compared, Diff, Dim, Metric, Period, Rows};
 use backfill::postgres::PgWarehouse;
-use backfill::sql::inspect::SqlRead;
 use backfill::sql::Sql;
 use backfill::warehouse::Warehouse;
 use backfill::{Ident, Predicate, Source, TableRef, Value};
@@ -375,7 +376,7 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
     ] {
         let (mut lib, mut base) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let (d, r) = time(inspect::diff(w, library_diff(sample))).await;
+            let (d, r) = time(ask::diff(w, library_diff(sample))).await;
             let r = r.expect("library diff");
             lib.push(d);
             let (d, h) = time(e.query(&hand_diff(e, sample))).await;
@@ -403,8 +404,8 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
     let (mut lib, mut base) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let (d, (before, after, diff)) = time(async {
-            let before = inspect::metric(w, Rows::all(table("old")), revenue_by_month()).await;
-            let after = inspect::metric(w, Rows::all(table("new")), revenue_by_month()).await;
+            let before = ask::metric(w, Rows::all(table("old")), revenue_by_month()).await;
+            let after = ask::metric(w, Rows::all(table("new")), revenue_by_month()).await;
             let mut diff = library_diff(0);
             diff.columns = vec![
                 Compared::exact(ident("amount")),
@@ -412,7 +413,7 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
             ];
             diff.sample = 0;
             diff.attribute = Some(revenue_by_month());
-            (before, after, inspect::diff(w, diff).await)
+            (before, after, ask::diff(w, diff).await)
         })
         .await;
         let (before, after, diff) = (

@@ -11,9 +11,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ask;
 use crate::brief::{Brief, Dependency, Finding, RiskClass};
 use crate::error::Result;
-use crate::inspect::{self, Dependent};
+use crate::inspect::Dependent;
 use crate::warehouse::Warehouse;
 
 /// Who or what is affected, with whom to ask.
@@ -92,7 +93,7 @@ fn names(name: &str, d: &Dependent) -> bool {
 /// target, with those the brief misses.
 pub async fn blast_radius(w: &dyn Warehouse, brief: &Brief) -> Result<BlastRadius> {
     let target = &brief.scope.target;
-    let discovered = inspect::dependents(w, target.clone()).await?;
+    let discovered = ask::dependents(w, target.clone()).await?;
     let declared = declared(brief);
     let undeclared = discovered
         .iter()

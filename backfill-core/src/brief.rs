@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::strategy::StrategySpec;
-use crate::validate::CheckSpec;
+use crate::checks::CheckSpec;
+pub use crate::finding::Finding;
+use crate::pattern::StrategySpec;
 use crate::Scope;
 
 /// How risky the change is; it decides how strict preflight is.
@@ -156,37 +157,6 @@ pub struct Brief {
     /// Rerun, pause and recovery.
     #[serde(default)]
     pub operations: Operations,
-}
-
-/// One preflight finding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    /// The brief section concerned.
-    pub section: String,
-    /// What is wrong.
-    pub message: String,
-    /// Whether it stops the run.
-    pub blocking: bool,
-}
-
-impl Finding {
-    /// A finding that stops the run.
-    pub fn block(section: &str, message: impl Into<String>) -> Self {
-        Finding {
-            section: section.into(),
-            message: message.into(),
-            blocking: true,
-        }
-    }
-
-    /// A finding that only warns.
-    pub fn warn(section: &str, message: impl Into<String>) -> Self {
-        Finding {
-            section: section.into(),
-            message: message.into(),
-            blocking: false,
-        }
-    }
 }
 
 /// Every finding of a preflight, blocking or not.

@@ -1,6 +1,6 @@
 //! The one error type of `backfill-core`.
 
-use crate::brief::Finding;
+use crate::finding::Finding;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -27,16 +27,24 @@
 #![warn(missing_docs)]
 
 pub mod amount;
+pub mod ask;
 pub mod blast;
 pub mod brief;
+pub mod checks;
 pub mod cleanup;
+pub mod done;
+pub mod engine;
 pub mod error;
+pub mod finding;
 pub mod ident;
 pub mod inspect;
+pub mod job;
 pub mod ledger;
 pub mod note;
+pub mod pattern;
 pub mod plan;
 pub mod predicate;
+pub mod probe;
 pub mod refresh;
 pub mod report;
 pub mod runner;

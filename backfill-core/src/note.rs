@@ -115,7 +115,7 @@ pub async fn batch_estimates(
     let mut out = Vec::with_capacity(job.plan.batches.len());
     for b in &job.plan.batches {
         let rows = crate::inspect::Rows::slice(job.target().clone(), b.predicate.clone());
-        out.push((b.id.clone(), crate::inspect::estimate(w, rows).await?));
+        out.push((b.id.clone(), crate::ask::estimate(w, rows).await?));
     }
     Ok(out)
 }

@@ -11,7 +11,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::scope::{boundary_instant, time_value, Bounds, Scope, TimeColumn};
-use crate::warehouse::Warehouse;
 use crate::{Predicate, Value};
 
 /// Width of a time window.
@@ -142,66 +141,7 @@ impl Plan {
         Ok(Plan::assemble(scope, planner, batches))
     }
 
-    /// Plans `scope`, probing the table through `warehouse` where the
-    /// planner needs it (keyset boundaries, density).
-    pub async fn build_probed(
-        scope: Scope,
-        planner: Planner,
-        warehouse: &dyn Warehouse,
-    ) -> Result<Plan> {
-        scope.validate()?;
-        let (start, end) = match scope.bounds {
-            Bounds::Keys { start, end } => (start, end),
-            _ => return Plan::build(scope, planner),
-        };
-        let (rows_per_batch, min_density) = match planner {
-            Planner::Keyset { rows_per_batch } => (rows_per_batch, None),
-            Planner::AutoKeys {
-                rows_per_batch,
-                min_density,
-            } => (rows_per_batch, Some(min_density)),
-            _ => return Plan::build(scope, planner),
-        };
-        if rows_per_batch == 0 {
-            return Err(Error::InvalidPlan(
-                "rows_per_batch must be at least 1".into(),
-            ));
-        }
-        let pred = scope.predicate()?;
-        if let Some(min_density) = min_density {
-            let rows = warehouse.count(&scope.target, &pred).await?;
-            let width = (end as i128 - start as i128) as f64;
-            let density = rows as f64 / width;
-            if density >= min_density {
-                let w = ((rows_per_batch as f64 / density).ceil() as u64).max(1);
-                let batches = key_ranges(&scope, w)?;
-                return Ok(Plan::assemble(scope, planner, batches));
-            }
-        }
-        let mut cuts: Vec<i64> = warehouse
-            .key_boundaries(&scope.target, &scope.batch_column, &pred, rows_per_batch)
-            .await?
-            .iter()
-            // The first boundary is the smallest key: the first batch
-            // starts at the scope's start instead, so no batch is empty.
-            .skip(1)
-            .filter_map(Value::as_i64)
-            .filter(|k| *k > start && *k < end)
-            .collect();
-        cuts.sort_unstable();
-        cuts.dedup();
-        let mut edges = vec![start];
-        edges.extend(cuts);
-        edges.push(end);
-        let batches = edges
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| key_batch(&scope, i as u32, w[0], w[1]))
-            .collect();
-        Ok(Plan::assemble(scope, planner, batches))
-    }
-
-    fn assemble(scope: Scope, planner: Planner, batches: Vec<Batch>) -> Plan {
+    pub(crate) fn assemble(scope: Scope, planner: Planner, batches: Vec<Batch>) -> Plan {
         let mut h = Sha256::new();
         h.update(serde_json::to_vec(&scope).unwrap_or_default());
         h.update(serde_json::to_vec(&planner).unwrap_or_default());
@@ -381,7 +321,7 @@ fn partitions(scope: &Scope) -> Result<Vec<Batch>> {
         .collect())
 }
 
-fn key_ranges(scope: &Scope, width: u64) -> Result<Vec<Batch>> {
+pub(crate) fn key_ranges(scope: &Scope, width: u64) -> Result<Vec<Batch>> {
     let Bounds::Keys { start, end } = scope.bounds else {
         return Err(Error::InvalidPlan("key ranges need key bounds".into()));
     };
@@ -402,7 +342,7 @@ fn key_ranges(scope: &Scope, width: u64) -> Result<Vec<Batch>> {
     Ok(out)
 }
 
-fn key_batch(scope: &Scope, seq: u32, lo: i64, hi: i64) -> Batch {
+pub(crate) fn key_batch(scope: &Scope, seq: u32, lo: i64, hi: i64) -> Batch {
     range_batch(
         scope,
         seq,

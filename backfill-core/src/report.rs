@@ -134,3 +134,22 @@ impl fmt::Display for RunReport {
         Ok(())
     }
 }
+
+/// The estimate a test slice gives for the full plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SliceEstimate {
+    /// The batches run, with rows written and time taken.
+    pub batches: Vec<(BatchId, u64, Duration)>,
+    /// Mean time per batch.
+    pub mean_batch: Duration,
+    /// Mean rows per batch.
+    pub mean_rows: f64,
+    /// Batches in the full plan.
+    pub plan_batches: usize,
+    /// Estimated time for the whole plan at the configured concurrency.
+    pub estimated_total: Duration,
+    /// Estimated rows for the whole plan.
+    pub estimated_rows: u64,
+    /// Check outcomes on the slice.
+    pub outcomes: Vec<Outcome>,
+}

@@ -15,19 +15,7 @@ use crate::plan::Batch;
 use crate::sql::Dialect;
 use crate::{Ident, Predicate, Source, TableRef, TableSchema, Value};
 
-/// Name of the batch-id column in pre-image and key-log tables.
-pub const BATCH_COLUMN: &str = "__bf_batch";
-
-/// Name of the marker column in pre-image and key-log tables.
-///
-/// When a batch's pre-image is taken (in the same transaction as its
-/// write), one marker row (`__bf_marker = TRUE`, data columns NULL) is
-/// added beside the pre-image rows (`__bf_marker = FALSE`). Pre-image rows
-/// are only ever added while no marker exists for the batch, so a repeated
-/// batch never replaces its pre-image with its own output, and rollback
-/// knows exactly which batches were written: it restores a batch only if
-/// its marker exists.
-pub const MARKER_COLUMN: &str = "__bf_marker";
+pub use crate::sql::{BATCH_COLUMN, MARKER_COLUMN};
 
 /// One batch written by overwriting its slice: in one transaction, check
 /// the guard, copy the pre-image, delete the slice, insert the new slice,
@@ -290,7 +278,7 @@ pub trait Warehouse: Send + Sync {
 
     /// Answers a read-only question (see [`crate::inspect`]): only
     /// aggregates and bounded samples come back. SQL engines answer with
-    /// [`crate::sql::inspect::answer`]. Unknown tables and columns are
+    /// [`crate::engine::answer`]. Unknown tables and columns are
     /// typed errors.
     async fn inspect(&self, question: &Inspect) -> Result<Answer>;
 
@@ -302,7 +290,7 @@ pub trait Warehouse: Send + Sync {
 /// Implements [`Warehouse`] for a type by forwarding every method to a
 /// warehouse it holds: `forward_warehouse!([generics] Type, |s| expr)`,
 /// where `expr` gives the inner warehouse from `s: &Type`. Adapters wrap
-/// [`crate::sql::SqlWarehouse`] this way, and `Arc<W>` is a warehouse
+/// [`crate::engine::SqlWarehouse`] this way, and `Arc<W>` is a warehouse
 /// through it.
 #[macro_export]
 macro_rules! forward_warehouse {

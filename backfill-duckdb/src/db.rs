@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use backfill_core::engine::{Conn, Executor, Failure, Limits};
 use backfill_core::jiff::civil::{Date, DateTime};
 use backfill_core::jiff::tz::TimeZone;
 use backfill_core::jiff::Timestamp;
-use backfill_core::sql::{stmt, Conn, Dialect, DuckDbDialect, Executor, Failure, Limits, Sql};
+use backfill_core::sql::{stmt, Dialect, DuckDbDialect, Sql};
 use backfill_core::{ColumnType, Error, Result, Value};
 use duckdb::types::{TimeUnit, Value as DValue, ValueRef};
 use duckdb::{params_from_iter, Connection, Row};

@@ -7,13 +7,13 @@
 //!
 //! - [`DuckDbWarehouse`]: open a file or an in-memory database, or wrap a
 //!   connection;
-//! - [`DuckDbLedger`]: made with [`DuckDbWarehouse::ledger`](backfill_core::sql::SqlWarehouse::ledger), in a schema
+//! - [`DuckDbLedger`]: made with [`DuckDbWarehouse::ledger`](backfill_core::engine::SqlWarehouse::ledger), in a schema
 //!   of your choice ([`DEFAULT_SCHEMA`] by default).
 //!
 //! The adapter is small: [`DuckDb`] is an executor (a connection, a
 //! transaction, the meaning of an error); the ledger
-//! ([`backfill_core::ledger::SqlLedger`]) and the batch-write protocol
-//! ([`backfill_core::sql::SqlWarehouse`]) are written once in the core
+//! ([`backfill_core::engine::SqlLedger`]) and the batch-write protocol
+//! ([`backfill_core::engine::SqlWarehouse`]) are written once in the core
 //! and shared with every SQL engine. All SQL is rendered by the shared
 //! renderer in [`backfill_core::sql::stmt`] with the [`DuckDbDialect`];
 //! identifiers are validated and quoted, values are always bound

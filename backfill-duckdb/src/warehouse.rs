@@ -5,14 +5,14 @@
 use std::ops::Deref;
 use std::path::Path;
 
-use backfill_core::sql::SqlWarehouse;
-use backfill_core::{forward_warehouse, ledger::SqlLedger, Result};
+use backfill_core::engine::{SqlLedger, SqlWarehouse};
+use backfill_core::{forward_warehouse, Result};
 use duckdb::Connection;
 
 use crate::db::{engine_error, DuckDb};
 
 /// The [`backfill_core::Ledger`] in tables of a DuckDB database, made with
-/// [`DuckDbWarehouse::ledger`](backfill_core::sql::SqlWarehouse::ledger): each batch's data and its ledger mark
+/// [`DuckDbWarehouse::ledger`](backfill_core::engine::SqlWarehouse::ledger): each batch's data and its ledger mark
 /// commit in one transaction.
 pub type DuckDbLedger = SqlLedger<DuckDb>;
 

@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backfill_core::engine::{Conn, Executor, Failure, Limits, NativePartitions};
 use backfill_core::jiff::civil::{Date, DateTime};
 use backfill_core::jiff::tz::TimeZone;
 use backfill_core::jiff::Timestamp;
-use backfill_core::sql::{
-    stmt, Conn, Dialect, Executor, Failure, Limits, NativePartitions, PostgresDialect, Sql,
-};
+use backfill_core::sql::{stmt, Dialect, PostgresDialect, Sql};
 use backfill_core::{ColumnType, Error, Result, Value};
 use bytes::BytesMut;
 use deadpool_postgres::{Object, Pool, PoolError};

@@ -7,7 +7,7 @@
 //!
 //! - [`PgWarehouse`]: connect with a connection string (a
 //!   `deadpool-postgres` pool inside) or wrap a pool;
-//! - [`PgLedger`]: made with [`PgWarehouse::ledger`](backfill_core::sql::SqlWarehouse::ledger), in a schema of your
+//! - [`PgLedger`]: made with [`PgWarehouse::ledger`](backfill_core::engine::SqlWarehouse::ledger), in a schema of your
 //!   choice ([`DEFAULT_SCHEMA`] by default); each batch's write commits its
 //!   ledger mark in the same transaction, fenced by the claim's token;
 //! - [`ActivitySignal`], [`ReplicationLagSignal`], [`ProbeSignal`]: load
@@ -16,8 +16,8 @@
 //! The adapter is small: [`PgExecutor`] is an executor (a pooled
 //! connection, a transaction with session limits, the meaning of a
 //! SQLSTATE) plus the native partition swap; the ledger
-//! ([`backfill_core::ledger::SqlLedger`]) and the batch-write protocol
-//! ([`backfill_core::sql::SqlWarehouse`]) are written once in the core
+//! ([`backfill_core::engine::SqlLedger`]) and the batch-write protocol
+//! ([`backfill_core::engine::SqlWarehouse`]) are written once in the core
 //! and shared with every SQL engine. All SQL is rendered by the shared
 //! renderer in [`backfill_core::sql::stmt`] with the [`PostgresDialect`];
 //! identifiers are validated and quoted, values are always bound

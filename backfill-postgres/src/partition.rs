@@ -8,8 +8,9 @@
 //! moment of the swap, under the batch's `lock_timeout`.
 
 use async_trait::async_trait;
-use backfill_core::sql::exec::{query_count, string};
-use backfill_core::sql::{stmt, Conn, NativePartitions, Partition, Sql, SqlBuilder};
+use backfill_core::engine::exec::{query_count, string};
+use backfill_core::engine::{Conn, NativePartitions, Partition};
+use backfill_core::sql::{stmt, Sql, SqlBuilder};
 use backfill_core::{Ident, Predicate, Result, TableRef, Value};
 
 use crate::db::DIALECT;

@@ -5,8 +5,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 use std::time::Duration;
 
-use backfill_core::ledger::SqlLedger;
-use backfill_core::sql::{Limits, SqlWarehouse, WriteSettings};
+use backfill_core::engine::{Limits, SqlLedger, SqlWarehouse, WriteSettings};
 use backfill_core::{forward_warehouse, Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -18,7 +17,7 @@ use crate::signal::{ActivitySignal, ProbeSignal, ReplicationLagSignal, Threshold
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
 /// The [`backfill_core::Ledger`] in tables of a PostgreSQL database, made
-/// with [`PgWarehouse::ledger`](backfill_core::sql::SqlWarehouse::ledger) and shared by every worker process that
+/// with [`PgWarehouse::ledger`](backfill_core::engine::SqlWarehouse::ledger) and shared by every worker process that
 /// points at the same database and schema.
 pub type PgLedger = SqlLedger<PgExecutor>;
 
@@ -28,7 +27,7 @@ pub type PgLedger = SqlLedger<PgExecutor>;
 /// bounds, counts and bounded samples cross into Rust. Connections come
 /// from a `deadpool-postgres` pool (clones of the warehouse share it), and
 /// every value is a bound parameter. A [`PgLedger`] made with
-/// [`PgWarehouse::ledger`](backfill_core::sql::SqlWarehouse::ledger) lives in the same database, so each batch's
+/// [`PgWarehouse::ledger`](backfill_core::engine::SqlWarehouse::ledger) lives in the same database, so each batch's
 /// write marks its ledger row in the same transaction as the data, fenced
 /// by the claim's token: a worker whose lease was taken over cannot
 /// commit. Several processes, each with its own warehouse and ledger on

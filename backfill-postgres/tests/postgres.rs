@@ -2028,7 +2028,7 @@ async fn conformance_env(name: &str) -> Option<backfill_testkit::conformance::En
 
 /// Partition oids by name, for telling a swapped partition from a kept one.
 async fn partition_oids(w: &PgWarehouse) -> Vec<(Value, Value)> {
-    use backfill_core::sql::inspect::SqlRead;
+    use backfill_core::engine::SqlRead;
     let q = backfill_core::sql::Sql {
         text: "SELECT relname::text, oid::bigint FROM pg_class \
                WHERE relname LIKE 'facts_p%' AND relkind = 'r' AND relnamespace = current_schema()::regnamespace \
@@ -2112,7 +2112,7 @@ async fn partitioned_overwrite_swaps_partitions() {
     let in_scope: Vec<bool> = (0..10).map(|d| (2..7).contains(&d)).collect();
     assert_eq!(swapped, in_scope);
     // The parent's index covers the new partitions too.
-    use backfill_core::sql::inspect::SqlRead;
+    use backfill_core::engine::SqlRead;
     let idx = w
         .read(vec![backfill_core::sql::Sql {
             text: "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent \
@@ -2146,7 +2146,7 @@ async fn execute_refreshes_a_materialized_view() {
     w.execute("REFRESH MATERIALIZED VIEW facts_count")
         .await
         .unwrap();
-    let n = backfill_core::inspect::metric(
+    let n = backfill_core::ask::metric(
         &w,
         backfill_core::inspect::Rows::all(tr("facts_count")),
         backfill_core::inspect::Metric {

@@ -1254,8 +1254,8 @@ async fn notes_before_and_after_a_run() {
 /// the definition of done is met only when every item is.
 #[tokio::test]
 async fn refresh_in_order_resumes_and_completes_the_definition_of_done() {
+    use backfill_core::done::DoneItem;
     use backfill_core::refresh::{refresh_order, Refresh, RefreshAction};
-    use backfill_core::runner::DoneItem;
     use backfill_testkit::conformance::{self as c, Pattern};
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -7,7 +7,6 @@
 //! refused.
 
 mod memory;
-pub mod sql;
 
 use std::fmt;
 use std::time::Duration;
@@ -17,7 +16,6 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryLedger;
-pub use sql::{LedgerHome, SqlLedger, DEFAULT_SCHEMA};
 
 use crate::error::{Error, Result};
 use crate::plan::{Batch, BatchId};
@@ -400,6 +398,9 @@ pub struct TxMark {
     /// The fencing token the write must still hold.
     pub token: u64,
 }
+
+/// The schema a SQL ledger uses unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "backfill";
 
 /// A source of the current time; tests use [`ManualClock`].
 pub trait Clock: Send + Sync + fmt::Debug {

@@ -3,11 +3,10 @@
 
 mod approval;
 mod control;
-mod done;
 mod maintenance;
 mod progress;
 mod signal;
-mod validation;
+pub(crate) mod validation;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,88 +14,28 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
 use tracing::Instrument;
 
 pub use approval::Approval;
 pub use control::{ControlState, RunControl};
-pub use done::{DoneItem, DoneStatus, EXCEPTIONS_DOCUMENT, NOTE_DOCUMENT};
 pub use maintenance::{maintained, MaintenanceHook};
 pub use progress::{Event, Ewma};
 pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
 pub use validation::BASELINE_DOCUMENT;
 
-use crate::brief::Brief;
 use crate::error::{Error, Result};
+pub use crate::job::Backfill;
 use crate::ledger::{
-    gaps, Asset, AssetKind, BatchState, BatchUpdate, Ledger, RunId, RunRecord, RunStart, RunStatus,
+    gaps, Asset, AssetKind, BatchState, BatchUpdate, Ledger, RunRecord, RunStart, RunStatus,
 };
 use crate::plan::{Batch, BatchId, Plan};
 use crate::report::RunReport;
+pub use crate::report::SliceEstimate;
 use crate::strategy::{strategy_for, RunContext, StrategySpec, WriteStrategy};
 use crate::validate::{BatchCheck, CheckContext, Outcome, Validator};
 use crate::warehouse::{Warehouse, WriteOutcome};
 use crate::{Ident, Source, TableRef};
-
-/// A backfill ready to run: the brief, its plan, the source of corrected
-/// rows and the run's identity.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Backfill {
-    /// The run id (stable across resumes).
-    pub run_id: RunId,
-    /// The brief.
-    pub brief: Brief,
-    /// The plan of the brief's scope.
-    pub plan: Plan,
-    /// The corrected logic.
-    pub source: Source,
-    /// Version of the code behind the source.
-    pub code_version: String,
-    /// Parameters worth recording.
-    pub parameters: serde_json::Value,
-}
-
-impl Backfill {
-    /// A backfill of `plan` from `source` under `brief`.
-    pub fn new(run_id: RunId, brief: Brief, plan: Plan, source: Source) -> Self {
-        Backfill {
-            run_id,
-            brief,
-            plan,
-            source,
-            code_version: String::from("unversioned"),
-            parameters: serde_json::Value::Null,
-        }
-    }
-
-    /// Records the code version.
-    pub fn code_version(mut self, v: impl Into<String>) -> Self {
-        self.code_version = v.into();
-        self
-    }
-
-    /// Records parameters.
-    pub fn parameters(mut self, p: serde_json::Value) -> Self {
-        self.parameters = p;
-        self
-    }
-
-    /// SHA-256 (hex) of the plan's fingerprint, the strategy, the source
-    /// and the code version: what resume must match.
-    pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.plan.fingerprint.as_bytes());
-        h.update(serde_json::to_vec(&self.brief.strategy).unwrap_or_default());
-        h.update(serde_json::to_vec(&self.source).unwrap_or_default());
-        h.update(self.code_version.as_bytes());
-        crate::plan::hex(&h.finalize())
-    }
-
-    /// The target table.
-    pub fn target(&self) -> &TableRef {
-        &self.brief.scope.target
-    }
-}
 
 /// Retry policy for transient errors.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,25 +103,6 @@ impl Default for RunOptions {
             stage_source: false,
         }
     }
-}
-
-/// The estimate a test slice gives for the full plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SliceEstimate {
-    /// The batches run, with rows written and time taken.
-    pub batches: Vec<(BatchId, u64, Duration)>,
-    /// Mean time per batch.
-    pub mean_batch: Duration,
-    /// Mean rows per batch.
-    pub mean_rows: f64,
-    /// Batches in the full plan.
-    pub plan_batches: usize,
-    /// Estimated time for the whole plan at the configured concurrency.
-    pub estimated_total: Duration,
-    /// Estimated rows for the whole plan.
-    pub estimated_rows: u64,
-    /// Check outcomes on the slice.
-    pub outcomes: Vec<Outcome>,
 }
 
 type Observer = Arc<dyn Fn(&Event) + Send + Sync>;

@@ -16,7 +16,7 @@ pub const BASELINE_DOCUMENT: &str = "baseline";
 
 /// The scope checks of a job's validation plan, each with the key its
 /// baseline is stored under.
-pub(super) fn scope_checks(job: &Backfill) -> Vec<(String, Box<dyn ScopeCheck>)> {
+pub(crate) fn scope_checks(job: &Backfill) -> Vec<(String, Box<dyn ScopeCheck>)> {
     job.brief
         .validation
         .checks

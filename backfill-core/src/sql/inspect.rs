@@ -1,14 +1,13 @@
 //! SQL for [`Inspect`] questions, shared by the SQL engines.
 //!
 //! Every question runs in the engine; only aggregates and bounded samples
-//! come back. An adapter answers [`crate::Warehouse::inspect`] by calling
-//! [`answer`] with itself as the [`SqlRead`] executor.
+//! come back. [`crate::engine::answer`] checks a question, renders it
+//! here, runs it and reads the answer with [`read_answer`].
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
-
 use super::stmt::select_param;
+use super::MARKER_COLUMN;
 use super::{Dialect, Sql, SqlBuilder};
 use crate::amount::Amount;
 use crate::error::{Error, Result};
@@ -16,7 +15,6 @@ use crate::inspect::{
     Aggregate, Answer, Change, Compared, Contribution, Dependent, Diff, DiffReport, Dim, Inspect,
     Metric, MetricValue, ProfileGroup, RelationKind, Rows, TableSize, Tolerance,
 };
-use crate::warehouse::{check_columns, Warehouse, MARKER_COLUMN};
 use crate::{Ident, TableRef, Value};
 
 /// The most groups a profile, spine or metric may return; more is an
@@ -25,30 +23,6 @@ pub const MAX_GROUPS: usize = 100_000;
 
 /// Name of the temporary table a diff keeps its differing rows in.
 pub const DIFF_TABLE: &str = "__bf_diff";
-
-/// Runs read-only statements for inspections.
-#[async_trait]
-pub trait SqlRead: Send + Sync {
-    /// Runs `stmts` in order, in one transaction on one connection (so a
-    /// temporary table made by one is seen by the next), and returns each
-    /// statement's rows (empty for statements that return none). Values are
-    /// decoded by their result type: integers as [`Value::Int`], floats as
-    /// [`Value::Float`], exact decimals as [`Value::Text`].
-    async fn read(&self, stmts: Vec<Sql>) -> Result<Vec<Vec<Vec<Value>>>>;
-}
-
-/// Answers `q` on a SQL engine: checks the tables and columns it names
-/// (typed errors before anything runs), renders it in the engine's
-/// dialect, runs it through `engine` and reads the result.
-pub async fn answer<E: Warehouse + SqlRead>(engine: &E, q: &Inspect) -> Result<Answer> {
-    let d = engine
-        .dialect()
-        .ok_or_else(|| Error::engine("a SQL engine must have a dialect"))?;
-    check(engine, q).await?;
-    let stmts = render(d, q);
-    let results = engine.read(stmts).await?;
-    read_answer(q, results)
-}
 
 /// The statements that answer `q`, in order.
 pub fn render(d: &dyn Dialect, q: &Inspect) -> Vec<Sql> {
@@ -86,67 +60,6 @@ pub fn render(d: &dyn Dialect, q: &Inspect) -> Vec<Sql> {
             vec![b.finish()]
         }
     }
-}
-
-async fn check<W: Warehouse + ?Sized>(w: &W, q: &Inspect) -> Result<()> {
-    let need = |rows: &Rows, cols: Vec<&Ident>| {
-        let mut cols: Vec<Ident> = cols.into_iter().cloned().collect();
-        cols.extend(rows.filter.columns().into_iter().cloned());
-        (rows.table.clone(), cols)
-    };
-    let dims = |by: &[Dim]| -> Vec<Ident> { by.iter().map(|d| d.column.clone()).collect() };
-    let mut wanted: Vec<(TableRef, Vec<Ident>)> = Vec::new();
-    match q {
-        Inspect::Profile {
-            rows,
-            by,
-            distinct,
-            nulls,
-        } => {
-            let d = dims(by);
-            wanted.push(need(rows, d.iter().chain(distinct).chain(nulls).collect()));
-        }
-        Inspect::Spine { rows, dim, .. } => wanted.push(need(rows, vec![&dim.column])),
-        Inspect::Orphans {
-            rows,
-            columns,
-            parent,
-            parent_columns,
-            ..
-        } => {
-            if columns.len() != parent_columns.len() || columns.is_empty() {
-                return Err(Error::InvalidPlan(
-                    "a foreign key needs as many parent columns as columns".into(),
-                ));
-            }
-            wanted.push(need(rows, columns.iter().collect()));
-            wanted.push((parent.clone(), parent_columns.clone()));
-        }
-        Inspect::Metric { rows, metric } => {
-            let c = metric.columns();
-            wanted.push(need(rows, c.iter().collect()));
-        }
-        Inspect::Diff(diff) => {
-            if diff.keys.is_empty() {
-                return Err(Error::InvalidPlan("a diff needs a key".into()));
-            }
-            let c = diff_columns(diff);
-            wanted.push(need(&diff.old, c.iter().collect()));
-            wanted.push(need(&diff.new, c.iter().collect()));
-        }
-        Inspect::Size { table } | Inspect::Dependents { table } => {
-            wanted.push((table.clone(), Vec::new()))
-        }
-        Inspect::Estimate { rows } => wanted.push(need(rows, Vec::new())),
-    }
-    for (table, cols) in wanted {
-        let schema = w
-            .describe(&table)
-            .await?
-            .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
-        check_columns(&schema, &cols, &table.to_string())?;
-    }
-    Ok(())
 }
 
 /// Every column a diff reads: keys, compared columns, the attributed
@@ -722,7 +635,9 @@ fn one_row(rows: Vec<Vec<Value>>) -> Result<Vec<Value>> {
         .ok_or_else(|| Error::engine("expected one row"))
 }
 
-fn read_answer(q: &Inspect, mut results: Vec<Vec<Vec<Value>>>) -> Result<Answer> {
+/// Reads the results of the statements [`render`] made for `q` (in
+/// order) as its typed answer.
+pub fn read_answer(q: &Inspect, mut results: Vec<Vec<Vec<Value>>>) -> Result<Answer> {
     Ok(match q {
         Inspect::Profile { by, nulls, .. } => {
             let dims = by.len();

@@ -6,18 +6,28 @@
 //! always bound as parameters.
 
 mod dialect;
-pub mod exec;
 pub mod inspect;
 pub mod stmt;
-mod warehouse;
 
 pub use dialect::{Dialect, DuckDbDialect, PostgresDialect};
-pub use exec::{Conn, Executor, Failure, Limits, NativePartitions, Partition};
-pub use warehouse::{SqlWarehouse, WriteSettings};
 
 use crate::plan::Batch;
 use crate::source::{END_TOKEN, START_TOKEN};
 use crate::{Ident, Predicate, Source, TableRef, Value};
+
+/// Name of the batch-id column in pre-image and key-log tables.
+pub const BATCH_COLUMN: &str = "__bf_batch";
+
+/// Name of the marker column in pre-image and key-log tables.
+///
+/// When a batch's pre-image is taken (in the same transaction as its
+/// write), one marker row (`__bf_marker = TRUE`, data columns NULL) is
+/// added beside the pre-image rows (`__bf_marker = FALSE`). Pre-image rows
+/// are only ever added while no marker exists for the batch, so a repeated
+/// batch never replaces its pre-image with its own output, and rollback
+/// knows exactly which batches were written: it restores a batch only if
+/// its marker exists.
+pub const MARKER_COLUMN: &str = "__bf_marker";
 
 /// A statement with its bound parameters.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,8 +4,8 @@
 //! override only where their engine has a better native path.
 
 use super::{Dialect, Sql, SqlBuilder};
+use super::{BATCH_COLUMN, MARKER_COLUMN};
 use crate::plan::Batch;
-use crate::warehouse::{BATCH_COLUMN, MARKER_COLUMN};
 use crate::{Column, ColumnType, Ident, Predicate, Source, TableRef, TableSchema, Value};
 
 /// `SELECT count(*) FROM table WHERE predicate`.

@@ -6,6 +6,7 @@ use super::{
     verdict, BatchCheck, CheckContext, Expectation, Outcome, ScopeCheck, ScopeContext, Threshold,
     Validator,
 };
+use crate::checks::SAMPLE_LIMIT;
 use crate::error::Result;
 use crate::inspect::Rows;
 use crate::{Ident, Predicate};
@@ -72,9 +73,6 @@ pub struct UniquenessCheck {
     /// Whether a failure stops the run.
     pub blocking: bool,
 }
-
-/// How many duplicate keys a uniqueness check samples.
-pub const SAMPLE_LIMIT: usize = 10;
 
 #[async_trait]
 impl Validator for UniquenessCheck {

@@ -14,6 +14,7 @@ use jiff::tz::TimeZone;
 use super::report::{Detail, EdgeCase, Finding, ReconRow, SchemaChanges};
 use super::{verdict, Expectation, Outcome, Status, Threshold, SAMPLE_LIMIT};
 use crate::amount::Amount;
+use crate::ask;
 use crate::error::{Error, Result};
 use crate::inspect::{
     self, Compared, Diff, Dim, Inspect, Metric, MetricValue, Period, ProfileGroup, Rows, TableSize,
@@ -228,7 +229,7 @@ impl ScopeCheck for CoverageCheck {
                 dim: dim.clone(),
                 expected: expected.clone(),
             };
-            let got = inspect::spine(ctx.warehouse, ctx.new.clone(), dim.clone(), expected).await?;
+            let got = ask::spine(ctx.warehouse, ctx.new.clone(), dim.clone(), expected).await?;
             spine_len = got.len();
             for (v, n) in &got {
                 if *n == 0 {
@@ -619,7 +620,7 @@ impl ScopeCheck for ReconcileCheck {
         w: &dyn Warehouse,
         before: &Rows,
     ) -> Result<Option<serde_json::Value>> {
-        to_json(&inspect::metric(w, before.clone(), self.metric.clone()).await?)
+        to_json(&ask::metric(w, before.clone(), self.metric.clone()).await?)
     }
 
     async fn check(
@@ -632,12 +633,12 @@ impl ScopeCheck for ReconcileCheck {
             rows: ctx.new.clone(),
             metric: self.metric.clone(),
         }];
-        let after = inspect::metric(ctx.warehouse, ctx.new.clone(), self.metric.clone()).await?;
+        let after = ask::metric(ctx.warehouse, ctx.new.clone(), self.metric.clone()).await?;
         let contributions = match ctx.diff {
             Some((old, new)) => {
                 let d = self.attribution(old, new);
                 qs.push(Inspect::Diff(Box::new(d.clone())));
-                Some(inspect::diff(ctx.warehouse, d).await?.contributions)
+                Some(ask::diff(ctx.warehouse, d).await?.contributions)
             }
             None => None,
         };
@@ -829,7 +830,7 @@ impl ScopeCheck for RowDiffCheck {
             partition: self.partition.clone(),
         };
         let q = Inspect::Diff(Box::new(d.clone()));
-        let r = inspect::diff(ctx.warehouse, d).await?;
+        let r = ask::diff(ctx.warehouse, d).await?;
         let differing = r.added + r.removed + r.changed;
         let ok = match self.max_changed {
             None => true,
@@ -1077,7 +1078,7 @@ impl ScopeCheck for SizeCheck {
         w: &dyn Warehouse,
         before: &Rows,
     ) -> Result<Option<serde_json::Value>> {
-        to_json(&inspect::size(w, before.table.clone()).await?)
+        to_json(&ask::size(w, before.table.clone()).await?)
     }
 
     async fn check(
@@ -1089,7 +1090,7 @@ impl ScopeCheck for SizeCheck {
         let q = Inspect::Size {
             table: ctx.new.table.clone(),
         };
-        let after = inspect::size(ctx.warehouse, ctx.new.table.clone()).await?;
+        let after = ask::size(ctx.warehouse, ctx.new.table.clone()).await?;
         let mut o = outcome(self.name(), false, true, queries(ctx.warehouse, &[q]));
         o.observed = after.rows as f64;
         o.expected = Some(before.rows as f64);

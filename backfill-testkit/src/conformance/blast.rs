@@ -106,7 +106,7 @@ pub async fn engine_estimates_batches(env: Env) {
         .markdown();
     assert!(md.contains("the engine estimates"), "{md}");
     let missing = backfill_core::inspect::Rows::all(case.env.table("no_such_table"));
-    let err = backfill_core::inspect::estimate(w, missing)
+    let err = backfill_core::ask::estimate(w, missing)
         .await
         .expect_err("unknown");
     assert!(matches!(err, Error::UnknownTable(_)), "{err}");

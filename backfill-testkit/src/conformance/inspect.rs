@@ -2,8 +2,9 @@
 //! defects (duplicates, a missing day, orphan keys, changed columns,
 //! precision noise) and requires the engine to find exactly them.
 
+use backfill_core::ask;
 use backfill_core::inspect::{
-    self, Aggregate, Change, Compared, Contribution, Diff, Dim, Metric, MetricValue, Period,
+    Aggregate, Change, Compared, Contribution, Diff, Dim, Metric, MetricValue, Period,
     ProfileGroup, Rows, Tolerance,
 };
 use backfill_core::{
@@ -152,7 +153,7 @@ fn d(v: Date) -> Value {
 pub async fn profile_counts_groups(env: Env) {
     let old = seed_lines(&env, "lines", &old_lines()).await;
     let w = env.warehouse.as_ref();
-    let groups = inspect::profile(
+    let groups = ask::profile(
         w,
         Rows::all(old.clone()),
         vec![month()],
@@ -183,7 +184,7 @@ pub async fn profile_counts_groups(env: Env) {
     let mut dup = old_lines();
     dup.push(dup[4].clone());
     let dup_t = seed_lines(&env, "lines_dup", &dup).await;
-    let whole = inspect::profile(w, Rows::all(dup_t), vec![], keys(), vec![])
+    let whole = ask::profile(w, Rows::all(dup_t), vec![], keys(), vec![])
         .await
         .expect("profile");
     assert_eq!(whole.len(), 1);
@@ -195,7 +196,7 @@ pub async fn profile_counts_groups(env: Env) {
         start: Some(d(date(2026, 3, 1))),
         end: Some(d(date(2026, 4, 1))),
     };
-    let g = inspect::profile(w, Rows::slice(old, march), vec![], vec![], vec![])
+    let g = ask::profile(w, Rows::slice(old, march), vec![], vec![], vec![])
         .await
         .expect("profile");
     assert_eq!((g[0].rows, g[0].distinct), (6, None));
@@ -206,7 +207,7 @@ pub async fn profile_counts_groups(env: Env) {
 pub async fn spine_shows_missing_day(env: Env) {
     let old = seed_lines(&env, "lines", &old_lines()).await;
     let expected = vec![d(MARCH), d(date(2026, 3, 6)), d(APRIL)];
-    let got = inspect::spine(
+    let got = ask::spine(
         env.warehouse.as_ref(),
         Rows::all(old),
         Dim::column(ident("day")),
@@ -225,7 +226,7 @@ pub async fn spine_shows_missing_day(env: Env) {
 pub async fn orphans_found(env: Env) {
     let old = seed_lines(&env, "lines", &old_lines()).await;
     let parent = seed_customers(&env).await;
-    let (rows, sample) = inspect::orphans(
+    let (rows, sample) = ask::orphans(
         env.warehouse.as_ref(),
         Rows::all(old),
         vec![ident("customer")],
@@ -247,7 +248,7 @@ pub async fn metric_by_period_and_dim(env: Env) {
         aggregate: Aggregate::Sum(ident("price")),
         by: vec![month(), Dim::column(ident("status"))],
     };
-    let got = inspect::metric(w, Rows::all(old.clone()), sum)
+    let got = ask::metric(w, Rows::all(old.clone()), sum)
         .await
         .expect("metric");
     let mv = |m: Date, s: Option<&str>, v: &str| MetricValue {
@@ -267,9 +268,7 @@ pub async fn metric_by_period_and_dim(env: Env) {
         aggregate: Aggregate::Count,
         by: vec![],
     };
-    let got = inspect::metric(w, Rows::all(old), count)
-        .await
-        .expect("metric");
+    let got = ask::metric(w, Rows::all(old), count).await.expect("metric");
     assert_eq!(
         got,
         vec![MetricValue {
@@ -309,7 +308,7 @@ pub async fn diff_classifies_rows(env: Env) {
     let old = seed_lines(&env, "lines_old", &old_lines()).await;
     let new = seed_lines(&env, "lines_new", &new_lines()).await;
     let w = env.warehouse.as_ref();
-    let r = inspect::diff(w, lines_diff(old.clone(), new.clone(), 3))
+    let r = ask::diff(w, lines_diff(old.clone(), new.clone(), 3))
         .await
         .expect("diff");
     assert_eq!(
@@ -349,7 +348,7 @@ pub async fn diff_classifies_rows(env: Env) {
     for p in [Dim::column(ident("customer")), month()] {
         let mut fast = lines_diff(old.clone(), new.clone(), 3);
         fast.partition = Some(p);
-        let f = inspect::diff(w, fast).await.expect("fast diff");
+        let f = ask::diff(w, fast).await.expect("fast diff");
         assert_eq!(f, r, "fast path");
     }
 
@@ -358,12 +357,12 @@ pub async fn diff_classifies_rows(env: Env) {
     for c in &mut exact.columns {
         c.tolerance = None;
     }
-    let r = inspect::diff(w, exact).await.expect("diff");
+    let r = ask::diff(w, exact).await.expect("diff");
     assert_eq!((r.changed, r.unchanged), (7, 4));
     assert!(r.samples.iter().all(|(_, keys)| keys.is_empty()));
 
     // Identical tables: nothing differs.
-    let same = inspect::diff(w, lines_diff(old.clone(), old, 3))
+    let same = ask::diff(w, lines_diff(old.clone(), old, 3))
         .await
         .expect("diff");
     assert_eq!(
@@ -384,9 +383,7 @@ pub async fn diff_attributes_metric(env: Env) {
         aggregate: Aggregate::Sum(ident("price")),
         by: vec![month(), Dim::column(ident("status"))],
     });
-    let r = inspect::diff(env.warehouse.as_ref(), diff)
-        .await
-        .expect("diff");
+    let r = ask::diff(env.warehouse.as_ref(), diff).await.expect("diff");
     let c = |m: Date, s: Option<&str>, added: &str, removed: &str, changed: &str| Contribution {
         key: vec![d(m), s.map_or(Value::Null, |s| Value::Text(s.into()))],
         added: amount(added),
@@ -433,7 +430,7 @@ pub async fn pre_image_diff_after_run(env: Env) {
         }),
         partition: Some(Dim::column(ident("day"))),
     };
-    let r = inspect::diff(case.env.warehouse.as_ref(), diff)
+    let r = ask::diff(case.env.warehouse.as_ref(), diff)
         .await
         .expect("diff");
     assert_eq!(
@@ -478,11 +475,9 @@ pub async fn unknown_names_and_size(env: Env) {
     let old = seed_lines(&env, "lines", &old_lines()).await;
     let w = env.warehouse.as_ref();
     let missing = env.table("no_such_table");
-    let err = inspect::size(w, missing.clone())
-        .await
-        .expect_err("unknown");
+    let err = ask::size(w, missing.clone()).await.expect_err("unknown");
     assert!(matches!(err, Error::UnknownTable(_)), "{err}");
-    let err = inspect::metric(
+    let err = ask::metric(
         w,
         Rows::all(old.clone()),
         Metric {
@@ -495,7 +490,7 @@ pub async fn unknown_names_and_size(env: Env) {
     .expect_err("unknown column");
     assert!(matches!(err, Error::UnknownColumn { .. }), "{err}");
     let diff = lines_diff(old.clone(), missing, 1);
-    let err = inspect::diff(w, diff).await.expect_err("unknown table");
+    let err = ask::diff(w, diff).await.expect_err("unknown table");
     assert!(matches!(err, Error::UnknownTable(_)), "{err}");
     // The diff's temporary table does not outlive a diff.
     assert!(w
@@ -504,7 +499,7 @@ pub async fn unknown_names_and_size(env: Env) {
         .expect("describe")
         .is_none());
 
-    let size = inspect::size(w, old).await.expect("size");
+    let size = ask::size(w, old).await.expect("size");
     // Catalog row counts are estimates; an engine that has not gathered
     // statistics yet reports 0.
     assert!(size.rows == 12 || size.rows == 0, "{size:?}");

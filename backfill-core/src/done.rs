@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{validation, Backfill, Runner};
 use crate::error::{Error, Result};
+use crate::job::Backfill;
 use crate::ledger::RunStatus;
 use crate::note::{change_note, ChangeNote};
 use crate::refresh::{refresh_order, run_action, Refresh, RefreshReport};
+use crate::runner::{validation, Runner};
 
 /// The refresh document: what has actions, and what is done.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -70,7 +71,7 @@ impl Runner {
     /// recorded in the ledger as it finishes; a failed one stops the
     /// refresh, and calling again resumes after the last done.
     pub async fn refresh(&self, job: &Backfill, actions: &[Refresh]) -> Result<RefreshReport> {
-        let run = self.ledger.run(&job.run_id).await?;
+        let run = self.ledger().run(&job.run_id).await?;
         let visible = match run.status {
             RunStatus::CutOver => true,
             RunStatus::Completed => !job.brief.strategy.needs_cutover(),
@@ -93,7 +94,7 @@ impl Runner {
             }
         }
         let mut state: RefreshState = match self
-            .ledger
+            .ledger()
             .document(&job.run_id, RefreshReport::DOCUMENT)
             .await?
         {
@@ -117,14 +118,14 @@ impl Runner {
                 report.already.push(name.clone());
                 continue;
             }
-            run_action(self.warehouse.as_ref(), name, &action.action).await?;
+            run_action(self.warehouse().as_ref(), name, &action.action).await?;
             state.done.push(name.clone());
-            self.ledger
+            self.ledger()
                 .put_document(&job.run_id, RefreshReport::DOCUMENT, &json(&state)?)
                 .await?;
             report.refreshed.push(name.clone());
         }
-        self.ledger
+        self.ledger()
             .put_document(&job.run_id, RefreshReport::DOCUMENT, &json(&state)?)
             .await?;
         Ok(report)
@@ -133,9 +134,9 @@ impl Runner {
     /// Produces the run's change note (see [`crate::note`]) and keeps it
     /// in the ledger.
     pub async fn change_note(&self, job: &Backfill) -> Result<ChangeNote> {
-        let mut note = change_note(self.ledger.as_ref(), job).await?;
+        let mut note = change_note(self.ledger().as_ref(), job).await?;
         if let Some(doc) = self
-            .ledger
+            .ledger()
             .document(&job.run_id, RefreshReport::DOCUMENT)
             .await?
         {
@@ -144,7 +145,7 @@ impl Runner {
             note.refreshed = state.done;
         }
         if let Some(doc) = self
-            .ledger
+            .ledger()
             .document(&job.run_id, EXCEPTIONS_DOCUMENT)
             .await?
         {
@@ -152,7 +153,7 @@ impl Runner {
                 note.exceptions.push(format!("documented: {text}"));
             }
         }
-        self.ledger
+        self.ledger()
             .put_document(&job.run_id, NOTE_DOCUMENT, &json(&note)?)
             .await?;
         Ok(note)
@@ -169,8 +170,8 @@ impl Runner {
                     .into(),
             ));
         }
-        let doc = serde_json::json!({ "by": by, "text": text, "at": self.ledger.now() });
-        self.ledger
+        let doc = serde_json::json!({ "by": by, "text": text, "at": self.ledger().now() });
+        self.ledger()
             .put_document(&job.run_id, EXCEPTIONS_DOCUMENT, &doc)
             .await
     }
@@ -178,8 +179,8 @@ impl Runner {
     /// Where the run stands against the definition of done.
     pub async fn done_status(&self, job: &Backfill) -> Result<DoneStatus> {
         let run_id = &job.run_id;
-        let run = self.ledger.run(run_id).await?;
-        let batches = self.ledger.batches(run_id).await?;
+        let run = self.ledger().run(run_id).await?;
+        let batches = self.ledger().batches(run_id).await?;
         let mut items = Vec::new();
         let undone = batches.iter().filter(|b| !b.state.is_done()).count();
         items.push((
@@ -197,7 +198,7 @@ impl Runner {
         };
         items.push((DoneItem::RunLogged, logged));
         let exceptions = self
-            .ledger
+            .ledger()
             .document(run_id, EXCEPTIONS_DOCUMENT)
             .await?
             .is_some();
@@ -212,7 +213,7 @@ impl Runner {
         };
         items.push((DoneItem::Validated, validated));
         let refreshed = match self
-            .ledger
+            .ledger()
             .document(run_id, RefreshReport::DOCUMENT)
             .await?
         {
@@ -226,12 +227,16 @@ impl Runner {
             None => Some("no downstream refresh recorded".to_string()),
         };
         items.push((DoneItem::DownstreamRefreshed, refreshed));
-        let noted = self.ledger.document(run_id, NOTE_DOCUMENT).await?.is_some();
+        let noted = self
+            .ledger()
+            .document(run_id, NOTE_DOCUMENT)
+            .await?
+            .is_some();
         items.push((
             DoneItem::NoteProduced,
             (!noted).then(|| "no change note produced".to_string()),
         ));
-        let assets = self.ledger.assets(Some(run_id)).await?;
+        let assets = self.ledger().assets(Some(run_id)).await?;
         let unowned = assets
             .iter()
             .filter(|a| a.owner.trim().is_empty() || a.expires_at <= a.created_at)

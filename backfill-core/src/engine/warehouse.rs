@@ -9,14 +9,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::exec::{self, execute_all, finish, in_tx, query_count, Conn, Executor, Failure, Limits};
-use super::inspect::SqlRead;
-use super::{stmt, Dialect, Sql};
+use crate::checks::SAMPLE_LIMIT;
+use crate::engine::exec::{
+    self, execute_all, finish, in_tx, query_count, Conn, Executor, Failure, Limits,
+};
+use crate::engine::ledger::{LedgerHome, SqlLedger};
+use crate::engine::read::SqlRead;
 use crate::error::{Error, Result};
 use crate::inspect::{Answer, Inspect};
-use crate::ledger::{Clock, LedgerHome, SqlLedger, SystemClock, TxMark, DEFAULT_SCHEMA};
+use crate::ledger::{Clock, SystemClock, TxMark, DEFAULT_SCHEMA};
 use crate::plan::Batch;
-use crate::validate::SAMPLE_LIMIT;
+use crate::sql::{stmt, Dialect, Sql};
 use crate::warehouse::{
     check_columns, check_source, Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite,
     Warehouse, WriteOutcome, BATCH_COLUMN, MARKER_COLUMN,
@@ -503,7 +506,7 @@ impl<E: Executor> SqlWarehouse<E> {
         mut out: WriteOutcome,
     ) -> Result<WriteOutcome> {
         if let Some((mark, home)) = self.home_of(mark) {
-            crate::ledger::sql::mark_written(c, &home, &mark, out.rows_before, out.rows_written)
+            crate::engine::ledger::mark_written(c, &home, &mark, out.rows_before, out.rows_written)
                 .await?;
             out.ledger_marked = true;
         }
@@ -1062,7 +1065,7 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
     }
 
     async fn inspect(&self, question: &Inspect) -> Result<Answer> {
-        super::inspect::answer(self, question).await
+        crate::engine::read::answer(self, question).await
     }
 
     async fn execute(&self, sql: &str) -> Result<()> {

@@ -15,21 +15,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{
+use crate::engine::exec::{self, execute_all, finish, Conn, Executor, Failure};
+use crate::error::{Error, Result};
+use crate::ledger::{
     check_held, check_move, claim_reason, lease_expiry, Asset, AssetKind, BatchRecord, BatchState,
     BatchUpdate, Claim, Clock, Lease, Ledger, RunId, RunRecord, RunStart, RunStatus, Transition,
     TxMark,
 };
-use crate::error::{Error, Result};
 use crate::plan::{Batch, BatchId};
 use crate::predicate::Predicate;
-use crate::sql::exec::{self, execute_all, finish, Conn, Executor, Failure};
 use crate::sql::stmt::ledger as sql;
 use crate::sql::{Dialect, Sql};
 use crate::{Ident, TableRef, Value};
-
-/// The schema a ledger uses unless told otherwise.
-pub const DEFAULT_SCHEMA: &str = "backfill";
 
 /// Ledger transactions that hit a serialization failure or a deadlock
 /// (which the engine rolled back) are run again this often in all.
@@ -76,7 +73,7 @@ impl LedgerHome {
 /// - serialization failures and deadlocks are retried a few times.
 ///
 /// Lease times come from the ledger's [`Clock`], not the server's, so
-/// tests can use a [`super::ManualClock`]; workers sharing a run should
+/// tests can use a [`crate::ledger::ManualClock`]; workers sharing a run should
 /// have reasonably synchronized clocks. Timestamps are stored as
 /// `TIMESTAMPTZ`.
 pub struct SqlLedger<E: Executor> {

@@ -1,6 +1,6 @@
 //! The executor seam: the little a SQL engine supplies so that the shared
-//! ledger ([`crate::ledger::SqlLedger`]) and the shared write protocol
-//! ([`crate::sql::SqlWarehouse`]) run on it.
+//! ledger ([`crate::engine::SqlLedger`]) and the shared write protocol
+//! ([`crate::engine::SqlWarehouse`]) run on it.
 //!
 //! An engine implements [`Executor`] (open a connection, open a
 //! transaction, say what an error means) and [`Conn`] (run a rendered
@@ -9,8 +9,9 @@
 //! protocol, is written once in this crate.
 //!
 //! ```no_run
-//! # async fn demo(exec: &dyn backfill_core::sql::Executor) -> backfill_core::Result<()> {
-//! use backfill_core::sql::{exec::finish, stmt};
+//! # async fn demo(exec: &dyn backfill_core::engine::Executor) -> backfill_core::Result<()> {
+//! use backfill_core::engine::exec::finish;
+//! use backfill_core::sql::stmt;
 //! use backfill_core::{Predicate, TableRef};
 //!
 //! let t = TableRef::parse("analytics.revenue")?;
@@ -27,8 +28,8 @@ use async_trait::async_trait;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use super::{Dialect, Sql};
 use crate::error::{Error, Result};
+use crate::sql::{Dialect, Sql};
 use crate::{ColumnType, Predicate, TableRef, Value};
 
 /// Session limits for one transaction (`statement_timeout` and
@@ -165,10 +166,10 @@ macro_rules! in_tx {
     ($exec:expr, $limits:expr, |$c:ident| $body:expr) => {{
         let mut tx = $exec.begin($limits).await?;
         let r = {
-            let $c: &mut dyn $crate::sql::exec::Conn = &mut *tx;
+            let $c: &mut dyn $crate::engine::exec::Conn = &mut *tx;
             async { $body }.await
         };
-        $crate::sql::exec::finish(tx, r).await
+        $crate::engine::exec::finish(tx, r).await
     }};
 }
 pub(crate) use in_tx;

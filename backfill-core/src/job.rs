@@ -1,0 +1,70 @@
+//! A backfill ready to run: the brief, its plan, the source of corrected
+//! rows and the run's identity, with the fingerprint resume must match.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::brief::Brief;
+use crate::ledger::RunId;
+use crate::plan::Plan;
+use crate::{Source, TableRef};
+
+/// A backfill ready to run: the brief, its plan, the source of corrected
+/// rows and the run's identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// The run id (stable across resumes).
+    pub run_id: RunId,
+    /// The brief.
+    pub brief: Brief,
+    /// The plan of the brief's scope.
+    pub plan: Plan,
+    /// The corrected logic.
+    pub source: Source,
+    /// Version of the code behind the source.
+    pub code_version: String,
+    /// Parameters worth recording.
+    pub parameters: serde_json::Value,
+}
+
+impl Backfill {
+    /// A backfill of `plan` from `source` under `brief`.
+    pub fn new(run_id: RunId, brief: Brief, plan: Plan, source: Source) -> Self {
+        Backfill {
+            run_id,
+            brief,
+            plan,
+            source,
+            code_version: String::from("unversioned"),
+            parameters: serde_json::Value::Null,
+        }
+    }
+
+    /// Records the code version.
+    pub fn code_version(mut self, v: impl Into<String>) -> Self {
+        self.code_version = v.into();
+        self
+    }
+
+    /// Records parameters.
+    pub fn parameters(mut self, p: serde_json::Value) -> Self {
+        self.parameters = p;
+        self
+    }
+
+    /// SHA-256 (hex) of the plan's fingerprint, the strategy, the source
+    /// and the code version: what resume must match.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.plan.fingerprint.as_bytes());
+        h.update(serde_json::to_vec(&self.brief.strategy).unwrap_or_default());
+        h.update(serde_json::to_vec(&self.source).unwrap_or_default());
+        h.update(self.code_version.as_bytes());
+        crate::plan::hex(&h.finalize())
+    }
+
+    /// The target table.
+    pub fn target(&self) -> &TableRef {
+        &self.brief.scope.target
+    }
+}
