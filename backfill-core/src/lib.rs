@@ -1,11 +1,29 @@
 //! # backfill-core
 //!
-//! The model of a safe backfill, with no engine code: a written
-//! [`Brief`] that preflight checks, an exact [`Scope`] in a named time
-//! zone, [`Planner`]s that cut it into stable batches, typed
-//! [`Predicate`]s, the shared SQL renderer ([`sql`]), the four write
-//! strategies ([`strategy`]), the [`Ledger`], the [`Runner`], and the
-//! validator model ([`validate`]).
+//! The model of a safe backfill and everything the engines share: a
+//! written [`Brief`] that preflight checks, an exact [`Scope`] in a named
+//! time zone, [`Planner`]s that cut it into stable batches, typed
+//! [`Predicate`]s, the shared SQL renderer ([`sql`]) and SQL engine
+//! ([`engine`]: one ledger and one batch-write protocol for every SQL
+//! adapter), the four write strategies ([`strategy`]), the [`Ledger`], the
+//! [`Runner`], validation ([`validate`]), and what comes after the data
+//! (approval, refresh, notes, cleanup, done).
+//!
+//! ## Layers
+//!
+//! Modules depend only on modules of their own layer or below; there is no
+//! import cycle (`python3 scripts/modcycles.py backfill-core/src` checks).
+//!
+//! | layer | modules | what they hold |
+//! |---|---|---|
+//! | model | [`ident`], [`value`], [`amount`], [`error`], [`finding`], [`predicate`], [`scope`], [`source`], [`plan`], [`pattern`], [`checks`], [`inspect`], [`brief`], [`job`] | what a backfill *is*: names, values, bounds, batches, the brief and its declared pattern and checks, the questions one may ask of data |
+//! | seams | [`ledger`], [`sql`], [`warehouse`], [`ask`], [`probe`], [`engine`] | what an engine and a ledger must do, the SQL renderer and dialects, and the shared SQL engine over a small executor |
+//! | run | [`strategy`], [`validate`], [`blast`], [`cleanup`], [`report`], [`runner`] | how a run goes: write patterns, checks, blast radius, leftovers, reports, the runner |
+//! | after the data | [`note`], [`refresh`], [`done`] | change notes, downstream refresh, the definition of done |
+//!
+//! A new SQL engine implements [`engine::Executor`] and [`engine::Conn`],
+//! and a [`sql::Dialect`]; [`engine::SqlWarehouse`] and
+//! [`engine::SqlLedger`] then give it the whole runbook.
 //!
 //! The runbook shape: brief → preflight → plan → run → report.
 //!
@@ -61,19 +79,19 @@ pub use brief::{
     Brief, Dependencies, Dependency, Finding, Operations, Preflight, RiskClass, RollbackPlan,
     ValidationPlan,
 };
+pub use checks::{CheckSpec, Expectation};
 pub use error::{Error, Result};
 pub use ident::{Ident, TableRef};
+pub use job::Backfill;
 pub use ledger::{BatchState, Ledger, MemoryLedger, RunId, RunStatus};
+pub use pattern::StrategySpec;
 pub use plan::{Batch, BatchId, Grain, Plan, Planner};
 pub use predicate::Predicate;
-pub use report::RunReport;
-pub use runner::{
-    Backfill, Event, Load, LoadSignal, Reading, RunControl, RunOptions, Runner, SliceEstimate,
-};
+pub use report::{RunReport, SliceEstimate};
+pub use runner::{Event, Load, LoadSignal, Reading, RunControl, RunOptions, Runner};
 pub use scope::{Bounds, Scope, TimeColumn};
 pub use source::Source;
-pub use strategy::StrategySpec;
-pub use validate::{CheckSpec, Expectation, Outcome, Status, ValidationReport};
+pub use validate::{Outcome, Status, ValidationReport};
 pub use value::{Column, ColumnType, TableSchema, Value};
 pub use warehouse::Warehouse;
 

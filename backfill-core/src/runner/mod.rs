@@ -27,13 +27,14 @@ pub use validation::BASELINE_DOCUMENT;
 use crate::error::{Error, Result};
 pub use crate::job::Backfill;
 use crate::ledger::{
-    gaps, Asset, AssetKind, BatchState, BatchUpdate, Ledger, RunRecord, RunStart, RunStatus,
+    gaps, Asset, AssetKind, BatchRecord, BatchState, BatchUpdate, Ledger, RunRecord, RunStart,
+    RunStatus,
 };
 use crate::plan::{Batch, BatchId, Plan};
 use crate::report::RunReport;
 pub use crate::report::SliceEstimate;
 use crate::strategy::{strategy_for, RunContext, StrategySpec, WriteStrategy};
-use crate::validate::{BatchCheck, CheckContext, Outcome, Validator};
+use crate::validate::{BatchCheck, CheckContext, Outcome, ValidationReport, Validator};
 use crate::warehouse::{Warehouse, WriteOutcome};
 use crate::{Ident, Source, TableRef};
 
@@ -143,6 +144,64 @@ struct Shared<'a> {
     ewma: Mutex<Ewma>,
     slice: Mutex<Vec<(BatchId, u64, Duration)>>,
     busy: Mutex<Duration>,
+}
+
+/// What opening a run found.
+struct Opened {
+    /// Whether the run was new or resumed.
+    start: RunStart,
+    /// The run as the ledger holds it.
+    stored: RunRecord,
+    /// When it was opened, by the ledger's clock.
+    now: jiff::Timestamp,
+}
+
+impl<'a> Shared<'a> {
+    fn new(
+        job: &'a Backfill,
+        ctx: RunContext<'a>,
+        strategy: &'a dyn WriteStrategy,
+        only: Option<&'a [BatchId]>,
+        done_before: usize,
+    ) -> Result<Self> {
+        let validators = job
+            .brief
+            .validation
+            .checks
+            .iter()
+            .filter_map(|c| c.validator())
+            .collect();
+        Ok(Shared {
+            job,
+            ctx,
+            strategy,
+            validators,
+            write_table: strategy.write_table(&ctx)?,
+            diff: crate::strategy::validation_sides(
+                &job.brief.strategy,
+                &ctx,
+                &job.plan.scope.predicate()?,
+                false,
+            )?
+            .1,
+            only,
+            total: job.plan.batches.len(),
+            done: AtomicUsize::new(done_before),
+            this_run: AtomicUsize::new(0),
+            rows_written: AtomicU64::new(0),
+            rows_before: AtomicU64::new(0),
+            throttled_ms: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            paused_announced: AtomicBool::new(false),
+            pause_reason: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            failure: Mutex::new(None),
+            outcomes: Mutex::new(Vec::new()),
+            ewma: Mutex::new(Ewma::default()),
+            slice: Mutex::new(Vec::new()),
+            busy: Mutex::new(Duration::ZERO),
+        })
+    }
 }
 
 impl Runner {
@@ -314,12 +373,108 @@ impl Runner {
         Ok(columns)
     }
 
+    /// The runbook of one call to [`Runner::run`] or
+    /// [`Runner::test_slice`]: preflight, open the run, requeue, prepare,
+    /// drive the batches, settle the run's status, the end-of-run checks,
+    /// release, and the report.
     async fn execute(
         &self,
         job: &Backfill,
         only: Option<&[BatchId]>,
     ) -> Result<(RunReport, Option<Vec<(BatchId, u64, Duration)>>)> {
         let started = Instant::now();
+        let (columns, warnings) = self.preflight(job).await?;
+        let opened = self.open_run(job).await?;
+        self.requeue_failed(job, only).await?;
+        let before = self.ledger.batches(&job.run_id).await?;
+        let done_before = before.iter().filter(|b| b.state.is_done()).count();
+        let pending = before
+            .iter()
+            .filter(|b| !b.state.is_done() && only.is_none_or(|ids| ids.contains(&b.batch.id)))
+            .count();
+
+        let strategy = strategy_for(&job.brief.strategy);
+        let owner = job.brief.operator.clone();
+        let ctx0 = self.context_at(job, &columns, &owner, opened.now);
+        let (source, staged) = if pending > 0 {
+            self.prepare(
+                job,
+                &ctx0,
+                strategy.as_ref(),
+                done_before,
+                opened.stored.status,
+            )
+            .await?
+        } else {
+            (job.source.clone(), false)
+        };
+        let ctx = RunContext {
+            source: &source,
+            staged_source: staged,
+            ..ctx0
+        };
+        self.emit(Event::RunStarted {
+            total: job.plan.batches.len(),
+            done: done_before,
+            resumed: opened.start == RunStart::Resumed,
+        });
+        let shared = Shared::new(job, ctx, strategy.as_ref(), only, done_before)?;
+        if pending > 0 {
+            self.drive(&shared).await;
+        }
+
+        let failure = shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let (status, after) = self
+            .settle(job, only, failure.as_ref(), opened.stored.status)
+            .await?;
+        let gap_ids = gaps(&after);
+        let validation = if only.is_none() && failure.is_none() && gap_ids.is_empty() {
+            self.final_checks(job, shared.this_run.load(Ordering::SeqCst))
+                .await?
+        } else {
+            None
+        };
+        self.release(job, status).await?;
+        self.emit(Event::RunFinished { status });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let outcomes = shared
+            .outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let report = RunReport {
+            run_id: job.run_id.clone(),
+            target: job.target().to_string(),
+            strategy: job.brief.strategy.name().to_string(),
+            status,
+            fingerprint: opened.stored.fingerprint.clone(),
+            batches_total: shared.total,
+            batches_done: after.iter().filter(|b| b.state.is_done()).count(),
+            batches_this_run: shared.this_run.load(Ordering::SeqCst),
+            rows_written: shared.rows_written.load(Ordering::SeqCst),
+            rows_before: shared.rows_before.load(Ordering::SeqCst),
+            outcomes,
+            gaps: gap_ids,
+            assets: self.ledger.assets(Some(&job.run_id)).await?,
+            elapsed: started.elapsed(),
+            throttled: Duration::from_millis(shared.throttled_ms.load(Ordering::SeqCst)),
+            validation,
+            warnings,
+        };
+        let slice = shared.slice.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok((report, Some(slice)))
+    }
+
+    /// Everything that can be checked before a write: the brief, the plan
+    /// against it, tables and columns, and the engine's own dependents of
+    /// the target. Returns the columns written and the warnings.
+    async fn preflight(&self, job: &Backfill) -> Result<(Vec<Ident>, Vec<String>)> {
         job.brief.preflight().into_result()?;
         if job.plan.scope != job.brief.scope {
             return Err(Error::InvalidPlan(
@@ -327,22 +482,24 @@ impl Runner {
             ));
         }
         let columns = self.check_schema(job).await?;
-        // The engine's own dependents of the target, against the brief.
         let blast = crate::blast::blast_radius(self.warehouse.as_ref(), &job.brief).await?;
         let blast_findings = blast.findings(job.brief.risk);
         if blast_findings.iter().any(|f| f.blocking) {
             return Err(Error::Preflight(blast_findings));
         }
-        let warnings: Vec<String> = blast_findings
+        let warnings = blast_findings
             .into_iter()
             .map(|f| format!("{}: {}", f.section, f.message))
             .collect();
-        let target = job.target().clone();
-        let fingerprint = job.fingerprint();
-        let run_id = &job.run_id;
+        Ok((columns, warnings))
+    }
 
-        // A finished run with the same plan has nothing to do and must not
-        // take the target again; anything else takes the lock first.
+    /// Takes the target and records the run with its plan, or finds it.
+    /// A finished run with the same plan has nothing to do and must not
+    /// take the target again; a rolled-back run is not run again.
+    async fn open_run(&self, job: &Backfill) -> Result<Opened> {
+        let (run_id, target) = (&job.run_id, job.target());
+        let fingerprint = job.fingerprint();
         let existing = match self.ledger.run(run_id).await {
             Ok(r) => Some(r),
             Err(Error::RunNotFound(_)) => None,
@@ -353,13 +510,13 @@ impl Runner {
                 && r.fingerprint == fingerprint
         });
         if !finished {
-            self.ledger.lock_target(&target, run_id).await?;
+            self.ledger.lock_target(target, run_id).await?;
         }
         let now = self.ledger.now();
         let record = RunRecord {
             run_id: run_id.clone(),
             target: target.clone(),
-            fingerprint: fingerprint.clone(),
+            fingerprint,
             code_version: job.code_version.clone(),
             parameters: job.parameters.clone(),
             operator: job.brief.operator.clone(),
@@ -376,7 +533,12 @@ impl Runner {
                 "run {run_id} was rolled back; start a new run id to backfill again"
             )));
         }
-        // Requeue failed batches: resume means "continue this plan".
+        Ok(Opened { start, stored, now })
+    }
+
+    /// Requeues failed batches: resume means "continue this plan".
+    async fn requeue_failed(&self, job: &Backfill, only: Option<&[BatchId]>) -> Result<()> {
+        let run_id = &job.run_id;
         for b in self.ledger.batches(run_id).await? {
             if b.state == BatchState::Failed && only.is_none_or(|ids| ids.contains(&b.batch.id)) {
                 let requeued = self
@@ -396,136 +558,116 @@ impl Runner {
                 }
             }
         }
-        let before = self.ledger.batches(run_id).await?;
-        let done_before = before.iter().filter(|b| b.state.is_done()).count();
-        let relevant_pending = before
-            .iter()
-            .filter(|b| !b.state.is_done() && only.is_none_or(|ids| ids.contains(&b.batch.id)))
-            .count();
+        Ok(())
+    }
 
-        let strategy = strategy_for(&job.brief.strategy);
+    /// The run's context as of `now`, reading the job's own source.
+    fn context_at<'a>(
+        &'a self,
+        job: &'a Backfill,
+        columns: &'a [Ident],
+        owner: &'a str,
+        now: jiff::Timestamp,
+    ) -> RunContext<'a> {
         let retention =
             jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
-        let mut source = job.source.clone();
-        let mut staged = false;
-        let owner = job.brief.operator.clone();
-        let ctx0 = RunContext {
+        RunContext {
             warehouse: self.warehouse.as_ref(),
-            run_id,
-            target: &target,
+            run_id: &job.run_id,
+            target: job.target(),
             source: &job.source,
             staged_source: false,
-            columns: &columns,
+            columns,
             keep_pre_image: job.brief.rollback.keep_pre_image,
-            owner: &owner,
+            owner,
             now,
             expires_at: now.checked_add(retention).unwrap_or(jiff::Timestamp::MAX),
-        };
-        if relevant_pending > 0 {
-            self.capture_baseline(job, done_before).await?;
-            self.maintenance(job, true).await?;
-            if stored.status != RunStatus::Running {
-                self.ledger
-                    .set_run_status(run_id, RunStatus::Running, Some("resumed"))
-                    .await?;
-            }
-            let mut assets = strategy.prepare(&ctx0).await?;
-            if self.options.stage_source {
-                let snapshot = ctx0.staged_source_table()?;
-                let scope_pred = job.plan.scope.predicate()?;
-                let (lo, hi) = scope_bounds(&job.plan);
-                self.warehouse
-                    .stage_source(
-                        &job.source,
-                        &scope_pred,
-                        (lo.as_ref(), hi.as_ref()),
-                        &job.plan.scope.batch_column,
-                        &snapshot,
-                    )
-                    .await?;
-                assets.push(Asset {
-                    run_id: run_id.clone(),
-                    kind: AssetKind::StagedSource,
-                    table: snapshot.clone(),
-                    owner: owner.clone(),
-                    created_at: now,
-                    expires_at: ctx0.expires_at,
-                    dropped_at: None,
-                });
-                source = Source::Table(snapshot);
-                staged = true;
-            }
-            for a in &assets {
-                self.ledger.record_asset(a).await?;
-            }
         }
-        let ctx = RunContext {
-            source: &source,
-            staged_source: staged,
-            ..ctx0
-        };
-        self.emit(Event::RunStarted {
-            total: job.plan.batches.len(),
-            done: done_before,
-            resumed: start == RunStart::Resumed,
-        });
-        let validators: Vec<Box<dyn Validator>> = job
-            .brief
-            .validation
-            .checks
-            .iter()
-            .filter_map(|c| c.validator())
-            .collect();
-        let shared = Shared {
-            job,
-            ctx,
-            strategy: strategy.as_ref(),
-            validators,
-            write_table: strategy.write_table(&ctx)?,
-            diff: crate::strategy::validation_sides(
-                &job.brief.strategy,
-                &ctx,
-                &job.plan.scope.predicate()?,
-                false,
-            )?
-            .1,
-            only,
-            total: job.plan.batches.len(),
-            done: AtomicUsize::new(done_before),
-            this_run: AtomicUsize::new(0),
-            rows_written: AtomicU64::new(0),
-            rows_before: AtomicU64::new(0),
-            throttled_ms: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            paused_announced: AtomicBool::new(false),
-            pause_reason: Mutex::new(None),
-            in_flight: AtomicUsize::new(0),
-            failure: Mutex::new(None),
-            outcomes: Mutex::new(Vec::new()),
-            ewma: Mutex::new(Ewma::default()),
-            slice: Mutex::new(Vec::new()),
-            busy: Mutex::new(Duration::ZERO),
-        };
-        let span = tracing::info_span!("backfill.run", run_id = %run_id, target = %target);
-        if relevant_pending > 0 {
-            let workers = (0..self.options.concurrency.max(1)).map(|w| self.worker(&shared, w));
-            join_all(workers).instrument(span).await;
-        }
+    }
 
-        let failure = shared
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    /// Before the first write of this call: the metric baseline, the
+    /// maintenance marks, the run's status, the pattern's working tables,
+    /// the staged source. Returns the source batches read and whether it
+    /// is the run's staged snapshot.
+    async fn prepare(
+        &self,
+        job: &Backfill,
+        ctx: &RunContext<'_>,
+        strategy: &dyn WriteStrategy,
+        done_before: usize,
+        status: RunStatus,
+    ) -> Result<(Source, bool)> {
+        let run_id = &job.run_id;
+        self.capture_baseline(job, done_before).await?;
+        self.maintenance(job, true).await?;
+        if status != RunStatus::Running {
+            self.ledger
+                .set_run_status(run_id, RunStatus::Running, Some("resumed"))
+                .await?;
+        }
+        let mut assets = strategy.prepare(ctx).await?;
+        let mut source = (job.source.clone(), false);
+        if self.options.stage_source {
+            let snapshot = ctx.staged_source_table()?;
+            let scope_pred = job.plan.scope.predicate()?;
+            let (lo, hi) = scope_bounds(&job.plan);
+            self.warehouse
+                .stage_source(
+                    &job.source,
+                    &scope_pred,
+                    (lo.as_ref(), hi.as_ref()),
+                    &job.plan.scope.batch_column,
+                    &snapshot,
+                )
+                .await?;
+            assets.push(Asset {
+                run_id: run_id.clone(),
+                kind: AssetKind::StagedSource,
+                table: snapshot.clone(),
+                owner: ctx.owner.to_string(),
+                created_at: ctx.now,
+                expires_at: ctx.expires_at,
+                dropped_at: None,
+            });
+            source = (Source::Table(snapshot), true);
+        }
+        for a in &assets {
+            self.ledger.record_asset(a).await?;
+        }
+        Ok(source)
+    }
+
+    /// Runs the workers until the batches are done, one fails, or the run
+    /// is paused or cancelled.
+    async fn drive(&self, shared: &Shared<'_>) {
+        let span = tracing::info_span!(
+            "backfill.run",
+            run_id = %shared.job.run_id,
+            target = %shared.job.target()
+        );
+        let workers = (0..self.options.concurrency.max(1)).map(|w| self.worker(shared, w));
+        join_all(workers).instrument(span).await;
+    }
+
+    /// Records the run's status from what the ledger holds now; returns it
+    /// with the batches.
+    async fn settle(
+        &self,
+        job: &Backfill,
+        only: Option<&[BatchId]>,
+        failure: Option<&Error>,
+        stored: RunStatus,
+    ) -> Result<(RunStatus, Vec<BatchRecord>)> {
+        let run_id = &job.run_id;
         let cancelled = self.control.state() == ControlState::Cancelled;
         let after = self.ledger.batches(run_id).await?;
-        let gap_ids = gaps(&after);
+        let no_gaps = after.iter().all(|b| b.state.is_done());
         let status = if failure.is_some() {
             RunStatus::Failed
-        } else if cancelled && !gap_ids.is_empty() {
+        } else if cancelled && !no_gaps {
             RunStatus::Cancelled
-        } else if gap_ids.is_empty() {
-            if stored.status == RunStatus::CutOver {
+        } else if no_gaps {
+            if stored == RunStatus::CutOver {
                 RunStatus::CutOver
             } else {
                 RunStatus::Completed
@@ -540,7 +682,7 @@ impl Runner {
         } else {
             RunStatus::Paused
         };
-        let note = match (&failure, status) {
+        let note = match (failure, status) {
             (Some(e), _) => Some(e.to_string()),
             (None, RunStatus::Paused) if only.is_some() => Some("test slice done".to_string()),
             _ => None,
@@ -551,54 +693,36 @@ impl Runner {
                 .set_run_status(run_id, status, note.as_deref())
                 .await?;
         }
-        let validation = if only.is_none()
-            && failure.is_none()
-            && gap_ids.is_empty()
-            && !validation::scope_checks(job).is_empty()
-        {
-            match self.validation_report(job).await? {
-                Some(r) if shared.this_run.load(Ordering::SeqCst) == 0 => Some(r),
-                _ => Some(self.validate(job).await?),
-            }
-        } else {
-            None
-        };
+        Ok((status, after))
+    }
+
+    /// The end-of-run checks over the whole scope, once every batch is
+    /// written; a report kept from an earlier call is reused when this
+    /// call wrote nothing.
+    async fn final_checks(
+        &self,
+        job: &Backfill,
+        written_now: usize,
+    ) -> Result<Option<ValidationReport>> {
+        if validation::scope_checks(job).is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(match self.validation_report(job).await? {
+            Some(r) if written_now == 0 => r,
+            _ => self.validate(job).await?,
+        }))
+    }
+
+    /// Releases the target and clears the maintenance marks once the new
+    /// data is what readers see.
+    async fn release(&self, job: &Backfill, status: RunStatus) -> Result<()> {
         let released = status == RunStatus::CutOver
             || (status == RunStatus::Completed && !job.brief.strategy.needs_cutover());
         if released {
-            self.ledger.unlock_target(&target, run_id).await?;
+            self.ledger.unlock_target(job.target(), &job.run_id).await?;
             self.maintenance(job, false).await?;
         }
-        self.emit(Event::RunFinished { status });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let outcomes = shared
-            .outcomes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let report = RunReport {
-            run_id: run_id.clone(),
-            target: target.to_string(),
-            strategy: job.brief.strategy.name().to_string(),
-            status,
-            fingerprint,
-            batches_total: shared.total,
-            batches_done: after.iter().filter(|b| b.state.is_done()).count(),
-            batches_this_run: shared.this_run.load(Ordering::SeqCst),
-            rows_written: shared.rows_written.load(Ordering::SeqCst),
-            rows_before: shared.rows_before.load(Ordering::SeqCst),
-            outcomes,
-            gaps: gap_ids,
-            assets: self.ledger.assets(Some(run_id)).await?,
-            elapsed: started.elapsed(),
-            throttled: Duration::from_millis(shared.throttled_ms.load(Ordering::SeqCst)),
-            validation,
-            warnings,
-        };
-        let slice = shared.slice.into_inner().unwrap_or_else(|e| e.into_inner());
-        Ok((report, Some(slice)))
+        Ok(())
     }
 
     /// Waits out throttling and pauses; returns false when the worker must
