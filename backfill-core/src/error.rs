@@ -146,10 +146,46 @@ pub enum Error {
         message: String,
         /// Whether retrying may succeed.
         transient: bool,
+        /// The engine's code for it, where it gives one: a SQLSTATE on
+        /// PostgreSQL, the error type on DuckDB (`Catalog`,
+        /// `TransactionContext`, …).
+        code: Option<String>,
+        /// The driver's error, for [`std::error::Error::source`].
+        #[source]
+        cause: Option<Cause>,
     },
     /// (De)serialization failed.
     #[error("serialization: {0}")]
     Serde(String),
+}
+
+/// The driver error behind an [`Error::Engine`], shared so the error
+/// stays cheap to clone; two causes are equal when they print alike.
+#[derive(Clone)]
+pub struct Cause(pub std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
 }
 
 fn summarize(findings: &[Finding]) -> String {
@@ -178,6 +214,8 @@ impl Error {
         Error::Engine {
             message: message.into(),
             transient: false,
+            code: None,
+            cause: None,
         }
     }
 
@@ -186,6 +224,33 @@ impl Error {
         Error::Engine {
             message: message.into(),
             transient: true,
+            code: None,
+            cause: None,
+        }
+    }
+
+    /// An error a driver reported, with the engine's code for it and the
+    /// driver's error as its [`std::error::Error::source`].
+    pub fn from_driver(
+        message: impl Into<String>,
+        transient: bool,
+        code: Option<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Engine {
+            message: message.into(),
+            transient,
+            code,
+            cause: Some(Cause(std::sync::Arc::new(cause))),
+        }
+    }
+
+    /// The engine's code for an engine error (a SQLSTATE on PostgreSQL,
+    /// the error type on DuckDB), where it gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Engine { code, .. } => code.as_deref(),
+            _ => None,
         }
     }
 }

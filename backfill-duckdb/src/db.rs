@@ -124,6 +124,7 @@ impl Executor for DuckDb {
 
     fn classify(&self, e: &Error) -> Failure {
         match e {
+            // DuckDB names a view that reads itself only in its message.
             Error::Engine { message, .. } if message.contains("recursi") => Failure::ViewCycle,
             Error::Engine { message, .. } if message.to_ascii_lowercase().contains("conflict") => {
                 Failure::Conflict
@@ -227,9 +228,18 @@ pub(crate) fn engine_error(e: duckdb::Error) -> Error {
     if let Some(name) = missing_table(&message) {
         return Error::UnknownTable(name);
     }
-    let transient = message.to_ascii_lowercase().contains("conflict")
-        || message.contains("TransactionContext Error");
-    Error::Engine { message, transient }
+    let code = error_type(&message);
+    // A write-write conflict between transactions aborts the later one.
+    let transient = code.as_deref() == Some("TransactionContext")
+        || message.to_ascii_lowercase().contains("conflict");
+    Error::from_driver(message, transient, code, e)
+}
+
+/// DuckDB's error type, which its messages start with (`Catalog Error:
+/// …`, `TransactionContext Error: …`, `Binder Error: …`).
+fn error_type(message: &str) -> Option<String> {
+    let (kind, _) = message.split_once(" Error: ")?;
+    (!kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric())).then(|| kind.to_string())
 }
 
 fn missing_table(message: &str) -> Option<String> {

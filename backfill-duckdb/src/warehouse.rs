@@ -2,11 +2,10 @@
 //! executor, with the constructors and escape hatches of an embedded
 //! database.
 
-use std::ops::Deref;
 use std::path::Path;
 
 use backfill_core::engine::{SqlLedger, SqlWarehouse};
-use backfill_core::{forward_warehouse, Result};
+use backfill_core::Result;
 use duckdb::Connection;
 
 use crate::db::{engine_error, DuckDb};
@@ -16,47 +15,37 @@ use crate::db::{engine_error, DuckDb};
 /// commit in one transaction.
 pub type DuckDbLedger = SqlLedger<DuckDb>;
 
-/// A DuckDB database as a backfill [`backfill_core::Warehouse`].
-///
-/// Writes, checks and snapshots run as SQL inside DuckDB; only plans,
-/// bounds, counts and bounded samples cross into Rust. The warehouse owns
-/// one connection (clones share it); each operation holds it for its whole
-/// duration, so one operation's transaction never interleaves with
-/// another's. The batch-write protocol is [`SqlWarehouse`]'s; its
-/// methods (`ledger`, `execute_batch`, `create_table`, `insert_rows`,
-/// `create_view`) are reached through `Deref`.
-///
-/// How the contract maps onto DuckDB:
-///
-/// - `swap` renames both tables in one transaction; DuckDB binds views by
-///   name when they are queried, so a view reading the target reads the
-///   new table after the swap;
-/// - `create_copy` keeps column types and `NOT NULL`, not primary keys,
-///   unique or check constraints or defaults;
-/// - temporal values are bound as ISO text and cast by the placeholders,
-///   at DuckDB's microsecond precision;
-/// - relations are looked up in `duckdb_tables()` and `duckdb_columns()`
-///   by their names as written.
-///
-/// ```no_run
-/// # async fn demo() -> backfill_core::Result<()> {
-/// use backfill_duckdb::DuckDbWarehouse;
-/// let warehouse = DuckDbWarehouse::open("analytics.duckdb")?;
-/// let ledger = warehouse.ledger("backfill").await?;
-/// # let _ = ledger; Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct DuckDbWarehouse {
-    inner: SqlWarehouse<DuckDb>,
-}
-
-forward_warehouse!([] DuckDbWarehouse, |s| &s.inner);
-
-impl Deref for DuckDbWarehouse {
-    type Target = SqlWarehouse<DuckDb>;
-    fn deref(&self) -> &Self::Target {
-        &self.inner
-    }
+backfill_core::sql_warehouse! {
+    /// A DuckDB database as a backfill [`backfill_core::Warehouse`].
+    ///
+    /// Writes, checks and snapshots run as SQL inside DuckDB; only plans,
+    /// bounds, counts and bounded samples cross into Rust. The warehouse owns
+    /// one connection (clones share it); each operation holds it for its whole
+    /// duration, so one operation's transaction never interleaves with
+    /// another's. The batch-write protocol is [`SqlWarehouse`]'s; its
+    /// methods (`ledger`, `execute_batch`, `create_table`, `insert_rows`,
+    /// `create_view`) are reached through `Deref`.
+    ///
+    /// How the contract maps onto DuckDB:
+    ///
+    /// - `swap` renames both tables in one transaction; DuckDB binds views by
+    ///   name when they are queried, so a view reading the target reads the
+    ///   new table after the swap;
+    /// - `create_copy` keeps column types and `NOT NULL`, not primary keys,
+    ///   unique or check constraints or defaults;
+    /// - temporal values are bound as ISO text and cast by the placeholders,
+    ///   at DuckDB's microsecond precision;
+    /// - relations are looked up in `duckdb_tables()` and `duckdb_columns()`
+    ///   by their names as written.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> backfill_core::Result<()> {
+    /// use backfill_duckdb::DuckDbWarehouse;
+    /// let warehouse = DuckDbWarehouse::open("analytics.duckdb")?;
+    /// let ledger = warehouse.ledger("backfill").await?;
+    /// # let _ = ledger; Ok(()) }
+    /// ```
+    pub struct DuckDbWarehouse(DuckDb);
 }
 
 impl DuckDbWarehouse {
@@ -76,9 +65,7 @@ impl DuckDbWarehouse {
 
     /// Wraps an open connection.
     pub fn from_connection(conn: Connection) -> Self {
-        DuckDbWarehouse {
-            inner: SqlWarehouse::new(DuckDb::new(conn)),
-        }
+        SqlWarehouse::new(DuckDb::new(conn)).into()
     }
 
     /// Runs `f` with the shared connection on a blocking thread: an escape

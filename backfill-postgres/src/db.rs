@@ -67,17 +67,6 @@ impl PgExecutor {
     }
 }
 
-/// The SQLSTATE an engine error carries (its message starts with the
-/// severity and the code).
-fn sqlstate(e: &Error) -> Option<&str> {
-    match e {
-        Error::Engine { message, .. } => {
-            message.split(' ').nth(1).and_then(|c| c.strip_suffix(':'))
-        }
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl Executor for PgExecutor {
     fn dialect(&self) -> &'static dyn Dialect {
@@ -126,7 +115,7 @@ impl Executor for PgExecutor {
     }
 
     fn classify(&self, e: &Error) -> Failure {
-        match sqlstate(e) {
+        match e.code() {
             Some(c) if c == SqlState::T_R_SERIALIZATION_FAILURE.code() => Failure::Conflict,
             Some(c) if c == SqlState::T_R_DEADLOCK_DETECTED.code() => Failure::Conflict,
             Some(c) if c == SqlState::LOCK_NOT_AVAILABLE.code() => Failure::LockTimeout,
@@ -245,10 +234,9 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
         if let Some(h) = db.hint() {
             message.push_str(&format!(" (hint: {h})"));
         }
-        return Error::Engine {
-            message,
-            transient: transient_state(code),
-        };
+        let transient = transient_state(code);
+        let code = Some(code.code().to_string());
+        return Error::from_driver(message, transient, code, e);
     }
     let message = match e.source() {
         Some(src) => format!("{e}: {src}"),
@@ -258,10 +246,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
     // value could not be converted. Only the last is permanent.
     let conversion =
         message.contains("error serializing") || message.contains("error deserializing");
-    Error::Engine {
-        message,
-        transient: !conversion,
-    }
+    Error::from_driver(message, !conversion, None, e)
 }
 
 /// The first double-quoted name in a message (`relation "x" does not

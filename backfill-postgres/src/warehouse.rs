@@ -1,12 +1,11 @@
 //! [`PgWarehouse`]: the shared [`SqlWarehouse`] on the [`PgExecutor`],
 //! with a pool, session limits and load signals.
 
-use std::ops::Deref;
 use std::str::FromStr;
 use std::time::Duration;
 
 use backfill_core::engine::{Limits, SqlLedger, SqlWarehouse, WriteSettings};
-use backfill_core::{forward_warehouse, Error, Result};
+use backfill_core::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
@@ -21,75 +20,65 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 /// points at the same database and schema.
 pub type PgLedger = SqlLedger<PgExecutor>;
 
-/// A PostgreSQL database as a backfill [`backfill_core::Warehouse`].
-///
-/// Writes, checks and snapshots run as SQL inside PostgreSQL; only plans,
-/// bounds, counts and bounded samples cross into Rust. Connections come
-/// from a `deadpool-postgres` pool (clones of the warehouse share it), and
-/// every value is a bound parameter. A [`PgLedger`] made with
-/// [`PgWarehouse::ledger`](backfill_core::engine::SqlWarehouse::ledger) lives in the same database, so each batch's
-/// write marks its ledger row in the same transaction as the data, fenced
-/// by the claim's token: a worker whose lease was taken over cannot
-/// commit. Several processes, each with its own warehouse and ledger on
-/// the same database and schema, share one run. The batch-write protocol
-/// and the ledger are [`SqlWarehouse`]'s and [`SqlLedger`]'s, shared with
-/// every SQL engine; their methods (`ledger`, `execute_batch`,
-/// `create_table`, `insert_rows`, `create_view`) are reached through
-/// `Deref`.
-///
-/// How the contract maps onto PostgreSQL:
-///
-/// - each batch write is one transaction with `SET LOCAL
-///   statement_timeout` and `SET LOCAL lock_timeout` (see
-///   [`PgWarehouse::with_statement_timeout`],
-///   [`PgWarehouse::with_lock_timeout`]); a timeout is a transient error
-///   the runner retries;
-/// - the write first takes a transaction-scoped advisory lock on (table,
-///   batch), so two workers never interleave the same batch, then
-///   materializes the batch's source slice once into a temporary table
-///   (`pg_temp.__bf_slice`; a bounded query with the batch's bounds, then
-///   the out-of-bounds guard; any other source with the batch predicate),
-///   so guard, pre-image, delete and insert all see the same rows, even
-///   when the source reads the table being written;
-/// - merge is `UPDATE … FROM` plus `INSERT … WHERE NOT EXISTS`, which
-///   needs no unique constraint on the target (the slice is analyzed
-///   first so the join is planned on real numbers);
-/// - `swap` renames both tables in one transaction under a short
-///   `lock_timeout`, retried a few times ([`PgWarehouse::with_swap_lock`]);
-///   PostgreSQL views bind tables by identity, not name, so a view over
-///   the target keeps reading the old table after a swap;
-/// - `create_copy` uses `CREATE TABLE … (LIKE … INCLUDING DEFAULTS
-///   INCLUDING CONSTRAINTS INCLUDING INDEXES …)`, so a staged table keeps
-///   `NOT NULL`, checks, primary keys and indexes (not foreign keys,
-///   triggers, grants or identity);
-/// - `point_view` replaces the view, or drops and recreates it in one
-///   transaction when its columns change;
-/// - DDL the runner may reach from several workers at once (pre-image,
-///   stage and staged-source tables) is serialized with advisory locks;
-/// - temporal values are bound as ISO text and cast by the placeholders;
-///   `numeric` values are read back as text (or floats for float columns);
-/// - tables and views are looked up in `information_schema` (materialized
-///   views are not found there), unqualified names in `current_schema()`.
-///
-/// ```no_run
-/// # async fn demo() -> backfill_core::Result<()> {
-/// use backfill_postgres::PgWarehouse;
-/// let warehouse = PgWarehouse::connect("host=localhost user=postgres dbname=analytics").await?;
-/// let ledger = warehouse.ledger("backfill").await?;
-/// # let _ = ledger; Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct PgWarehouse {
-    inner: SqlWarehouse<PgExecutor>,
-}
-
-forward_warehouse!([] PgWarehouse, |s| &s.inner);
-
-impl Deref for PgWarehouse {
-    type Target = SqlWarehouse<PgExecutor>;
-    fn deref(&self) -> &Self::Target {
-        &self.inner
-    }
+backfill_core::sql_warehouse! {
+    /// A PostgreSQL database as a backfill [`backfill_core::Warehouse`].
+    ///
+    /// Writes, checks and snapshots run as SQL inside PostgreSQL; only plans,
+    /// bounds, counts and bounded samples cross into Rust. Connections come
+    /// from a `deadpool-postgres` pool (clones of the warehouse share it), and
+    /// every value is a bound parameter. A [`PgLedger`] made with
+    /// [`PgWarehouse::ledger`](backfill_core::engine::SqlWarehouse::ledger) lives in the same database, so each batch's
+    /// write marks its ledger row in the same transaction as the data, fenced
+    /// by the claim's token: a worker whose lease was taken over cannot
+    /// commit. Several processes, each with its own warehouse and ledger on
+    /// the same database and schema, share one run. The batch-write protocol
+    /// and the ledger are [`SqlWarehouse`]'s and [`SqlLedger`]'s, shared with
+    /// every SQL engine; their methods (`ledger`, `execute_batch`,
+    /// `create_table`, `insert_rows`, `create_view`) are reached through
+    /// `Deref`.
+    ///
+    /// How the contract maps onto PostgreSQL:
+    ///
+    /// - each batch write is one transaction with `SET LOCAL
+    ///   statement_timeout` and `SET LOCAL lock_timeout` (see
+    ///   [`PgWarehouse::with_statement_timeout`],
+    ///   [`PgWarehouse::with_lock_timeout`]); a timeout is a transient error
+    ///   the runner retries;
+    /// - the write first takes a transaction-scoped advisory lock on (table,
+    ///   batch), so two workers never interleave the same batch, then
+    ///   materializes the batch's source slice once into a temporary table
+    ///   (`pg_temp.__bf_slice`; a bounded query with the batch's bounds, then
+    ///   the out-of-bounds guard; any other source with the batch predicate),
+    ///   so guard, pre-image, delete and insert all see the same rows, even
+    ///   when the source reads the table being written;
+    /// - merge is `UPDATE … FROM` plus `INSERT … WHERE NOT EXISTS`, which
+    ///   needs no unique constraint on the target (the slice is analyzed
+    ///   first so the join is planned on real numbers);
+    /// - `swap` renames both tables in one transaction under a short
+    ///   `lock_timeout`, retried a few times ([`PgWarehouse::with_swap_lock`]);
+    ///   PostgreSQL views bind tables by identity, not name, so a view over
+    ///   the target keeps reading the old table after a swap;
+    /// - `create_copy` uses `CREATE TABLE … (LIKE … INCLUDING DEFAULTS
+    ///   INCLUDING CONSTRAINTS INCLUDING INDEXES …)`, so a staged table keeps
+    ///   `NOT NULL`, checks, primary keys and indexes (not foreign keys,
+    ///   triggers, grants or identity);
+    /// - `point_view` replaces the view, or drops and recreates it in one
+    ///   transaction when its columns change;
+    /// - DDL the runner may reach from several workers at once (pre-image,
+    ///   stage and staged-source tables) is serialized with advisory locks;
+    /// - temporal values are bound as ISO text and cast by the placeholders;
+    ///   `numeric` values are read back as text (or floats for float columns);
+    /// - tables and views are looked up in `information_schema` (materialized
+    ///   views are not found there), unqualified names in `current_schema()`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> backfill_core::Result<()> {
+    /// use backfill_postgres::PgWarehouse;
+    /// let warehouse = PgWarehouse::connect("host=localhost user=postgres dbname=analytics").await?;
+    /// let ledger = warehouse.ledger("backfill").await?;
+    /// # let _ = ledger; Ok(()) }
+    /// ```
+    pub struct PgWarehouse(PgExecutor);
 }
 
 impl PgWarehouse {
@@ -133,9 +122,9 @@ impl PgWarehouse {
             swap_lock_timeout: Some(Duration::from_secs(2)),
             swap_attempts: 5,
         };
-        PgWarehouse {
-            inner: SqlWarehouse::new(PgExecutor::new(pool)).with_settings(settings),
-        }
+        SqlWarehouse::new(PgExecutor::new(pool))
+            .with_settings(settings)
+            .into()
     }
 
     /// The pool.
