@@ -105,6 +105,15 @@ pub enum Error {
         /// The stale token.
         token: u64,
     },
+    /// A batch was claimed as often as the run allows and is given up as
+    /// failed, with its history in the ledger.
+    #[error("batch {batch} was given up after {attempts} attempt(s); its transitions say why; release it to try again")]
+    AttemptsExhausted {
+        /// The batch.
+        batch: String,
+        /// Its attempts.
+        attempts: u32,
+    },
     /// A batch state transition that the state machine does not allow.
     #[error("batch {batch}: transition {from} -> {to} is not allowed")]
     InvalidTransition {

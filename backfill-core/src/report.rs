@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{Asset, RunId, RunStatus};
+use crate::ledger::{Asset, Liveness, RunId, RunStatus};
 use crate::plan::BatchId;
 use crate::validate::{Outcome, Status, ValidationReport};
 
@@ -51,6 +51,26 @@ pub struct RunReport {
     /// declare).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Batches still `running` under a lease when this call ended: in
+    /// other workers' hands, or held by a dead worker until its lease
+    /// expires where the ledger cannot tell.
+    #[serde(default)]
+    pub held: Vec<Held>,
+}
+
+/// A batch still held under a lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    /// The batch.
+    pub batch: BatchId,
+    /// The worker holding it.
+    pub worker: String,
+    /// The worker's process instance.
+    pub instance: String,
+    /// When its lease ends unless renewed.
+    pub expires_at: jiff::Timestamp,
+    /// Whether its holder is alive.
+    pub liveness: Liveness,
 }
 
 impl RunReport {
@@ -117,6 +137,26 @@ impl fmt::Display for RunReport {
             )?;
         }
         if !self.gaps.is_empty() {
+            writeln!(
+                f,
+                "  incomplete: {} of {} batches written",
+                self.batches_done, self.batches_total
+            )?;
+            for h in self.held.iter().take(5) {
+                let who = match h.liveness {
+                    Liveness::Alive => "alive: it goes on".to_string(),
+                    Liveness::Dead => "dead: the next run takes it back".to_string(),
+                    Liveness::Unknown => format!(
+                        "liveness unknown: it is taken back when the lease ends at {}, or release it",
+                        h.expires_at
+                    ),
+                };
+                writeln!(
+                    f,
+                    "  batch {} is held by worker {} ({who})",
+                    h.batch, h.worker
+                )?;
+            }
             let shown: Vec<&str> = self.gaps.iter().take(5).map(|g| g.0.as_str()).collect();
             writeln!(
                 f,

@@ -937,6 +937,7 @@ mod ledger {
         let allowed = [
             (Pending, Running),
             (Running, Running),
+            (Running, Pending),
             (Running, Written),
             (Running, Failed),
             (Written, Validated),

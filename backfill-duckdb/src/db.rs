@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use backfill_core::engine::{Conn, Executor, Failure, Limits};
+use backfill_core::engine::{Conn, Executor, Failure, Limits, LivenessModel};
 use backfill_core::jiff::civil::{Date, DateTime};
 use backfill_core::jiff::tz::TimeZone;
 use backfill_core::jiff::Timestamp;
@@ -57,6 +57,15 @@ impl fmt::Debug for DuckDb {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A process instance's id: engine, process id, a counter and the start
+/// time, so a later process that reuses the pid is a different instance.
+fn instance_id(engine: &str, n: u64) -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!("{engine}:{}:{n}:{started}", std::process::id())
+}
+
 impl DuckDb {
     /// An executor on an open connection.
     pub fn new(conn: Connection) -> DuckDb {
@@ -64,7 +73,7 @@ impl DuckDb {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         DuckDb {
             session: Arc::new(Mutex::new(Session { conn, open: false })),
-            id: format!("duckdb:{}:{n}", std::process::id()),
+            id: instance_id("duckdb", n),
         }
     }
 
@@ -120,6 +129,12 @@ impl Executor for DuckDb {
         })
         .await?;
         Ok(Box::new(conn))
+    }
+
+    fn liveness(&self) -> LivenessModel {
+        // One process writes a database file at a time, and this one holds
+        // it: any other instance's lease is a dead process's.
+        LivenessModel::SingleWriter
     }
 
     fn classify(&self, e: &Error) -> Failure {

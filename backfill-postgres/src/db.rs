@@ -4,10 +4,11 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backfill_core::engine::{Conn, Executor, Failure, Limits, NativePartitions};
+use backfill_core::engine::{Conn, Executor, Failure, Limits, LivenessModel, NativePartitions};
 use backfill_core::jiff::civil::{Date, DateTime};
 use backfill_core::jiff::tz::TimeZone;
 use backfill_core::jiff::Timestamp;
@@ -15,6 +16,7 @@ use backfill_core::sql::{stmt, Dialect, PostgresDialect, Sql};
 use backfill_core::{ColumnType, Error, Result, Value};
 use bytes::BytesMut;
 use deadpool_postgres::{Object, Pool, PoolError};
+use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{GenericClient, Row};
@@ -33,6 +35,8 @@ pub(crate) static DIALECT: PostgresDialect = PostgresDialect;
 pub struct PgExecutor {
     pool: Pool,
     id: String,
+    /// The session holding this instance's lock while the executor lives.
+    instance: Arc<OnceCell<deadpool_postgres::ClientWrapper>>,
 }
 
 impl fmt::Debug for PgExecutor {
@@ -50,9 +54,14 @@ impl PgExecutor {
     /// An executor on `pool`.
     pub fn new(pool: Pool) -> PgExecutor {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
         PgExecutor {
             pool,
-            id: format!("postgres:{}:{n}", std::process::id()),
+            // The start time tells apart a later process reusing the pid.
+            id: format!("postgres:{}:{n}:{started}", std::process::id()),
+            instance: Arc::default(),
         }
     }
 
@@ -112,6 +121,27 @@ impl Executor for PgExecutor {
             .await?;
         }
         Ok(Box::new(c))
+    }
+
+    fn liveness(&self) -> LivenessModel {
+        LivenessModel::SessionLock
+    }
+
+    async fn instance(&self) -> Result<String> {
+        self.instance
+            .get_or_try_init(|| async {
+                // A connection of its own, outside the pool, holds the
+                // instance's lock for as long as this executor lives; when
+                // the process dies the server frees it.
+                let client = Object::take(self.client().await?);
+                let lock = DIALECT
+                    .instance_lock(&self.id)
+                    .ok_or_else(|| Error::engine("no instance lock in the dialect"))?;
+                query(&*client, &lock).await?;
+                Ok::<_, Error>(client)
+            })
+            .await?;
+        Ok(self.id.clone())
     }
 
     fn classify(&self, e: &Error) -> Failure {

@@ -118,6 +118,36 @@ pub trait Executor: Send + Sync + Debug + 'static {
     fn partitions(&self) -> Option<&dyn NativePartitions> {
         None
     }
+
+    /// How a ledger on this engine tells a dead lease holder from a live
+    /// one.
+    fn liveness(&self) -> LivenessModel {
+        LivenessModel::LeaseOnly
+    }
+
+    /// This process instance's id on the engine, recorded with every
+    /// lease its workers take. With [`LivenessModel::SessionLock`] the
+    /// first call takes the instance's session lock and the executor keeps
+    /// it for as long as it lives.
+    async fn instance(&self) -> Result<String> {
+        Ok(self.id().to_string())
+    }
+}
+
+/// How a ledger tells that a lease's holder died, so its batch is taken
+/// back at once instead of when the lease expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LivenessModel {
+    /// One process writes the database at a time (DuckDB): while this
+    /// instance holds it, a lease of any other instance is a dead
+    /// process's.
+    SingleWriter,
+    /// Every instance holds a session lock for its lifetime (a
+    /// PostgreSQL advisory lock); a holder whose lock is free is dead. The
+    /// dialect renders the lock and the check.
+    SessionLock,
+    /// No way to tell: a lease stands until it expires.
+    LeaseOnly,
 }
 
 /// A partition whose bounds are exactly a batch's range, and the table its

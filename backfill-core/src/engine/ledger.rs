@@ -15,12 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::engine::exec::{self, execute_all, finish, Conn, Executor, Failure};
+use crate::engine::exec::{self, execute_all, finish, Conn, Executor, Failure, LivenessModel};
 use crate::error::{Error, Result};
 use crate::ledger::{
-    check_held, check_move, claim_reason, lease_expiry, Asset, AssetKind, BatchRecord, BatchState,
-    BatchUpdate, Claim, Clock, Lease, Ledger, RunId, RunRecord, RunStart, RunStatus, Transition,
-    TxMark,
+    check_held, check_move, check_release, claim_reason, lease_expiry, release_reason, Asset,
+    AssetKind, BatchRecord, BatchState, BatchUpdate, Claim, Clock, Lease, Ledger, Liveness, RunId,
+    RunRecord, RunStart, RunStatus, Transition, TxMark,
 };
 use crate::plan::{Batch, BatchId};
 use crate::predicate::Predicate;
@@ -80,6 +80,7 @@ pub struct SqlLedger<E: Executor> {
     exec: Arc<E>,
     home: LedgerHome,
     id: String,
+    instance: String,
 }
 
 impl<E: Executor> Clone for SqlLedger<E> {
@@ -88,6 +89,7 @@ impl<E: Executor> Clone for SqlLedger<E> {
             exec: self.exec.clone(),
             home: self.home.clone(),
             id: self.id.clone(),
+            instance: self.instance.clone(),
         }
     }
 }
@@ -138,9 +140,18 @@ impl<E: Executor> SqlLedger<E> {
     ) -> Result<Self> {
         let d = exec.dialect();
         let mut ddl = sql::create(d, &schema);
+        // Ledgers made by earlier versions gain the columns added since.
+        ddl.push(sql::add_column(
+            d,
+            &schema,
+            sql::BATCHES,
+            "lease_instance",
+            "TEXT",
+        ));
         if d.secondary_indexes() {
             ddl.extend(sql::create_indexes(d, &schema));
         }
+        let instance = exec.instance().await?;
         let key = format!("backfill:ledger:{schema}:ddl");
         let ledger = SqlLedger {
             exec,
@@ -150,6 +161,7 @@ impl<E: Executor> SqlLedger<E> {
                 dialect: d,
             },
             id,
+            instance,
         };
         ledger_tx!(ledger, |c| {
             // Several workers may start at once: one creates, the others
@@ -266,6 +278,7 @@ const BATCH_COLUMNS: &[&str] = &[
     "started_at",
     "finished_at",
     "error",
+    "lease_instance",
 ];
 
 const ASSET_COLUMNS: &[&str] = &[
@@ -317,6 +330,7 @@ fn read_batch(row: &[Value]) -> Result<BatchRecord> {
             worker: exec::text(row, 7)?.unwrap_or_default(),
             token: u64::try_from(token).unwrap_or(0),
             expires_at: exec::timestamp(row, 9)?.unwrap_or(Timestamp::MIN),
+            instance: exec::text(row, 15)?.unwrap_or_default(),
         }),
         None => None,
     };
@@ -598,6 +612,7 @@ fn pending_row(run_id: &RunId, b: &Batch) -> Result<Vec<Value>> {
         Value::Null,
         Value::Null,
         Value::Null,
+        Value::Null,
     ])
 }
 
@@ -791,8 +806,16 @@ impl<E: Executor> Ledger for SqlLedger<E> {
         ledger_tx!(self, |c| {
             let now = home.clock.now();
             let batches = home.table(sql::BATCHES);
+            let now_value = Value::Timestamp(now);
+            let takeover = match self.exec.liveness() {
+                LivenessModel::SingleWriter => {
+                    sql::Takeover::ExpiredOrNotMine(&now_value, &self.instance)
+                }
+                LivenessModel::SessionLock => sql::Takeover::ExpiredOrUnlocked(&now_value),
+                LivenessModel::LeaseOnly => sql::Takeover::Expired(&now_value),
+            };
             let mut found = None;
-            for expired in [None, Some(Value::Timestamp(now))] {
+            for takeover in [None, Some(takeover)] {
                 // Locks the candidate where sessions write concurrently;
                 // rows other workers are claiming right now are skipped.
                 let q = sql::claim_candidate(
@@ -801,7 +824,7 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                     BATCH_COLUMNS,
                     run_id.as_str(),
                     only.as_deref(),
-                    expired,
+                    takeover,
                 );
                 if let Some(r) = c.query(&q).await?.first() {
                     found = Some(read_batch(r)?);
@@ -828,6 +851,7 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                     ("lease_token", int(token)),
                     ("lease_expires", Value::Timestamp(expires_at)),
                     ("started_at", Value::Timestamp(now)),
+                    ("lease_instance", text(self.instance.as_str())),
                 ],
                 &[
                     ("run_id", text(run_id.as_str())),
@@ -848,7 +872,14 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                 Some(&id),
                 (from.as_str(), "running"),
                 now,
-                &claim_reason(from, worker),
+                &claim_reason(
+                    from,
+                    worker,
+                    b.lease.as_ref(),
+                    // Taken while its lease still ran: its holder is dead.
+                    b.lease.as_ref().is_some_and(|l| l.expires_at > now),
+                    now,
+                ),
             )
             .await?;
             Ok(Some(Claim {
@@ -857,6 +888,109 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                 attempt,
             }))
         })
+    }
+
+    async fn renew(
+        &self,
+        run_id: &RunId,
+        batch_id: &BatchId,
+        token: u64,
+        lease: Duration,
+    ) -> Result<()> {
+        let (d, home) = (self.d(), &self.home);
+        ledger_tx!(self, |c| {
+            let q = sql::update(
+                d,
+                &home.table(sql::BATCHES),
+                &[(
+                    "lease_expires",
+                    Value::Timestamp(lease_expiry(home.clock.now(), lease)),
+                )],
+                &[
+                    ("run_id", text(run_id.as_str())),
+                    ("batch_id", text(batch_id.0.as_str())),
+                    ("state", text(BatchState::Running.as_str())),
+                    ("lease_token", int(token)),
+                ],
+            );
+            if c.execute(&q).await? == 1 {
+                Ok(())
+            } else {
+                Err(Error::LeaseLost {
+                    batch: batch_id.to_string(),
+                    token,
+                })
+            }
+        })
+    }
+
+    async fn release(
+        &self,
+        run_id: &RunId,
+        batch_id: &BatchId,
+        who: &str,
+        why: &str,
+    ) -> Result<()> {
+        let (d, home) = (self.d(), &self.home);
+        ledger_tx!(self, |c| {
+            load_run(c, home, run_id, false).await?;
+            let b = lock_batch(c, home, run_id, batch_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}"))
+                })?;
+            check_release(&b, who, why)?;
+            let q = sql::update(
+                d,
+                &home.table(sql::BATCHES),
+                &[
+                    ("state", text(BatchState::Pending.as_str())),
+                    ("attempts", Value::Int(0)),
+                ],
+                &[
+                    ("run_id", text(run_id.as_str())),
+                    ("batch_id", text(batch_id.0.as_str())),
+                    ("state", text(b.state.as_str())),
+                    ("lease_token", token_value(b.lease.as_ref())),
+                ],
+            );
+            if c.execute(&q).await? != 1 {
+                return Err(Error::transient(format!(
+                    "batch {batch_id} changed concurrently; retry"
+                )));
+            }
+            let now = home.clock.now();
+            let reason = release_reason(who, why);
+            let moved = (b.state.as_str(), BatchState::Pending.as_str());
+            log_transition(c, home, run_id, Some(batch_id), moved, now, &reason).await
+        })
+    }
+
+    async fn liveness(&self, lease: &Lease) -> Result<Liveness> {
+        match self.exec.liveness() {
+            LivenessModel::SingleWriter => Ok(if lease.instance == self.instance {
+                Liveness::Alive
+            } else {
+                Liveness::Dead
+            }),
+            LivenessModel::SessionLock => {
+                let Some(q) = sql::instance_alive(self.d(), &lease.instance) else {
+                    return Ok(Liveness::Unknown);
+                };
+                let mut c = self.exec.connect().await?;
+                let rows = c.query(&q).await?;
+                Ok(match rows.first().and_then(|r| r.first()) {
+                    Some(Value::Bool(true)) => Liveness::Alive,
+                    Some(Value::Bool(false)) => Liveness::Dead,
+                    _ => Liveness::Unknown,
+                })
+            }
+            LivenessModel::LeaseOnly => Ok(Liveness::Unknown),
+        }
+    }
+
+    fn instance(&self) -> &str {
+        &self.instance
     }
 
     async fn transition(

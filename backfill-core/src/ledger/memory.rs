@@ -14,6 +14,8 @@ use super::*;
 struct State {
     locks: BTreeMap<TableRef, RunId>,
     runs: BTreeMap<RunId, RunData>,
+    /// Instances declared dead ([`MemoryLedger::declare_dead`]).
+    dead: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -25,7 +27,13 @@ struct RunData {
     documents: BTreeMap<String, serde_json::Value>,
 }
 
-/// A ledger held in memory. Clones share state.
+/// A ledger held in memory. Clones share state and instance.
+///
+/// Liveness is modelled for tests of crash recovery: each ledger is an
+/// instance (a "process"); [`MemoryLedger::other_instance`] gives another
+/// instance on the same state, and [`MemoryLedger::declare_dead`] kills
+/// one, so that its running batches are taken back at once, as a dead
+/// process's are on DuckDB and PostgreSQL.
 ///
 /// ```
 /// # tokio_test_shim::block_on(async {
@@ -43,6 +51,7 @@ struct RunData {
 pub struct MemoryLedger {
     state: Arc<Mutex<State>>,
     clock: Arc<dyn Clock>,
+    instance: String,
 }
 
 impl Default for MemoryLedger {
@@ -62,7 +71,26 @@ impl MemoryLedger {
         MemoryLedger {
             state: Arc::new(Mutex::new(State::default())),
             clock,
+            instance: "memory:1".into(),
         }
+    }
+
+    /// Another instance (as if another process) on the same state.
+    pub fn other_instance(&self, instance: &str) -> Self {
+        MemoryLedger {
+            instance: instance.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Declares `instance` dead, as a killed process is: its running
+    /// batches can be claimed at once.
+    pub fn declare_dead(&self, instance: &str) {
+        self.lock().dead.insert(instance.to_string());
+    }
+
+    fn is_dead(st: &State, lease: &Lease) -> bool {
+        st.dead.contains(&lease.instance)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -190,8 +218,10 @@ impl Ledger for MemoryLedger {
     ) -> Result<Option<Claim>> {
         let now = self.clock.now();
         let mut st = self.lock();
+        let dead = st.dead.clone();
         let run = run_mut(&mut st, run_id)?;
         let allowed = |b: &BatchRecord| only.is_none_or(|ids| ids.contains(&b.batch.id));
+        let gone = |l: &Lease| dead.contains(&l.instance);
         let pick = run
             .batches
             .iter()
@@ -200,20 +230,23 @@ impl Ledger for MemoryLedger {
                 run.batches.iter().position(|b| {
                     allowed(b)
                         && b.state == BatchState::Running
-                        && b.lease.as_ref().is_some_and(|l| l.expires_at <= now)
+                        && b.lease
+                            .as_ref()
+                            .is_some_and(|l| l.expires_at <= now || gone(l))
                 })
             });
         let Some(i) = pick else { return Ok(None) };
         let b = &mut run.batches[i];
         let from = b.state;
-        let token = b.lease.as_ref().map_or(0, |l| l.token) + 1;
-        let expires_at = lease_expiry(now, lease);
+        let previous = b.lease.clone();
+        let token = previous.as_ref().map_or(0, |l| l.token) + 1;
         b.state = BatchState::Running;
         b.attempts += 1;
         b.lease = Some(Lease {
             worker: worker.to_string(),
             token,
-            expires_at,
+            expires_at: lease_expiry(now, lease),
+            instance: self.instance.clone(),
         });
         b.started_at = Some(now);
         let claim = Claim {
@@ -221,7 +254,8 @@ impl Ledger for MemoryLedger {
             token,
             attempt: b.attempts,
         };
-        let reason = claim_reason(from, worker);
+        let was_dead = previous.as_ref().is_some_and(gone);
+        let reason = claim_reason(from, worker, previous.as_ref(), was_dead, now);
         run.transitions.push(Transition {
             batch_id: Some(claim.batch.id.clone()),
             from: from.as_str().into(),
@@ -230,6 +264,69 @@ impl Ledger for MemoryLedger {
             reason,
         });
         Ok(Some(claim))
+    }
+
+    async fn renew(
+        &self,
+        run_id: &RunId,
+        batch_id: &BatchId,
+        token: u64,
+        lease: Duration,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let run = run_mut(&mut st, run_id)?;
+        let b = run
+            .batches
+            .iter_mut()
+            .find(|b| &b.batch.id == batch_id)
+            .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
+        check_held(b, token)?;
+        if let Some(l) = b.lease.as_mut() {
+            l.expires_at = lease_expiry(now, lease);
+        }
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        run_id: &RunId,
+        batch_id: &BatchId,
+        who: &str,
+        why: &str,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let run = run_mut(&mut st, run_id)?;
+        let b = run
+            .batches
+            .iter_mut()
+            .find(|b| &b.batch.id == batch_id)
+            .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
+        let from = b.state;
+        check_release(b, who, why)?;
+        b.state = BatchState::Pending;
+        b.attempts = 0;
+        run.transitions.push(Transition {
+            batch_id: Some(batch_id.clone()),
+            from: from.as_str().into(),
+            to: BatchState::Pending.as_str().into(),
+            at: now,
+            reason: release_reason(who, why),
+        });
+        Ok(())
+    }
+
+    async fn liveness(&self, lease: &Lease) -> Result<Liveness> {
+        Ok(if Self::is_dead(&self.lock(), lease) {
+            Liveness::Dead
+        } else {
+            Liveness::Alive
+        })
+    }
+
+    fn instance(&self) -> &str {
+        &self.instance
     }
 
     async fn transition(

@@ -176,14 +176,16 @@ impl BatchState {
 
     /// Whether the state machine allows `self -> to`.
     ///
-    /// `running -> running` is a lease takeover after expiry; `failed ->
-    /// pending` is a requeue on resume.
+    /// `running -> running` is a lease takeover after expiry or the
+    /// holder's death; `failed -> pending` is a requeue on resume;
+    /// `running -> pending` is an operator's release of a claim.
     pub fn can_move_to(self, to: BatchState) -> bool {
         use BatchState::*;
         matches!(
             (self, to),
             (Pending, Running)
                 | (Running, Running)
+                | (Running, Pending)
                 | (Running, Written)
                 | (Running, Failed)
                 | (Written, Validated)
@@ -236,8 +238,25 @@ pub struct Lease {
     pub worker: String,
     /// Fencing token: grows with every claim of the batch.
     pub token: u64,
-    /// When the lease expires.
+    /// When the lease expires unless it is renewed.
     pub expires_at: Timestamp,
+    /// The process instance of the worker ([`Ledger::instance`]), by
+    /// which a ledger tells a dead holder from a live one.
+    #[serde(default)]
+    pub instance: String,
+}
+
+/// Whether the holder of a lease is still there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// The holder is alive: its lease stands, renewed while it works.
+    Alive,
+    /// The holder is gone (its process died): its batch is taken back at
+    /// once, without waiting for the lease to expire.
+    Dead,
+    /// The ledger cannot tell: the lease stands until it expires.
+    Unknown,
 }
 
 /// A batch's row in the ledger.
@@ -448,12 +467,26 @@ pub fn lease_expiry(now: Timestamp, lease: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// Why a batch in state `from` was claimed by `worker`, for the log.
-pub fn claim_reason(from: BatchState, worker: &str) -> String {
-    if from == BatchState::Running {
-        format!("lease taken over by {worker} (expired)")
-    } else {
-        format!("claimed by {worker}")
+/// Why a batch was claimed by `worker`, for the log: `from` its state,
+/// and for a takeover the lease it had and whether its holder was dead.
+pub fn claim_reason(
+    from: BatchState,
+    worker: &str,
+    previous: Option<&Lease>,
+    dead: bool,
+    now: Timestamp,
+) -> String {
+    match previous {
+        Some(l) if from == BatchState::Running && dead => format!(
+            "taken over by {worker}: its holder {} (instance {}) is dead",
+            l.worker, l.instance
+        ),
+        Some(l) if from == BatchState::Running && l.expires_at <= now => format!(
+            "lease taken over by {worker} (expired) from {}",
+            l.worker
+        ),
+        _ if from == BatchState::Running => format!("lease taken over by {worker}"),
+        _ => format!("claimed by {worker}"),
     }
 }
 
@@ -484,6 +517,31 @@ pub fn check_move(b: &BatchRecord, to: BatchState) -> Result<()> {
             to: to.to_string(),
         })
     }
+}
+
+/// What an operator's release may take back: a `running` batch (whose
+/// holder will not finish) or a `failed` one; `who` and `why` must say
+/// something, since the log keeps them.
+pub fn check_release(b: &BatchRecord, who: &str, why: &str) -> Result<()> {
+    if who.trim().is_empty() || why.trim().is_empty() {
+        return Err(Error::NotAllowed(format!(
+            "releasing batch {} needs who releases it and why",
+            b.batch.id
+        )));
+    }
+    if !matches!(b.state, BatchState::Running | BatchState::Failed) {
+        return Err(Error::InvalidTransition {
+            batch: b.batch.id.to_string(),
+            from: b.state.to_string(),
+            to: BatchState::Pending.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The log entry of an operator's release.
+pub fn release_reason(who: &str, why: &str) -> String {
+    format!("released by {who}: {why}")
 }
 
 /// Batches that were never written: the gaps of a run.
@@ -524,9 +582,9 @@ pub trait Ledger: Send + Sync {
     ) -> Result<()>;
 
     /// Claims the next claimable batch (pending in plan order, then running
-    /// with an expired lease), restricted to `only` if given. The claim
-    /// moves it to `running`, counts an attempt and issues a new fencing
-    /// token.
+    /// with an expired lease or a dead holder), restricted to `only` if
+    /// given. The claim moves it to `running`, counts an attempt, issues a
+    /// new fencing token and records this instance with the lease.
     async fn claim(
         &self,
         run_id: &RunId,
@@ -534,6 +592,32 @@ pub trait Ledger: Send + Sync {
         lease: Duration,
         only: Option<&[BatchId]>,
     ) -> Result<Option<Claim>>;
+
+    /// Renews the lease of a batch this worker still holds under `token`
+    /// for another `lease` from now (a heartbeat during a long write);
+    /// [`Error::LeaseLost`] when it is no longer held.
+    async fn renew(
+        &self,
+        run_id: &RunId,
+        batch_id: &BatchId,
+        token: u64,
+        lease: Duration,
+    ) -> Result<()>;
+
+    /// An operator's release of a batch: a `running` batch whose holder
+    /// will not finish, or a `failed` one that gave up, goes back to
+    /// `pending` with its attempts counted from zero; `who` and `why` are
+    /// logged. A later claim issues a new fencing token, so the old
+    /// holder, if it is alive after all, cannot commit.
+    async fn release(&self, run_id: &RunId, batch_id: &BatchId, who: &str, why: &str)
+        -> Result<()>;
+
+    /// Whether the holder of `lease` is alive, as far as this ledger can
+    /// tell.
+    async fn liveness(&self, lease: &Lease) -> Result<Liveness>;
+
+    /// This process instance's id, recorded with every lease it takes.
+    fn instance(&self) -> &str;
 
     /// Moves a batch to `to`. With `token`, the move is refused with
     /// [`Error::LeaseLost`] unless the batch is still held under that token.

@@ -46,7 +46,7 @@ impl Runner {
                 "{reviewer} operates this run and cannot also approve it"
             )));
         }
-        let run = self.ledger.run(&job.run_id).await?;
+        let run = self.retried.run(&job.run_id).await?;
         if !matches!(run.status, RunStatus::Completed | RunStatus::CutOver) {
             return Err(Error::Approval(format!(
                 "run {} is {}: approve once every batch is written",
@@ -71,12 +71,12 @@ impl Runner {
         };
         let approval = Approval {
             reviewer: reviewer.to_string(),
-            at: self.ledger.now(),
+            at: self.retried.now(),
             validation_at,
             note: note.to_string(),
         };
         let doc = serde_json::to_value(&approval).map_err(|e| Error::Serde(e.to_string()))?;
-        self.ledger
+        self.retried
             .put_document(&job.run_id, Approval::DOCUMENT, &doc)
             .await?;
         Ok(approval)
@@ -85,7 +85,7 @@ impl Runner {
     /// The run's approval, if one was given.
     pub async fn approval(&self, job: &Backfill) -> Result<Option<Approval>> {
         match self
-            .ledger
+            .retried
             .document(&job.run_id, Approval::DOCUMENT)
             .await?
         {

@@ -5,6 +5,7 @@ mod approval;
 mod control;
 mod maintenance;
 mod progress;
+mod retrying;
 mod signal;
 pub(crate) mod validation;
 
@@ -27,12 +28,12 @@ pub use validation::BASELINE_DOCUMENT;
 use crate::error::{Error, Result};
 pub use crate::job::Backfill;
 use crate::ledger::{
-    gaps, Asset, AssetKind, BatchRecord, BatchState, BatchUpdate, Ledger, RunRecord, RunStart,
-    RunStatus,
+    gaps, Asset, AssetKind, BatchRecord, BatchState, BatchUpdate, Ledger, RunId, RunRecord,
+    RunStart, RunStatus,
 };
 use crate::plan::{Batch, BatchId, Plan};
 use crate::report::RunReport;
-pub use crate::report::SliceEstimate;
+pub use crate::report::{Held, SliceEstimate};
 use crate::strategy::{strategy_for, RunContext, StrategySpec, WriteStrategy};
 use crate::validate::{BatchCheck, CheckContext, Outcome, ValidationReport, Validator};
 use crate::warehouse::{Warehouse, WriteOutcome};
@@ -89,6 +90,11 @@ pub struct RunOptions {
     /// Evaluate the source once per run into a staged table sorted by the
     /// batch column, and move each batch's slice from there.
     pub stage_source: bool,
+    /// Claims of one batch after which it is given up as `failed`, its
+    /// history kept, instead of being taken again and again (a batch that
+    /// kills its worker, or is always slower than its lease). An operator
+    /// releases it ([`Runner::release`]) to try again.
+    pub max_batch_attempts: u32,
 }
 
 impl Default for RunOptions {
@@ -102,17 +108,29 @@ impl Default for RunOptions {
             signal_max_age: Duration::from_secs(60),
             worker: format!("worker-{}", std::process::id()),
             stage_source: false,
+            max_batch_attempts: 5,
         }
     }
 }
 
 type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
+fn retrying(ledger: &Arc<dyn Ledger>, policy: RetryPolicy) -> Arc<dyn Ledger> {
+    Arc::new(retrying::Retrying {
+        inner: ledger.clone(),
+        policy,
+    })
+}
+
 /// Runs backfills against one warehouse and one ledger.
 #[derive(Clone)]
 pub struct Runner {
     warehouse: Arc<dyn Warehouse>,
+    /// The ledger as given.
     ledger: Arc<dyn Ledger>,
+    /// The same ledger with every call retried on transient errors: what
+    /// the runner itself calls.
+    retried: Arc<dyn Ledger>,
     options: RunOptions,
     signals: Vec<Arc<dyn LoadSignal>>,
     maintenance: Option<Arc<dyn MaintenanceHook>>,
@@ -207,10 +225,12 @@ impl<'a> Shared<'a> {
 impl Runner {
     /// A runner with default options.
     pub fn new(warehouse: Arc<dyn Warehouse>, ledger: Arc<dyn Ledger>) -> Self {
+        let options = RunOptions::default();
         Runner {
             warehouse,
+            retried: retrying(&ledger, options.retry),
             ledger,
-            options: RunOptions::default(),
+            options,
             signals: Vec::new(),
             maintenance: None,
             observer: None,
@@ -220,6 +240,7 @@ impl Runner {
 
     /// Replaces the options.
     pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.retried = retrying(&self.ledger, options.retry);
         self.options = options;
         self
     }
@@ -376,7 +397,7 @@ impl Runner {
     /// The runbook of one call to [`Runner::run`] or
     /// [`Runner::test_slice`]: preflight, open the run, requeue, prepare,
     /// drive the batches, settle the run's status, the end-of-run checks,
-    /// release, and the report.
+    /// release the target, and the report.
     async fn execute(
         &self,
         job: &Backfill,
@@ -386,7 +407,7 @@ impl Runner {
         let (columns, warnings) = self.preflight(job).await?;
         let opened = self.open_run(job).await?;
         self.requeue_failed(job, only).await?;
-        let before = self.ledger.batches(&job.run_id).await?;
+        let before = self.retried.batches(&job.run_id).await?;
         let done_before = before.iter().filter(|b| b.state.is_done()).count();
         let pending = before
             .iter()
@@ -432,13 +453,18 @@ impl Runner {
             .settle(job, only, failure.as_ref(), opened.stored.status)
             .await?;
         let gap_ids = gaps(&after);
+        let held = self.holders(&after).await?;
         let validation = if only.is_none() && failure.is_none() && gap_ids.is_empty() {
             self.final_checks(job, shared.this_run.load(Ordering::SeqCst))
                 .await?
         } else {
             None
         };
-        self.release(job, status).await?;
+        self.release_target(job, status).await?;
+        // A cancel ends this call only; the next `run` starts afresh.
+        if self.control.state() == ControlState::Cancelled {
+            self.control.reset();
+        }
         self.emit(Event::RunFinished { status });
         if let Some(e) = failure {
             return Err(e);
@@ -461,11 +487,12 @@ impl Runner {
             rows_before: shared.rows_before.load(Ordering::SeqCst),
             outcomes,
             gaps: gap_ids,
-            assets: self.ledger.assets(Some(&job.run_id)).await?,
+            assets: self.retried.assets(Some(&job.run_id)).await?,
             elapsed: started.elapsed(),
             throttled: Duration::from_millis(shared.throttled_ms.load(Ordering::SeqCst)),
             validation,
             warnings,
+            held,
         };
         let slice = shared.slice.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok((report, Some(slice)))
@@ -500,7 +527,7 @@ impl Runner {
     async fn open_run(&self, job: &Backfill) -> Result<Opened> {
         let (run_id, target) = (&job.run_id, job.target());
         let fingerprint = job.fingerprint();
-        let existing = match self.ledger.run(run_id).await {
+        let existing = match self.retried.run(run_id).await {
             Ok(r) => Some(r),
             Err(Error::RunNotFound(_)) => None,
             Err(e) => return Err(e),
@@ -510,9 +537,9 @@ impl Runner {
                 && r.fingerprint == fingerprint
         });
         if !finished {
-            self.ledger.lock_target(target, run_id).await?;
+            self.retried.lock_target(target, run_id).await?;
         }
-        let now = self.ledger.now();
+        let now = self.retried.now();
         let record = RunRecord {
             run_id: run_id.clone(),
             target: target.clone(),
@@ -526,8 +553,8 @@ impl Runner {
             rows_affected: 0,
             notes: Vec::new(),
         };
-        let start = self.ledger.begin_run(&record, &job.plan.batches).await?;
-        let stored = self.ledger.run(run_id).await?;
+        let start = self.retried.begin_run(&record, &job.plan.batches).await?;
+        let stored = self.retried.run(run_id).await?;
         if stored.status == RunStatus::RolledBack {
             return Err(Error::NotAllowed(format!(
                 "run {run_id} was rolled back; start a new run id to backfill again"
@@ -539,10 +566,17 @@ impl Runner {
     /// Requeues failed batches: resume means "continue this plan".
     async fn requeue_failed(&self, job: &Backfill, only: Option<&[BatchId]>) -> Result<()> {
         let run_id = &job.run_id;
-        for b in self.ledger.batches(run_id).await? {
-            if b.state == BatchState::Failed && only.is_none_or(|ids| ids.contains(&b.batch.id)) {
+        let cap = self.options.max_batch_attempts.max(1);
+        for b in self.retried.batches(run_id).await? {
+            // A batch given up after its last attempt waits for an
+            // operator's release.
+            let given_up = b.attempts >= cap;
+            if b.state == BatchState::Failed
+                && !given_up
+                && only.is_none_or(|ids| ids.contains(&b.batch.id))
+            {
                 let requeued = self
-                    .ledger
+                    .retried
                     .transition(
                         run_id,
                         &b.batch.id,
@@ -601,7 +635,7 @@ impl Runner {
         self.capture_baseline(job, done_before).await?;
         self.maintenance(job, true).await?;
         if status != RunStatus::Running {
-            self.ledger
+            self.retried
                 .set_run_status(run_id, RunStatus::Running, Some("resumed"))
                 .await?;
         }
@@ -632,7 +666,7 @@ impl Runner {
             source = (Source::Table(snapshot), true);
         }
         for a in &assets {
-            self.ledger.record_asset(a).await?;
+            self.retried.record_asset(a).await?;
         }
         Ok(source)
     }
@@ -660,7 +694,7 @@ impl Runner {
     ) -> Result<(RunStatus, Vec<BatchRecord>)> {
         let run_id = &job.run_id;
         let cancelled = self.control.state() == ControlState::Cancelled;
-        let after = self.ledger.batches(run_id).await?;
+        let after = self.retried.batches(run_id).await?;
         let no_gaps = after.iter().all(|b| b.state.is_done());
         let status = if failure.is_some() {
             RunStatus::Failed
@@ -687,13 +721,50 @@ impl Runner {
             (None, RunStatus::Paused) if only.is_some() => Some("test slice done".to_string()),
             _ => None,
         };
-        let current = self.ledger.run(run_id).await?.status;
+        let current = self.retried.run(run_id).await?.status;
         if current != status || note.is_some() {
-            self.ledger
+            self.retried
                 .set_run_status(run_id, status, note.as_deref())
                 .await?;
         }
         Ok((status, after))
+    }
+
+    /// The batches still `running` under someone's lease, with whether
+    /// their holders are alive.
+    async fn holders(&self, batches: &[BatchRecord]) -> Result<Vec<Held>> {
+        let mut out = Vec::new();
+        for b in batches.iter().filter(|b| b.state == BatchState::Running) {
+            if let Some(l) = &b.lease {
+                out.push(Held {
+                    batch: b.batch.id.clone(),
+                    worker: l.worker.clone(),
+                    instance: l.instance.clone(),
+                    expires_at: l.expires_at,
+                    liveness: self.retried.liveness(l).await?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Releases a batch whose holder will not finish it (or that was
+    /// given up after its attempts) back to `pending`, logged with who
+    /// and why; the next `run` writes it. See [`Ledger::release`].
+    pub async fn release(
+        &self,
+        job: &Backfill,
+        batch: &BatchId,
+        who: &str,
+        why: &str,
+    ) -> Result<()> {
+        if job.plan.batch(batch).is_none() {
+            return Err(Error::InvalidPlan(format!(
+                "batch {batch} is not in the plan of run {}",
+                job.run_id
+            )));
+        }
+        self.retried.release(&job.run_id, batch, who, why).await
     }
 
     /// The end-of-run checks over the whole scope, once every batch is
@@ -715,11 +786,20 @@ impl Runner {
 
     /// Releases the target and clears the maintenance marks once the new
     /// data is what readers see.
-    async fn release(&self, job: &Backfill, status: RunStatus) -> Result<()> {
+    async fn release_target(&self, job: &Backfill, status: RunStatus) -> Result<()> {
+        if status == RunStatus::Cancelled {
+            // The next `run` resumes; until then the target is free.
+            self.retried
+                .unlock_target(job.target(), &job.run_id)
+                .await?;
+            return Ok(());
+        }
         let released = status == RunStatus::CutOver
             || (status == RunStatus::Completed && !job.brief.strategy.needs_cutover());
         if released {
-            self.ledger.unlock_target(job.target(), &job.run_id).await?;
+            self.retried
+                .unlock_target(job.target(), &job.run_id)
+                .await?;
             self.maintenance(job, false).await?;
         }
         Ok(())
@@ -749,7 +829,7 @@ impl Runner {
                     s.as_ref(),
                     self.options.signal_timeout,
                     self.options.signal_max_age,
-                    self.ledger.now(),
+                    self.retried.now(),
                 )
                 .await;
                 match load {
@@ -814,7 +894,7 @@ impl Runner {
             .take()
             .unwrap_or_else(|| "paused by operator".to_string());
         let _ = self
-            .ledger
+            .retried
             .set_run_status(&shared.job.run_id, RunStatus::Paused, Some(&reason))
             .await;
         self.emit(Event::Paused { reason });
@@ -824,7 +904,7 @@ impl Runner {
     async fn announce_resume(&self, shared: &Shared<'_>) {
         if shared.paused_announced.swap(false, Ordering::SeqCst) {
             let _ = self
-                .ledger
+                .retried
                 .set_run_status(&shared.job.run_id, RunStatus::Running, Some("resumed"))
                 .await;
             self.emit(Event::Resumed);
@@ -839,7 +919,7 @@ impl Runner {
                 return;
             }
             let claim = match self
-                .ledger
+                .retried
                 .claim(run_id, &worker, self.options.lease, shared.only)
                 .await
             {
@@ -854,6 +934,12 @@ impl Runner {
                     return;
                 }
             };
+            if claim.attempt > self.options.max_batch_attempts.max(1) {
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let e = self.give_up(run_id, &claim).await;
+                self.fail(shared, e);
+                return;
+            }
             let span = tracing::info_span!("backfill.batch", batch = %claim.batch.id, attempt = claim.attempt);
             let r = self
                 .one_batch(shared, &claim.batch, claim.token, claim.attempt)
@@ -876,6 +962,55 @@ impl Runner {
         }
     }
 
+    /// Marks a batch claimed once too often as failed; returns the error
+    /// that stops the run.
+    async fn give_up(&self, run_id: &RunId, claim: &crate::ledger::Claim) -> Error {
+        let attempts = claim.attempt - 1;
+        let e = Error::AttemptsExhausted {
+            batch: claim.batch.id.to_string(),
+            attempts,
+        };
+        let upd = BatchUpdate {
+            error: Some(e.to_string()),
+            ..BatchUpdate::reason(format!("given up after {attempts} attempt(s)"))
+        };
+        match self
+            .retried
+            .transition(
+                run_id,
+                &claim.batch.id,
+                Some(claim.token),
+                BatchState::Failed,
+                upd,
+            )
+            .await
+        {
+            Ok(()) => e,
+            Err(other) => other,
+        }
+    }
+
+    /// Renews a batch's lease while its write runs, every third of the
+    /// lease; returns when the lease is lost (another worker took the
+    /// batch over, or an operator released it).
+    async fn heartbeat(&self, run_id: &RunId, batch: &BatchId, token: u64) {
+        let every = (self.options.lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            match self
+                .retried
+                .renew(run_id, batch, token, self.options.lease)
+                .await
+            {
+                Ok(()) => {}
+                Err(Error::LeaseLost { .. }) => return,
+                // A heartbeat that fails for another reason is tried again
+                // next time; the lease still runs until it expires.
+                Err(e) => tracing::warn!(%batch, error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
     fn fail(&self, shared: &Shared<'_>, e: Error) {
         shared.stop.store(true, Ordering::SeqCst);
         let mut f = shared.failure.lock().unwrap_or_else(|e| e.into_inner());
@@ -884,28 +1019,24 @@ impl Runner {
         }
     }
 
-    async fn one_batch(
+    /// Writes one batch, retrying transient errors with backoff; a batch
+    /// that fails is marked `failed` in the ledger.
+    async fn write_batch(
         &self,
         shared: &Shared<'_>,
         batch: &Batch,
         token: u64,
-        attempt: u32,
-    ) -> Result<()> {
+    ) -> Result<WriteOutcome> {
         let run_id = &shared.job.run_id;
-        self.emit(Event::BatchStarted {
-            batch: batch.id.clone(),
-            attempt,
-        });
-        let t0 = Instant::now();
-        let mark = self.ledger.tx_mark(run_id, &batch.id, token);
+        let mark = self.retried.tx_mark(run_id, &batch.id, token);
         let mut tries = 1;
-        let written: WriteOutcome = loop {
+        loop {
             match shared
                 .strategy
                 .write_batch(&shared.ctx, batch, mark.as_ref())
                 .await
             {
-                Ok(w) => break w,
+                Ok(w) => return Ok(w),
                 Err(e) => {
                     let retry = e.is_transient() && tries < self.options.retry.max_attempts;
                     self.emit(Event::BatchFailed {
@@ -926,7 +1057,7 @@ impl Runner {
                     // A lost lease means another worker owns the batch now.
                     if !matches!(e, Error::LeaseLost { .. }) {
                         let failed = self
-                            .ledger
+                            .retried
                             .transition(run_id, &batch.id, Some(token), BatchState::Failed, upd)
                             .await;
                         match failed {
@@ -942,9 +1073,32 @@ impl Runner {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    async fn one_batch(
+        &self,
+        shared: &Shared<'_>,
+        batch: &Batch,
+        token: u64,
+        attempt: u32,
+    ) -> Result<()> {
+        let run_id = &shared.job.run_id;
+        self.emit(Event::BatchStarted {
+            batch: batch.id.clone(),
+            attempt,
+        });
+        let t0 = Instant::now();
+        let write = self.write_batch(shared, batch, token);
+        tokio::pin!(write);
+        let beat = self.heartbeat(run_id, &batch.id, token);
+        tokio::pin!(beat);
+        let written = tokio::select! {
+            r = &mut write => r?,
+            () = &mut beat => write.await?,
         };
         if !written.ledger_marked {
-            self.ledger
+            self.retried
                 .transition(
                     run_id,
                     &batch.id,
@@ -962,7 +1116,7 @@ impl Runner {
         let cctx = CheckContext {
             warehouse: self.warehouse.as_ref(),
             table: &shared.write_table,
-            ledger: self.ledger.as_ref(),
+            ledger: self.retried.as_ref(),
             run_id: &shared.job.run_id,
             plan: &shared.job.plan,
             diff: shared.diff.as_ref().map(|(o, n)| (o, n)),
@@ -1002,7 +1156,7 @@ impl Runner {
                 .push(o);
         }
         if let Some(e) = blocking_failure {
-            self.ledger
+            self.retried
                 .transition(
                     run_id,
                     &batch.id,
@@ -1017,7 +1171,7 @@ impl Runner {
             return Err(e);
         }
         if !shared.validators.is_empty() {
-            self.ledger
+            self.retried
                 .transition(
                     run_id,
                     &batch.id,
@@ -1081,7 +1235,7 @@ impl Runner {
     /// in-place strategies. Refused while batches are missing.
     pub async fn cutover(&self, job: &Backfill) -> Result<()> {
         let run_id = &job.run_id;
-        let run = self.ledger.run(run_id).await?;
+        let run = self.retried.run(run_id).await?;
         if run.fingerprint != job.fingerprint() {
             return Err(Error::FingerprintMismatch {
                 run: run_id.to_string(),
@@ -1089,7 +1243,7 @@ impl Runner {
                 given: job.fingerprint(),
             });
         }
-        let missing = gaps(&self.ledger.batches(run_id).await?);
+        let missing = gaps(&self.retried.batches(run_id).await?);
         if !missing.is_empty() {
             return Err(Error::NotAllowed(format!(
                 "cut-over with {} batch(es) not written",
@@ -1113,10 +1267,10 @@ impl Runner {
         if job.brief.strategy == StrategySpec::StagingSwap {
             // The stage is now the target; the old table is kept beside it
             // as the rollback handle, with an owner and an expiry.
-            let now = self.ledger.now();
+            let now = self.retried.now();
             let retention =
                 jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
-            self.ledger
+            self.retried
                 .record_asset(&Asset {
                     run_id: run_id.clone(),
                     kind: AssetKind::KeptOld,
@@ -1127,20 +1281,20 @@ impl Runner {
                     dropped_at: None,
                 })
                 .await?;
-            self.ledger
+            self.retried
                 .asset_dropped(run_id, &ctx.stage_table()?, now)
                 .await?;
         }
-        self.ledger
+        self.retried
             .set_run_status(run_id, RunStatus::CutOver, Some("cut over"))
             .await?;
-        self.ledger.unlock_target(job.target(), run_id).await?;
+        self.retried.unlock_target(job.target(), run_id).await?;
         self.maintenance(job, false).await?;
         Ok(())
     }
 
     fn context<'a>(&'a self, job: &'a Backfill, columns: &'a [Ident]) -> RunContext<'a> {
-        let now = self.ledger.now();
+        let now = self.retried.now();
         RunContext {
             warehouse: self.warehouse.as_ref(),
             run_id: &job.run_id,
@@ -1161,7 +1315,7 @@ impl Runner {
         &self,
         options: &crate::cleanup::CleanupOptions,
     ) -> Result<crate::cleanup::CleanupReport> {
-        crate::cleanup::cleanup(self.warehouse.as_ref(), self.ledger.as_ref(), options).await
+        crate::cleanup::cleanup(self.warehouse.as_ref(), self.retried.as_ref(), options).await
     }
 
     /// Restores the exact prior state of the target and marks the run
@@ -1169,7 +1323,7 @@ impl Runner {
     /// written) are left alone.
     pub async fn rollback(&self, job: &Backfill) -> Result<()> {
         let run_id = &job.run_id;
-        let run = self.ledger.run(run_id).await?;
+        let run = self.retried.run(run_id).await?;
         if run.status == RunStatus::RolledBack {
             return Ok(());
         }
@@ -1185,7 +1339,7 @@ impl Runner {
         }
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
-        let records = self.ledger.batches(run_id).await?;
+        let records = self.retried.batches(run_id).await?;
         let touched: Vec<&crate::ledger::BatchRecord> = records
             .iter()
             .filter(|b| b.state != BatchState::Pending && b.state != BatchState::RolledBack)
@@ -1196,7 +1350,7 @@ impl Runner {
             .await?;
         for b in touched {
             if b.state.can_move_to(BatchState::RolledBack) {
-                self.ledger
+                self.retried
                     .transition(
                         run_id,
                         &b.batch.id,
@@ -1207,10 +1361,10 @@ impl Runner {
                     .await?;
             }
         }
-        self.ledger
+        self.retried
             .set_run_status(run_id, RunStatus::RolledBack, Some("rolled back"))
             .await?;
-        self.ledger.unlock_target(job.target(), run_id).await?;
+        self.retried.unlock_target(job.target(), run_id).await?;
         self.maintenance(job, false).await?;
         Ok(())
     }

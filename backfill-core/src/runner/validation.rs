@@ -39,7 +39,7 @@ impl Runner {
         }
         let run_id = &job.run_id;
         if self
-            .ledger
+            .retried
             .document(run_id, BASELINE_DOCUMENT)
             .await?
             .is_some()
@@ -55,7 +55,7 @@ impl Runner {
         }
         // Workers racing to capture it: the first to store wins, and it
         // measured before its own first write, so before any write.
-        self.ledger
+        self.retried
             .put_document_if_absent(run_id, BASELINE_DOCUMENT, &Json::Object(doc))
             .await
             .map(|_| ())
@@ -66,7 +66,7 @@ impl Runner {
     /// A check that cannot run is an `error` finding, not an error.
     pub async fn validate(&self, job: &Backfill) -> Result<ValidationReport> {
         let run_id = &job.run_id;
-        let run = self.ledger.run(run_id).await?;
+        let run = self.retried.run(run_id).await?;
         let columns: Vec<Ident> = Vec::new();
         let ctx = self.context(job, &columns);
         let scope = job.plan.scope.predicate()?;
@@ -76,10 +76,10 @@ impl Runner {
             &scope,
             run.status == RunStatus::CutOver,
         )?;
-        let baseline = self.ledger.document(run_id, BASELINE_DOCUMENT).await?;
+        let baseline = self.retried.document(run_id, BASELINE_DOCUMENT).await?;
         let sctx = ScopeContext {
             warehouse: self.warehouse.as_ref(),
-            ledger: self.ledger.as_ref(),
+            ledger: self.retried.as_ref(),
             run_id,
             plan: &job.plan,
             new: &new,
@@ -108,11 +108,11 @@ impl Runner {
         let report = ValidationReport {
             run_id: run_id.clone(),
             table: new.table.to_string(),
-            at: self.ledger.now(),
+            at: self.retried.now(),
             findings,
         };
         let doc = serde_json::to_value(&report).map_err(|e| Error::Serde(e.to_string()))?;
-        self.ledger
+        self.retried
             .put_document(run_id, ValidationReport::DOCUMENT, &doc)
             .await?;
         Ok(report)
@@ -121,7 +121,7 @@ impl Runner {
     /// The run's latest validation report, if it has one.
     pub async fn validation_report(&self, job: &Backfill) -> Result<Option<ValidationReport>> {
         match self
-            .ledger
+            .retried
             .document(&job.run_id, ValidationReport::DOCUMENT)
             .await?
         {

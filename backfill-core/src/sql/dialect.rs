@@ -6,6 +6,9 @@ use super::stmt::{self, schema_of};
 use super::{Sql, SqlBuilder};
 use crate::{Ident, TableRef, TableSchema, Value};
 
+/// The prefix of the text an instance's session lock is keyed by.
+const INSTANCE_KEY: &str = "backfill:instance:";
+
 /// The small set of things that differ between SQL engines.
 pub trait Dialect: Send + Sync + Debug {
     /// Engine name.
@@ -84,6 +87,18 @@ pub trait Dialect: Send + Sync + Debug {
     /// rows without waiting (empty where transactions serialize).
     fn lock_rows_skip_locked(&self) -> &'static str {
         ""
+    }
+
+    /// The statement that takes an instance's session lock (held until
+    /// the session ends), for engines whose ledgers judge liveness by it.
+    fn instance_lock(&self, _instance: &str) -> Option<Sql> {
+        None
+    }
+
+    /// An SQL condition, true while the instance named by the text
+    /// expression `instance` holds its session lock.
+    fn instance_alive(&self, _instance: &str) -> Option<String> {
+        None
     }
 
     /// Whether the ledger's shared tables get secondary indexes.
@@ -261,6 +276,26 @@ impl Dialect for PostgresDialect {
 
     fn secondary_indexes(&self) -> bool {
         true
+    }
+
+    fn instance_lock(&self, instance: &str) -> Option<Sql> {
+        let mut b = SqlBuilder::new(self);
+        b.push("SELECT pg_advisory_lock(hashtextextended(")
+            .param(Value::Text(format!("{INSTANCE_KEY}{instance}")))
+            .push(", 0))");
+        Some(b.finish())
+    }
+
+    fn instance_alive(&self, instance: &str) -> Option<String> {
+        // A bigint advisory lock shows in pg_locks as its high and low 32
+        // bits (classid, objid) with objsubid 1.
+        let key = format!("hashtextextended('{INSTANCE_KEY}' || ({instance}), 0)");
+        Some(format!(
+            "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid::bigint = (({key} >> 32) & 4294967295) \
+             AND l.objid::bigint = ({key} & 4294967295))"
+        ))
     }
 
     fn analyze(&self, table: &TableRef) -> Vec<Sql> {

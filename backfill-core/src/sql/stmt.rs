@@ -943,6 +943,7 @@ pub mod ledger {
                 ("started_at", "TIMESTAMPTZ"),
                 ("finished_at", "TIMESTAMPTZ"),
                 ("error", "TEXT"),
+                ("lease_instance", "TEXT"),
             ],
             extra: ", PRIMARY KEY (\"run_id\", \"batch_id\")",
         },
@@ -1232,20 +1233,33 @@ pub mod ledger {
         b.finish()
     }
 
+    /// Which running batches a claim may take over.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Takeover<'a> {
+        /// Those whose lease expired at or before `now`.
+        Expired(&'a Value),
+        /// Those whose lease expired, or that another instance holds
+        /// (one writer at a time: any other instance is dead).
+        ExpiredOrNotMine(&'a Value, &'a str),
+        /// Those whose lease expired, or whose instance's session lock is
+        /// free.
+        ExpiredOrUnlocked(&'a Value),
+    }
+
     /// The next claimable batch of a run: `columns` of the first pending
-    /// batch in plan order, or, with `expired_at`, of the first running
-    /// batch whose lease expired at or before it; restricted to `only`
-    /// when given (an empty list matches nothing). Reading the whole
-    /// record here saves the claim a second read. Where sessions write
-    /// concurrently, the candidate is locked for the claiming transaction
-    /// and rows another worker is claiming are skipped.
+    /// batch in plan order, or, with `takeover`, of the first running
+    /// batch it allows; restricted to `only` when given (an empty list
+    /// matches nothing). Reading the whole record here saves the claim a
+    /// second read. Where sessions write concurrently, the candidate is
+    /// locked for the claiming transaction and rows another worker is
+    /// claiming are skipped.
     pub fn claim_candidate(
         d: &dyn Dialect,
         batches: &TableRef,
         columns: &[&str],
         run_id: &str,
         only: Option<&[String]>,
-        expired_at: Option<Value>,
+        takeover: Option<Takeover<'_>>,
     ) -> Sql {
         let mut b = SqlBuilder::new(d);
         b.push("SELECT ");
@@ -1258,13 +1272,31 @@ pub mod ledger {
         b.push(" FROM ").table(batches);
         b.push(" WHERE \"run_id\" = ")
             .param(Value::Text(run_id.to_string()));
-        match expired_at {
+        let expired = |b: &mut SqlBuilder<'_>, now: &Value| {
+            b.push(" AND \"state\" = 'running' AND \"lease_token\" IS NOT NULL AND (\"lease_expires\" <= ");
+            b.param(now.clone());
+        };
+        match takeover {
             None => {
                 b.push(" AND \"state\" = 'pending'");
             }
-            Some(now) => {
-                b.push(" AND \"state\" = 'running' AND \"lease_token\" IS NOT NULL AND \"lease_expires\" <= ");
-                b.param(now);
+            Some(Takeover::Expired(now)) => {
+                expired(&mut b, now);
+                b.push(")");
+            }
+            Some(Takeover::ExpiredOrNotMine(now, me)) => {
+                expired(&mut b, now);
+                b.push(" OR \"lease_instance\" IS NULL OR \"lease_instance\" <> ");
+                b.param(Value::Text(me.to_string()));
+                b.push(")");
+            }
+            Some(Takeover::ExpiredOrUnlocked(now)) => {
+                expired(&mut b, now);
+                if let Some(alive) = d.instance_alive("\"lease_instance\"") {
+                    b.push(" OR \"lease_instance\" IS NULL OR NOT ")
+                        .push(&alive);
+                }
+                b.push(")");
             }
         }
         if let Some(ids) = only {
@@ -1283,6 +1315,29 @@ pub mod ledger {
         }
         b.push(" ORDER BY \"seq\" LIMIT 1")
             .push(d.lock_rows_skip_locked());
+        b.finish()
+    }
+
+    /// Whether an instance holds its session lock: one row `(alive)`, or
+    /// `None` where the dialect has no session locks.
+    pub fn instance_alive(d: &dyn Dialect, instance: &str) -> Option<Sql> {
+        let mut b = SqlBuilder::new(d);
+        let n = b.bind(Value::Text(instance.to_string()));
+        let p = d.text(&d.placeholder(n, &Value::Text(String::new())));
+        let alive = d.instance_alive(&p)?;
+        b.push("SELECT ").push(&alive);
+        Some(b.finish())
+    }
+
+    /// Adds a column to a ledger table made by an earlier version.
+    pub fn add_column(d: &dyn Dialect, schema: &Ident, name: &str, column: &str, ty: &str) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("ALTER TABLE ")
+            .table(&table(schema, name))
+            .push(" ADD COLUMN IF NOT EXISTS ")
+            .ident(&ident(column))
+            .push(" ")
+            .push(ty);
         b.finish()
     }
 
