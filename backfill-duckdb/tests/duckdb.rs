@@ -19,7 +19,7 @@ use backfill_core::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, Wareh
 use backfill_core::{
     Backfill, Bounds, Brief, CheckSpec, ColumnType, Dependencies, Dependency, Error, Expectation,
     Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, Runner,
-    Scope, Source, StrategySpec, TableRef, TableSchema, ValidationPlan, Value,
+    Scope, Source, StrategySpec, TableRef, ValidationPlan, Value,
 };
 use backfill_duckdb::{DuckDbLedger, DuckDbWarehouse};
 
@@ -1216,40 +1216,22 @@ async fn timing_of_one_large_batch() {
 // ledger in the same database, so batch marks commit with the data.
 // ---------------------------------------------------------------------------
 
-/// Seeds test data through the adapter (the testkit's Seed trait).
-struct DuckSeed(DuckDbWarehouse);
-
-#[async_trait::async_trait]
-impl backfill_testkit::Seed for DuckSeed {
-    async fn create_table(
-        &self,
-        table: &TableRef,
-        schema: &TableSchema,
-    ) -> backfill_core::Result<()> {
-        self.0.create_table(table, schema).await
-    }
-    async fn insert_rows(
-        &self,
-        table: &TableRef,
-        rows: &[Vec<Value>],
-    ) -> backfill_core::Result<()> {
-        self.0.insert_rows(table, rows).await
-    }
-    async fn create_view(&self, view: &TableRef, table: &TableRef) -> backfill_core::Result<()> {
-        self.0.create_view(view, table).await
+/// DuckDB's capabilities: its ledger commits with the data, its views bind
+/// tables by name (a view over a swapped target reads the new table), and
+/// it runs SQL.
+fn capabilities() -> backfill_testkit::conformance::Capabilities {
+    backfill_testkit::conformance::Capabilities {
+        ledger_in_data_tx: true,
+        views_bind_by_name: true,
+        runs_sql: true,
     }
 }
 
 /// A fresh in-memory database per case.
 async fn conformance_env(_name: &str) -> backfill_testkit::conformance::Env {
     let w = DuckDbWarehouse::in_memory().unwrap();
-    backfill_testkit::conformance::Env {
-        warehouse: Arc::new(w.clone()),
-        ledger: Arc::new(w.ledger("backfill").await.unwrap()),
-        seed: Arc::new(DuckSeed(w)),
-        schema: None,
-        bounded_source: Arc::new(backfill_testkit::conformance::sql_bounded_source),
-    }
+    let warehouse = Arc::new(w.clone());
+    backfill_testkit::conformance::sql_env(warehouse, &*w, None, "backfill", capabilities()).await
 }
 
 backfill_testkit::conformance_tests!(|name: &str| {

@@ -25,7 +25,7 @@ use backfill_core::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, Wareh
 use backfill_core::{
     Backfill, Bounds, Brief, CheckSpec, ColumnType, Dependencies, Dependency, Error, Expectation,
     Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, Runner,
-    Scope, Source, StrategySpec, TableRef, TableSchema, ValidationPlan, Value,
+    Scope, Source, StrategySpec, TableRef, ValidationPlan, Value,
 };
 use backfill_postgres::{PgLedger, PgWarehouse};
 
@@ -1986,28 +1986,29 @@ async fn timing_of_10k_row_batches() {
 // with the data.
 // ---------------------------------------------------------------------------
 
-/// Seeds test data through the adapter (the testkit's Seed trait).
-struct PgSeed(PgWarehouse);
+/// PostgreSQL's capabilities: its ledger commits with the data and it runs
+/// SQL; its views bind tables by identity, not by name, so a view over a
+/// swapped target keeps reading the old table.
+fn capabilities() -> backfill_testkit::conformance::Capabilities {
+    backfill_testkit::conformance::Capabilities {
+        ledger_in_data_tx: true,
+        views_bind_by_name: false,
+        runs_sql: true,
+    }
+}
 
-#[async_trait::async_trait]
-impl backfill_testkit::Seed for PgSeed {
-    async fn create_table(
-        &self,
-        table: &TableRef,
-        schema: &TableSchema,
-    ) -> backfill_core::Result<()> {
-        self.0.create_table(table, schema).await
-    }
-    async fn insert_rows(
-        &self,
-        table: &TableRef,
-        rows: &[Vec<Value>],
-    ) -> backfill_core::Result<()> {
-        self.0.insert_rows(table, rows).await
-    }
-    async fn create_view(&self, view: &TableRef, table: &TableRef) -> backfill_core::Result<()> {
-        self.0.create_view(view, table).await
-    }
+/// An env on `w`, whose pool's search path is `schema`: the case's tables
+/// and its ledger live there.
+async fn env_in(w: &PgWarehouse, schema: &str) -> backfill_testkit::conformance::Env {
+    let warehouse = Arc::new(w.clone());
+    backfill_testkit::conformance::sql_env(
+        warehouse,
+        &**w,
+        Some(id(schema)),
+        schema,
+        capabilities(),
+    )
+    .await
 }
 
 /// A fresh schema per case, holding the case's tables and its ledger;
@@ -2017,13 +2018,7 @@ async fn conformance_env(name: &str) -> Option<backfill_testkit::conformance::En
     let test = format!("c_{name}");
     let (url, schema) = fresh_schema(&test).await?;
     let w = PgWarehouse::from_pool(pool(&url, &schema, 8));
-    Some(backfill_testkit::conformance::Env {
-        warehouse: Arc::new(w.clone()),
-        ledger: Arc::new(w.ledger(&schema).await.unwrap()),
-        seed: Arc::new(PgSeed(w)),
-        schema: Some(id(&schema)),
-        bounded_source: Arc::new(backfill_testkit::conformance::sql_bounded_source),
-    })
+    Some(env_in(&w, &schema).await)
 }
 
 /// Partition oids by name, for telling a swapped partition from a kept one.
@@ -2067,13 +2062,7 @@ async fn partitioned_overwrite_swaps_partitions() {
     }
     ddl.push_str("CREATE INDEX facts_id ON facts (id);");
     w.execute_batch(ddl).await.unwrap();
-    let env = backfill_testkit::conformance::Env {
-        warehouse: Arc::new(w.clone()),
-        ledger: Arc::new(w.ledger(&schema).await.unwrap()),
-        seed: Arc::new(PgSeed(w.clone())),
-        schema: Some(id(&schema)),
-        bounded_source: Arc::new(backfill_testkit::conformance::sql_bounded_source),
-    };
+    let env = env_in(&w, &schema).await;
     let facts = env.table("facts");
     env.seed
         .insert_rows(&facts, &original_rows())
