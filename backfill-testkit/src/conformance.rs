@@ -6,38 +6,116 @@
 //! way arrow-rs `object_store` shares its integration tests across
 //! backends.
 //!
-//! Every case seeds a small `facts` table (40 rows over ten days), runs a
+//! Where engines really differ, the env says so in its [`Capabilities`],
+//! as OpenDAL's behaviour tests do: a case, or the part of one, that an
+//! engine cannot run is gated by the flag that says why ([`Env::gate`]),
+//! never skipped silently, and where an engine-specific assertion differs
+//! between engines, the flag picks it.
+//!
+//! Most cases seed a small `facts` table (40 rows over ten days), run a
 //! daily backfill over five of those days from a corrected source, and
-//! compares order-independent checksums against an expected table seeded
-//! beside it.
+//! compare order-independent checksums against an expected table seeded
+//! beside it. The cases by subject:
+//!
+//! - this module: the write patterns end to end (expected table, rerun,
+//!   crash and resume, rollback, guard, pause, cancel, retries, bad input);
+//! - [`catalog`]: describing relations and sources, counts, checksums,
+//!   typed samples, key boundaries and key reports;
+//! - [`writes`]: each warehouse write on its own (overwrite, merge,
+//!   restore, copies, swaps, views, staging, user SQL) and ledger marks in
+//!   the data's transaction;
+//! - [`ledger`]: the ledger against the in-memory one, refusals, fencing;
+//! - [`end_to_end`]: runs through the runner with the env's own ledger;
+//! - [`validation`], [`inspect`], [`blast`], [`cleanup`]: checks,
+//!   inspection, blast radius, cleanup.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backfill_core::ledger::{
-    Asset, AssetKind, BatchState, BatchUpdate, Ledger, ManualClock, RunRecord, RunStatus,
-};
+use backfill_core::ledger::{AssetKind, BatchState, Clock, Ledger, RunStatus};
 use backfill_core::runner::{Backfill, Event, RetryPolicy, RunOptions, Runner};
-use backfill_core::warehouse::Warehouse;
+use backfill_core::sql::{Executor, SqlWarehouse};
+use backfill_core::warehouse::{Checksum, Warehouse};
 use backfill_core::{
     Bounds, Brief, CheckSpec, Column, ColumnType, Dependencies, Dependency, Error, Grain, Ident,
     Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan, RunId, Scope, Source,
     StrategySpec, TableRef, TableSchema, ValidationPlan, Value,
 };
+use futures::future::BoxFuture;
 use jiff::civil::{date, Date};
 
 use crate::faults::{FaultPoint, Faulty};
 
 pub mod blast;
+pub mod catalog;
 pub mod cleanup;
+pub mod end_to_end;
 pub mod inspect;
+pub mod ledger;
 pub mod validation;
+pub mod writes;
 use crate::fixtures::Seed;
+
+pub use ledger::{ledger_clock, ledger_mirrors_memory, ledger_record, ledger_script, ledger_t0};
 
 /// Makes a bounded query source over `table` on `column`, binding
 /// `{start}` and `{end}`; with `leaky_end` the query wrongly includes the
 /// end bound (`<=`), so it yields rows outside the batch.
 pub type BoundedSourceFn = Arc<dyn Fn(&TableRef, &Ident, bool) -> Source + Send + Sync>;
+
+/// Makes a ledger on a clock the case moves by hand, in the same place as
+/// the env's [`ledger`](Env::ledger) (see [`Env::ledger_with_clock`]).
+pub type ClockedLedgerFn =
+    Arc<dyn Fn(Arc<dyn Clock>) -> BoxFuture<'static, Arc<dyn Ledger>> + Send + Sync>;
+
+/// What an engine can do where engines differ: the flags that select the
+/// cases, and the engine-specific parts of cases, it runs.
+///
+/// Everything else in the suite is required of every engine. A flag is
+/// `false` by default (the engine lacks it, and the cases say so); an
+/// adapter sets the ones its engine has:
+///
+/// ```
+/// use backfill_testkit::conformance::Capabilities;
+/// let engine = Capabilities {
+///     ledger_in_data_tx: true,
+///     ..Capabilities::default()
+/// };
+/// assert!(!engine.runs_sql);
+/// ```
+///
+/// | engine | `ledger_in_data_tx` | `views_bind_by_name` | `runs_sql` |
+/// | --- | --- | --- | --- |
+/// | the fake ([`fake_env`]) | no: its ledger is in memory | yes | no: it answers registered queries only |
+/// | DuckDB | yes | yes | yes |
+/// | PostgreSQL | yes | no: views bind by identity | yes |
+///
+/// A case checks a flag where it can (an engine that says it has no
+/// in-transaction ledger must hand out no marks), so a wrong flag fails
+/// rather than hides a case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The ledger lives in the engine, and a batch's write marks its batch
+    /// `written` in the same transaction as the data
+    /// ([`Ledger::tx_mark`]): a crash after the write leaves the batch
+    /// written, and a worker whose lease was taken over has its write
+    /// rolled back with its mark. An in-memory ledger (the fake's) cannot
+    /// share a transaction with the data: the runner marks the batch
+    /// after the write.
+    pub ledger_in_data_tx: bool,
+    /// Views bind the tables they read by name, when they are queried:
+    /// after [`Warehouse::swap`], a view over the target reads the new
+    /// table (DuckDB, and the fake, whose views name what they read).
+    /// Without it, views bind by identity (PostgreSQL): the view keeps
+    /// reading the old table under its new name.
+    pub views_bind_by_name: bool,
+    /// The engine runs SQL text: query sources of any shape (a
+    /// [`Source::Query`] reading the table being written, say), statements
+    /// given to [`Warehouse::execute`], and errors that name the missing
+    /// relation. An engine without it (the fake) answers only the queries
+    /// registered with it and runs no statements; it has no SQL dialect.
+    pub runs_sql: bool,
+}
 
 /// One fresh, isolated place to run a conformance case.
 #[derive(Clone)]
@@ -52,10 +130,42 @@ pub struct Env {
     pub schema: Option<Ident>,
     /// Makes bounded query sources for this engine.
     pub bounded_source: BoundedSourceFn,
+    /// Makes a ledger on a clock the case moves by hand (see
+    /// [`Env::ledger_with_clock`]).
+    pub clocked_ledger: ClockedLedgerFn,
+    /// What the engine can do where engines differ.
+    pub capabilities: Capabilities,
+}
+
+impl Env {
+    /// A ledger on `clock`, in the same place as [`Env::ledger`] (for a SQL
+    /// engine, on the same tables, so its marks commit with the data), for
+    /// cases that move time by hand. A case uses it instead of
+    /// [`Env::ledger`], never beside it.
+    pub async fn ledger_with_clock(&self, clock: Arc<dyn Clock>) -> Arc<dyn Ledger> {
+        (self.clocked_ledger)(clock).await
+    }
+
+    /// `has`, the [`Capabilities`] flag named `flag` that `part` of a case
+    /// needs. When the engine lacks it, this says so on stderr (the engine,
+    /// the flag and the part not run), so nothing is skipped silently; the
+    /// flag's documentation says why an engine may lack it.
+    pub fn gate(&self, has: bool, flag: &str, part: &str) -> bool {
+        if !has {
+            eprintln!(
+                "conformance: {} lacks `{flag}`, so this is not run: {part}",
+                self.warehouse.engine()
+            );
+        }
+        has
+    }
 }
 
 /// A fresh env on the [`FakeWarehouse`](crate::FakeWarehouse) with an
-/// in-memory ledger.
+/// in-memory ledger. Its capabilities: views bind by name (a fake view
+/// names what it reads); no SQL (it answers the queries registered with
+/// it, which its bounded sources are); no ledger in the data's
+/// transaction (the ledger is a [`MemoryLedger`](backfill_core::MemoryLedger)).
 pub fn fake_env() -> Env {
     fake_env_on(crate::FakeWarehouse::new())
 }
@@ -101,15 +211,84 @@ pub fn fake_env_on(fake: crate::FakeWarehouse) -> Env {
         seed: Arc::new(fake),
         schema: None,
         bounded_source: bounded,
+        clocked_ledger: Arc::new(|clock| {
+            let ledger: Arc<dyn Ledger> = Arc::new(backfill_core::MemoryLedger::with_clock(clock));
+            Box::pin(async move { ledger })
+        }),
+        capabilities: Capabilities {
+            views_bind_by_name: true,
+            ..Capabilities::default()
+        },
+    }
+}
+
+/// An env on a SQL engine built on [`SqlWarehouse`]: `warehouse` is the
+/// adapter as its users hold it, `sql` the SQL warehouse inside it, which
+/// seeds the case's tables and makes its ledgers in `ledger_schema` of the
+/// same database (so batch marks commit with the data); the case's tables
+/// live in `schema`, if given. Sources are [`sql_bounded_source`]s.
+pub async fn sql_env<E: Executor>(
+    warehouse: Arc<dyn Warehouse>,
+    sql: &SqlWarehouse<E>,
+    schema: Option<Ident>,
+    ledger_schema: &str,
+    capabilities: Capabilities,
+) -> Env {
+    let ledger = sql.ledger(ledger_schema).await.expect("ledger");
+    let (maker, home) = (sql.clone(), ledger_schema.to_string());
+    Env {
+        warehouse,
+        ledger: Arc::new(ledger),
+        seed: Arc::new(sql.clone()),
+        schema,
+        bounded_source: Arc::new(sql_bounded_source),
+        clocked_ledger: Arc::new(move |clock| {
+            let (sql, home) = (maker.clone(), home.clone());
+            Box::pin(async move {
+                let ledger = sql.ledger_with_clock(&home, clock).await.expect("ledger");
+                Arc::new(ledger) as Arc<dyn Ledger>
+            })
+        }),
+        capabilities,
+    }
+}
+
+/// A SQL warehouse seeds through its own DDL and bound inserts.
+#[async_trait::async_trait]
+impl<E: Executor> Seed for SqlWarehouse<E> {
+    async fn create_table(
+        &self,
+        table: &TableRef,
+        schema: &TableSchema,
+    ) -> backfill_core::Result<()> {
+        SqlWarehouse::create_table(self, table, schema).await
+    }
+
+    async fn insert_rows(
+        &self,
+        table: &TableRef,
+        rows: &[Vec<Value>],
+    ) -> backfill_core::Result<()> {
+        SqlWarehouse::insert_rows(self, table, rows).await
+    }
+
+    async fn create_view(&self, view: &TableRef, table: &TableRef) -> backfill_core::Result<()> {
+        SqlWarehouse::create_view(self, view, table).await
+    }
+}
+
+/// A table's name quoted for SQL written by hand (double quotes, as
+/// DuckDB and PostgreSQL quote).
+pub fn quoted(table: &TableRef) -> String {
+    match &table.schema {
+        Some(s) => format!("\"{s}\".\"{}\"", table.name),
+        None => format!("\"{}\"", table.name),
     }
 }
 
 /// A bounded SQL query for SQL engines.
 pub fn sql_bounded_source(table: &TableRef, column: &Ident, leaky_end: bool) -> Source {
-    let t = match &table.schema {
-        Some(s) => format!("\"{s}\".\"{}\"", table.name),
-        None => format!("\"{}\"", table.name),
-    };
+    let t = quoted(table);
     let op = if leaky_end { "<=" } else { "<" };
     Source::query(format!(
         "SELECT * FROM {t} WHERE \"{column}\" >= {{start}} AND \"{column}\" {op} {{end}}"
@@ -162,7 +341,9 @@ const FIRST_DAY: (i16, i8, i8) = (2026, 3, 1);
 const DAYS: i8 = 10;
 const ROWS_PER_DAY: i64 = 4;
 
-fn day(n: i8) -> Date {
+/// Day `n` of the cases' history: 2026-03-01 plus `n` days (`n` from 0
+/// to 9).
+pub fn day(n: i8) -> Date {
     date(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2 + n)
 }
 
@@ -179,7 +360,8 @@ pub fn facts_schema() -> TableSchema {
     }
 }
 
-fn row(id: i64, d: Date, amount: i64, note: &str) -> Vec<Value> {
+/// A `facts` row: `id`, `day`, `amount`, `note`.
+pub fn row(id: i64, d: Date, amount: i64, note: &str) -> Vec<Value> {
     vec![
         Value::Int(id),
         Value::Date(d),
@@ -359,15 +541,29 @@ pub async fn setup(env: Env, pattern: Pattern, run: &str) -> Case {
 /// The case's job (daily windows over the five days in scope, a complete
 /// brief for `pattern`) with run id `run`, reading `source`.
 pub fn job_on(env: &Env, pattern: Pattern, run: &str, source: Source) -> Backfill {
-    let (s, e) = scope_days();
-    let scope = Scope::new(env.table("facts"), "day", Bounds::dates(s, e), "UTC").expect("scope");
-    let plan = Plan::build(scope.clone(), Planner::Windows { grain: Grain::Day }).expect("plan");
+    let plan = daily_plan(env.table("facts"));
     Backfill::new(
         RunId::new(run).expect("run id"),
-        brief(scope, pattern.spec(env)),
+        brief(plan.scope.clone(), pattern.spec(env)),
         plan,
         source,
     )
+}
+
+/// The cases' plan on `target`: daily windows (UTC) over the five days in
+/// scope, 2026-03-03 to 2026-03-08, on column `day`.
+pub fn daily_plan(target: TableRef) -> Plan {
+    let (s, e) = scope_days();
+    let scope = Scope::new(target, "day", Bounds::dates(s, e), "UTC").expect("scope");
+    Plan::build(scope, Planner::Windows { grain: Grain::Day }).expect("plan")
+}
+
+/// The order-independent checksum of every row of `t`.
+pub async fn checksum(env: &Env, t: &TableRef) -> Checksum {
+    env.warehouse
+        .checksum(t, &Predicate::All)
+        .await
+        .expect("checksum")
 }
 
 /// Runner options with millisecond backoff and throttle waits, for tests.
@@ -406,26 +602,18 @@ impl Case {
     }
 
     /// Checksum of a table.
-    pub async fn checksum(&self, t: &TableRef) -> backfill_core::warehouse::Checksum {
-        self.env
-            .warehouse
-            .checksum(t, &Predicate::All)
-            .await
-            .expect("checksum")
+    pub async fn checksum(&self, t: &TableRef) -> Checksum {
+        checksum(&self.env, t).await
     }
 
     /// Seeds a table with `rows` and returns its checksum.
-    pub async fn checksum_of(
-        &self,
-        name: &str,
-        rows: &[Vec<Value>],
-    ) -> backfill_core::warehouse::Checksum {
+    pub async fn checksum_of(&self, name: &str, rows: &[Vec<Value>]) -> Checksum {
         let t = seed_table(&self.env, name, rows).await;
         self.checksum(&t).await
     }
 
     /// The checksum the case must end with.
-    pub async fn expected(&self) -> backfill_core::warehouse::Checksum {
+    pub async fn expected(&self) -> Checksum {
         let rows = if self.pattern == Pattern::Merge {
             expected_merge()
         } else {
@@ -537,11 +725,9 @@ pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
             // With the ledger in the engine, the third batch's mark commits
             // with its data, so a crash after the write leaves it written.
             let third = &case.job.plan.batches[2].id;
-            let in_tx = case
-                .env
-                .ledger
-                .tx_mark(&case.job.run_id, third, 0)
-                .is_some();
+            let in_tx = case.env.capabilities.ledger_in_data_tx;
+            let mark = case.env.ledger.tx_mark(&case.job.run_id, third, 0);
+            assert_eq!(mark.is_some(), in_tx, "ledger_in_data_tx: {mark:?}");
             let landed = usize::from(in_tx && point == FaultPoint::AfterWriteBeforeLedger);
             let states = case.states().await;
             assert_eq!(
@@ -981,317 +1167,6 @@ pub async fn bad_input_refused_before_write(env: Env) {
     );
 }
 
-// ---------------------------------------------------------------------------
-// Ledger conformance
-// ---------------------------------------------------------------------------
-
-fn ledger_t0() -> jiff::Timestamp {
-    "2026-03-10T12:00:00Z".parse().expect("timestamp")
-}
-
-fn ledger_record(run: &str, fingerprint: &str) -> RunRecord {
-    RunRecord {
-        run_id: RunId::new(run).expect("run id"),
-        target: TableRef::new(ident("facts")),
-        fingerprint: fingerprint.into(),
-        code_version: "v1".into(),
-        parameters: serde_json::json!({"k": 1}),
-        operator: "ada".into(),
-        status: RunStatus::Running,
-        started_at: ledger_t0(),
-        finished_at: None,
-        rows_affected: 0,
-        notes: vec![],
-    }
-}
-
-/// A clock for [`ledger_mirrors_memory`], stopped at the script's start.
-pub fn ledger_clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(ledger_t0()))
-}
-
-/// Runs one scripted sequence of every ledger operation (claims, leases,
-/// takeovers, fencing, transitions allowed and refused, locks, assets) on
-/// `l`, returning every answer as text.
-pub async fn ledger_script(l: &dyn Ledger, clock: &ManualClock) -> Vec<String> {
-    let (s, e) = scope_days();
-    let scope = Scope::new(
-        TableRef::new(ident("facts")),
-        "day",
-        Bounds::dates(s, e),
-        "UTC",
-    )
-    .expect("scope");
-    let p = Plan::build(scope, Planner::Windows { grain: Grain::Day }).expect("plan");
-    let run = RunId::new("mirror").expect("run id");
-    let lease = Duration::from_secs(60);
-    let mut out = Vec::new();
-    let mut log = |s: String| out.push(s);
-    log(format!("{:?}", l.run(&run).await));
-    log(format!(
-        "{:?}",
-        l.begin_run(&ledger_record("mirror", "fp1"), &p.batches)
-            .await
-    ));
-    log(format!(
-        "{:?}",
-        l.begin_run(&ledger_record("mirror", "fp1"), &p.batches)
-            .await
-    ));
-    log(format!(
-        "{:?}",
-        l.begin_run(&ledger_record("mirror", "fp2"), &p.batches)
-            .await
-    ));
-    let only = [p.batches[3].id.clone()];
-    let c1 = l
-        .claim(&run, "w1", lease, Some(&only))
-        .await
-        .unwrap()
-        .unwrap();
-    log(format!("{c1:?}"));
-    log(format!("{:?}", l.claim(&run, "w1", lease, Some(&[])).await));
-    let c2 = l.claim(&run, "w1", lease, None).await.unwrap().unwrap();
-    log(format!("{c2:?}"));
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &c2.batch.id,
-            Some(c2.token),
-            BatchState::Written,
-            BatchUpdate {
-                rows_before: Some(4),
-                rows_written: Some(5),
-                ..BatchUpdate::reason("written")
-            }
-        )
-        .await
-    ));
-    // Stale token, invalid move, unknown batch.
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &c2.batch.id,
-            Some(c2.token),
-            BatchState::Written,
-            BatchUpdate::reason("again")
-        )
-        .await
-    ));
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &c2.batch.id,
-            None,
-            BatchState::Pending,
-            BatchUpdate::reason("bad")
-        )
-        .await
-    ));
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &"nope".into(),
-            None,
-            BatchState::Failed,
-            BatchUpdate::reason("x")
-        )
-        .await
-    ));
-    // Lease takeover after expiry; the old token is fenced out.
-    clock.advance(Duration::from_secs(30));
-    let c3 = l.claim(&run, "w2", lease, None).await.unwrap().unwrap();
-    log(format!("{c3:?}"));
-    clock.advance(Duration::from_secs(45));
-    let c4 = l.claim(&run, "w3", lease, Some(&only)).await.unwrap();
-    log(format!("{c4:?}"));
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &c1.batch.id,
-            Some(c1.token),
-            BatchState::Failed,
-            BatchUpdate {
-                error: Some("boom".into()),
-                ..BatchUpdate::reason("old worker")
-            }
-        )
-        .await
-    ));
-    let c4 = c4.unwrap();
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &c4.batch.id,
-            Some(c4.token),
-            BatchState::Failed,
-            BatchUpdate {
-                error: Some("boom".into()),
-                rows_written: Some(2),
-                ..BatchUpdate::reason("failed")
-            }
-        )
-        .await
-    ));
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &c4.batch.id,
-            None,
-            BatchState::Pending,
-            BatchUpdate::reason("requeued")
-        )
-        .await
-    ));
-    log(format!(
-        "{:?}",
-        l.transition(
-            &run,
-            &c2.batch.id,
-            None,
-            BatchState::Validated,
-            BatchUpdate::reason("checks passed")
-        )
-        .await
-    ));
-    log(format!(
-        "{:?}",
-        l.set_run_status(&run, RunStatus::Paused, Some("paused by operator"))
-            .await
-    ));
-    log(format!(
-        "{:?}",
-        l.set_run_status(&run, RunStatus::Completed, None).await
-    ));
-    // Locks.
-    let other = RunId::new("other").unwrap();
-    log(format!(
-        "{:?}",
-        l.lock_target(&TableRef::new(ident("facts")), &run).await
-    ));
-    log(format!(
-        "{:?}",
-        l.lock_target(&TableRef::new(ident("facts")), &run).await
-    ));
-    log(format!(
-        "{:?}",
-        l.lock_target(&TableRef::new(ident("facts")), &other).await
-    ));
-    log(format!(
-        "{:?}",
-        l.unlock_target(&TableRef::new(ident("facts")), &other)
-            .await
-    ));
-    log(format!(
-        "{:?}",
-        l.lock_target(&TableRef::new(ident("facts")), &other).await
-    ));
-    log(format!(
-        "{:?}",
-        l.unlock_target(&TableRef::new(ident("facts")), &run).await
-    ));
-    log(format!(
-        "{:?}",
-        l.lock_target(&TableRef::new(ident("facts")), &other).await
-    ));
-    // Assets.
-    let asset = Asset {
-        run_id: run.clone(),
-        kind: AssetKind::PreImage,
-        table: TableRef::new(ident("facts__bf_pre_mirror")),
-        owner: "ada".into(),
-        created_at: ledger_t0(),
-        expires_at: ledger_t0(),
-        dropped_at: None,
-    };
-    log(format!("{:?}", l.record_asset(&asset).await));
-    log(format!("{:?}", l.record_asset(&asset).await));
-    log(format!(
-        "{:?}",
-        l.record_asset(&Asset {
-            kind: AssetKind::KeyLog,
-            table: TableRef::new(ident("facts__bf_keys_mirror")),
-            ..asset.clone()
-        })
-        .await
-    ));
-    log(format!(
-        "{:?}",
-        l.record_asset(&Asset {
-            run_id: RunId::new("ghost").unwrap(),
-            ..asset.clone()
-        })
-        .await
-    ));
-    log(format!(
-        "{:?}",
-        l.asset_dropped(&run, &asset.table, ledger_t0()).await
-    ));
-    log(format!("{:?}", l.assets(Some(&run)).await));
-    log(format!("{:?}", l.assets(None).await));
-    log(format!("{:?}", l.assets(Some(&other)).await));
-    // Documents: stored, replaced, absent, and refused for unknown runs.
-    let doc = serde_json::json!({"metric": "amount", "values": [["2026-03-03", "120.50"]]});
-    log(format!("{:?}", l.document(&run, "baseline").await));
-    log(format!(
-        "{:?}",
-        l.put_document(&run, "baseline", &doc).await
-    ));
-    log(format!("{:?}", l.document(&run, "baseline").await));
-    let doc2 = serde_json::json!({"approved_by": "grace"});
-    log(format!(
-        "{:?}",
-        l.put_document(&run, "baseline", &doc2).await
-    ));
-    let stored = l.document(&run, "baseline").await;
-    assert_eq!(stored.as_ref().ok(), Some(&Some(doc2.clone())), "replaced");
-    log(format!("{stored:?}"));
-    log(format!("{:?}", l.document(&run, "other").await));
-    // Only the first of several racing stores wins.
-    let first = serde_json::json!({"first": true});
-    let second = serde_json::json!({"first": false});
-    let won = l.put_document_if_absent(&run, "baseline2", &first).await;
-    assert_eq!(won.as_ref().ok(), Some(&true), "{won:?}");
-    log(format!("{won:?}"));
-    let lost = l.put_document_if_absent(&run, "baseline2", &second).await;
-    assert_eq!(lost.as_ref().ok(), Some(&false), "{lost:?}");
-    log(format!("{lost:?}"));
-    let kept = l.document(&run, "baseline2").await;
-    assert_eq!(kept.as_ref().ok(), Some(&Some(first)), "{kept:?}");
-    log(format!("{kept:?}"));
-    let unknown = RunId::new("no_such_run").expect("run id");
-    log(format!(
-        "{:?}",
-        l.put_document(&unknown, "baseline", &doc).await
-    ));
-    log(format!("{:?}", l.batches(&run).await));
-    log(format!("{:?}", l.transitions(&run).await));
-    log(format!("{:?}", l.run(&run).await));
-    log(format!("{:?}", l.now()));
-    out
-}
-
-/// A ledger behaves exactly like [`MemoryLedger`](backfill_core::MemoryLedger):
-/// the same script gives the same answers, step by step. `clock` must be
-/// the ledger's clock, made with [`ledger_clock`].
-pub async fn ledger_mirrors_memory(l: &dyn Ledger, clock: &ManualClock) {
-    let mc = ledger_clock();
-    let mem = backfill_core::MemoryLedger::with_clock(mc.clone());
-    let expected = ledger_script(&mem, &mc).await;
-    let got = ledger_script(l, clock).await;
-    for (step, (a, b)) in expected.iter().zip(&got).enumerate() {
-        assert_eq!(a, b, "step {step}");
-    }
-    assert_eq!(expected.len(), got.len());
-}
-
 /// Generates one `#[tokio::test]` per conformance case for an adapter.
 ///
 /// `$make` is a closure taking the case name (`&str`) and returning a
@@ -1521,6 +1396,52 @@ macro_rules! conformance_tests {
             case!(
                 inspect_bad_names_and_size,
                 c::inspect::unknown_names_and_size
+            );
+            case!(
+                describe_relations,
+                c::catalog::describe_tables_views_and_sources
+            );
+            case!(
+                counts_checksums_samples,
+                c::catalog::counts_checksums_samples_and_boundaries
+            );
+            case!(
+                key_reports,
+                c::catalog::key_reports_find_nulls_and_duplicates
+            );
+            case!(
+                overwrite_guards_and_restores,
+                c::writes::overwrite_guards_snapshots_and_restores
+            );
+            case!(
+                overwrite_reads_source_first,
+                c::writes::overwrite_reads_the_source_before_deleting
+            );
+            case!(
+                merge_keys_upsert_restore,
+                c::writes::merge_refuses_bad_keys_then_upserts_and_restores
+            );
+            case!(
+                copies_swaps_views_stages,
+                c::writes::copies_swaps_views_drops_and_stages
+            );
+            case!(
+                writes_mark_ledger_in_tx,
+                c::writes::writes_mark_the_ledger_in_the_same_transaction
+            );
+            case!(execute_user_sql, c::writes::execute_runs_user_sql);
+            case!(ledger_mirrors_memory, c::ledger::mirrors_memory_ledger);
+            case!(
+                ledger_refuses_and_fences,
+                c::ledger::ledger_refuses_and_fences
+            );
+            case!(
+                runner_end_to_end,
+                c::end_to_end::runner_overwrites_daily_partitions_end_to_end
+            );
+            case!(
+                runner_staged_merge,
+                c::end_to_end::runner_stages_the_source_once_and_merges
             );
         }
     };

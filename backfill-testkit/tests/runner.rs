@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backfill_core::ledger::{BatchState, Ledger, MemoryLedger, RunStatus};
+use backfill_core::ledger::{BatchState, Ledger, RunStatus};
 use backfill_core::runner::{Backfill, Event, Load, LoadSignal, Reading, RunOptions, Runner};
 use backfill_core::warehouse::{Checksum, Warehouse};
 use backfill_core::{
@@ -20,8 +20,7 @@ use backfill_core::{
     RunId, Scope, Source, Status, StrategySpec, TableRef, Value,
 };
 use backfill_testkit::conformance::{
-    self, fast_options, job_on, seed_table, setup, source_rows, sql_bounded_source, Case, Env,
-    Pattern,
+    self, fast_options, job_on, seed_table, setup, source_rows, Case, Env, Pattern,
 };
 use backfill_testkit::fake::FakeWarehouse;
 use backfill_testkit::fixtures::{self, orders_dataset, DatasetConfig, REVENUE, REVENUE_CORRECTED};
@@ -42,14 +41,7 @@ fn ident(s: &str) -> Ident {
 /// can read [`FakeWarehouse::write_count`].
 fn fake_env() -> (Env, FakeWarehouse) {
     let fake = FakeWarehouse::new();
-    let env = Env {
-        warehouse: Arc::new(fake.clone()),
-        ledger: Arc::new(MemoryLedger::new()),
-        seed: Arc::new(fake.clone()),
-        schema: None,
-        bounded_source: Arc::new(sql_bounded_source),
-    };
-    (env, fake)
+    (conformance::fake_env_on(fake.clone()), fake)
 }
 
 /// The conformance case (5 daily batches, partition overwrite) on a fresh
