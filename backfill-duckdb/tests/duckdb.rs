@@ -13,11 +13,16 @@ use std::sync::Arc;
 
 use backfill_core::ledger::Ledger;
 use backfill_core::warehouse::{MergeWrite, Warehouse};
+use backfill_core::Runner;
 use backfill_core::{ColumnType, Ident, Predicate, RunId, Source, TableRef, Value};
 use backfill_duckdb::DuckDbWarehouse;
+use backfill_testkit::conformance::end_to_end::{
+    die_inside_first_batch, resume_takes_back_dead_batch, revived_job,
+};
 use backfill_testkit::conformance::writes::slice_write;
 use backfill_testkit::conformance::{
-    daily_plan, facts_schema, ledger_record, original_rows, source_rows, Capabilities, Env,
+    daily_plan, expected_replace, facts_schema, fast_options, ledger_record, original_rows,
+    source_rows, Capabilities, Env,
 };
 
 fn id(s: &str) -> Ident {
@@ -153,6 +158,37 @@ async fn file_database_keeps_the_ledger() {
     assert_eq!(batches.to_string(), "backfill.batches");
     assert_eq!(w.count(&batches, &Predicate::All).await.unwrap(), 5);
     drop((w, l));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A process that dies inside a batch leaves it `running` under an
+/// hour-long lease. One process writes a DuckDB file at a time, so the
+/// next process to open the file knows the holder is dead and takes the
+/// batch back at once: a plain rerun completes without waiting for the
+/// lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_processes_batch_is_taken_back_at_once() {
+    let dir = std::env::temp_dir().join(format!("backfill-duckdb-dead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dead.duckdb");
+    let _ = std::fs::remove_file(&path);
+    let job = revived_job("revived");
+    let (batch, first) = {
+        let w = DuckDbWarehouse::open(&path).unwrap();
+        seed(&w, "facts", &original_rows()).await;
+        seed(&w, "facts_fix", &source_rows()).await;
+        seed(&w, "facts_expected", &expected_replace()).await;
+        let l = w.ledger("backfill").await.unwrap();
+        let batch = die_inside_first_batch(&l, &job).await;
+        (batch, l.instance().to_string())
+        // The process ends here: its connection is closed.
+    };
+    let w = DuckDbWarehouse::open(&path).unwrap();
+    let l = w.ledger("backfill").await.unwrap();
+    assert_ne!(l.instance(), first);
+    let runner = Runner::new(Arc::new(w.clone()), Arc::new(l)).with_options(fast_options());
+    resume_takes_back_dead_batch(&runner, &w, &job, &batch, &tr("facts_expected")).await;
+    drop((w, runner));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use backfill_core::jiff::civil::date;
 use backfill_core::ledger::{
-    BatchState, BatchUpdate, Ledger, ManualClock, RunRecord, RunStart, RunStatus,
+    BatchState, BatchUpdate, Ledger, Liveness, ManualClock, RunRecord, RunStart, RunStatus,
 };
 use backfill_core::warehouse::{Checksum, MergeWrite, Warehouse};
 use backfill_core::{
@@ -30,7 +30,9 @@ use backfill_core::{
     Scope, Source, StrategySpec, TableRef, Value,
 };
 use backfill_postgres::PgWarehouse;
-use backfill_testkit::conformance::end_to_end::brief_with_row_count;
+use backfill_testkit::conformance::end_to_end::{
+    brief_with_row_count, die_inside_first_batch, resume_takes_back_dead_batch, revived_job,
+};
 use backfill_testkit::conformance::writes::slice_write;
 use backfill_testkit::conformance::{
     daily_plan, day, expected_replace, facts_schema, ledger_clock, ledger_record, ledger_t0,
@@ -589,6 +591,52 @@ async fn assert_complete(w: &PgWarehouse, expected: &backfill_core::warehouse::C
         (i64::from(WORKER_DAYS) * WORKER_ROWS_PER_DAY) as u64
     );
     assert_eq!(&checksum(w, &facts).await, expected);
+}
+
+/// A worker process that dies inside a batch leaves it `running` under an
+/// hour-long lease; its instance's session lock goes with its
+/// connections, so the next worker knows the holder is dead and takes the
+/// batch back at once: a plain rerun completes without waiting for the
+/// lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_workers_batch_is_taken_back_at_once() {
+    let test = "a_dead_workers_batch_is_taken_back_at_once";
+    let Some((url, schema)) = fresh_schema(test).await else {
+        return;
+    };
+    let job = revived_job("revived");
+    let w = PgWarehouse::from_pool(pool(&url, &schema, 3));
+    seed(&w, "facts", &original_rows()).await;
+    seed(&w, "facts_fix", &source_rows()).await;
+    seed(&w, "facts_expected", &expected_replace()).await;
+    let (batch, lease) = {
+        let doomed = PgWarehouse::from_pool(pool(&url, &schema, 2));
+        let l = doomed.ledger(&schema).await.unwrap();
+        let batch = die_inside_first_batch(&l, &job).await;
+        let lease = l.batches(&job.run_id).await.unwrap()[0]
+            .lease
+            .clone()
+            .unwrap();
+        assert_eq!(l.liveness(&lease).await.unwrap(), Liveness::Alive);
+        (batch, lease)
+        // The worker dies here: its connections close.
+    };
+    // The server frees a closed session's locks as its backend exits:
+    // taking the dead instance's lock waits for exactly that.
+    let key = format!(
+        "hashtextextended('backfill:instance:{}', 0)",
+        lease.instance
+    );
+    w.execute_batch(format!(
+        "SELECT pg_advisory_lock({key}); SELECT pg_advisory_unlock({key})"
+    ))
+    .await
+    .unwrap();
+    let l = w.ledger(&schema).await.unwrap();
+    assert_eq!(l.liveness(&lease).await.unwrap(), Liveness::Dead);
+    let runner = Runner::new(Arc::new(w.clone()), Arc::new(l))
+        .with_options(backfill_testkit::conformance::fast_options());
+    resume_takes_back_dead_batch(&runner, &w, &job, &batch, &tr("facts_expected")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

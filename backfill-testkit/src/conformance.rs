@@ -32,9 +32,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backfill_core::engine::{Executor, SqlWarehouse};
 use backfill_core::ledger::{AssetKind, BatchState, Clock, Ledger, RunStatus};
 use backfill_core::runner::{Backfill, Event, RetryPolicy, RunOptions, Runner};
-use backfill_core::sql::{Executor, SqlWarehouse};
 use backfill_core::warehouse::{Checksum, Warehouse};
 use backfill_core::{
     Bounds, Brief, CheckSpec, Column, ColumnType, Dependencies, Dependency, Error, Grain, Ident,

@@ -481,10 +481,9 @@ pub fn claim_reason(
             "taken over by {worker}: its holder {} (instance {}) is dead",
             l.worker, l.instance
         ),
-        Some(l) if from == BatchState::Running && l.expires_at <= now => format!(
-            "lease taken over by {worker} (expired) from {}",
-            l.worker
-        ),
+        Some(l) if from == BatchState::Running && l.expires_at <= now => {
+            format!("lease taken over by {worker} (expired) from {}", l.worker)
+        }
         _ if from == BatchState::Running => format!("lease taken over by {worker}"),
         _ => format!("claimed by {worker}"),
     }

@@ -1,10 +1,16 @@
 //! Conformance cases that run a backfill through the [`Runner`] with the
 //! env's own ledger and default options, the way a user's program does.
 
-use backfill_core::ledger::{AssetKind, BatchState, RunStatus};
+use std::time::Duration;
+
+use backfill_core::ledger::{AssetKind, BatchState, Ledger, Liveness, RunRecord, RunStatus};
+use backfill_core::plan::BatchId;
 use backfill_core::runner::{Backfill, RunOptions, Runner};
+use backfill_core::warehouse::Warehouse;
 use backfill_core::StrategySpec;
-use backfill_core::{Brief, CheckSpec, Error, Expectation, Predicate, RunId, Scope, Source};
+use backfill_core::{
+    Brief, CheckSpec, Error, Expectation, Predicate, RunId, Scope, Source, TableRef,
+};
 
 use super::{
     brief, checksum, daily_plan, expected_replace, ident, original_rows, seed_table, source_rows,
@@ -125,4 +131,90 @@ pub async fn runner_stages_the_source_once_and_merges(env: Env) {
     assert_eq!(rows.expect("count"), 41);
     runner.rollback(&job).await.expect("rollback");
     assert_eq!(checksum(&env, &facts).await, original);
+}
+
+/// The job of the crash cases: the five days of `facts`, replaced from
+/// `facts_fix`, under run id `run`.
+pub fn revived_job(run: &str) -> Backfill {
+    let plan = crate::conformance::daily_plan(TableRef::new(crate::conformance::ident("facts")));
+    Backfill::new(
+        RunId::new(run).expect("run id"),
+        crate::conformance::brief(plan.scope.clone(), StrategySpec::PartitionOverwrite),
+        plan,
+        Source::Table(TableRef::new(crate::conformance::ident("facts_fix"))),
+    )
+}
+
+/// What a process that dies inside a batch leaves in `ledger`: the run
+/// recorded, the target locked, and its first batch `running` under an
+/// hour-long lease. Returns the batch.
+pub async fn die_inside_first_batch(ledger: &dyn Ledger, job: &Backfill) -> BatchId {
+    ledger
+        .lock_target(job.target(), &job.run_id)
+        .await
+        .expect("lock");
+    let record = RunRecord {
+        run_id: job.run_id.clone(),
+        target: job.target().clone(),
+        fingerprint: job.fingerprint(),
+        ..crate::conformance::ledger_record(job.run_id.as_str(), "")
+    };
+    ledger
+        .begin_run(&record, &job.plan.batches)
+        .await
+        .expect("begin");
+    let claim = ledger
+        .claim(&job.run_id, "doomed", Duration::from_secs(3600), None)
+        .await
+        .expect("claim")
+        .expect("a batch to claim");
+    claim.batch.id
+}
+
+/// After the holder of `batch` died, a plain run on `runner` takes the
+/// batch back at once (its lease has most of an hour to go), writes the
+/// table `expected` holds, and logs why.
+pub async fn resume_takes_back_dead_batch(
+    runner: &Runner,
+    warehouse: &dyn Warehouse,
+    job: &Backfill,
+    batch: &BatchId,
+    expected: &TableRef,
+) {
+    let ledger = runner.ledger();
+    let held = ledger
+        .batches(&job.run_id)
+        .await
+        .expect("batches")
+        .into_iter()
+        .find(|b| &b.batch.id == batch)
+        .expect("the batch");
+    assert_eq!(held.state, BatchState::Running);
+    let lease = held.lease.expect("a lease");
+    assert!(lease.expires_at > ledger.now(), "the lease still runs");
+    assert_eq!(
+        ledger.liveness(&lease).await.expect("liveness"),
+        Liveness::Dead
+    );
+    let report = runner.run(job).await.expect("run");
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert_eq!(report.batches_this_run, job.plan.batches.len());
+    assert!(report.gaps.is_empty() && report.held.is_empty(), "{report}");
+    let log = ledger.transitions(&job.run_id).await.expect("log");
+    assert!(
+        log.iter()
+            .any(|t| t.batch_id.as_ref() == Some(batch) && t.reason.contains("is dead")),
+        "{log:#?}"
+    );
+    let target = job.target();
+    assert_eq!(
+        warehouse
+            .checksum(target, &Predicate::All)
+            .await
+            .expect("checksum"),
+        warehouse
+            .checksum(expected, &Predicate::All)
+            .await
+            .expect("checksum")
+    );
 }

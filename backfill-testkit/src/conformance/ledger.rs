@@ -51,7 +51,9 @@ pub async fn ledger_script(l: &dyn Ledger, clock: &ManualClock) -> Vec<String> {
     let run = RunId::new("mirror").expect("run id");
     let lease = Duration::from_secs(60);
     let mut out = Vec::new();
-    let mut log = |s: String| out.push(s);
+    // Each ledger records its own process instance with its leases.
+    let me = l.instance().to_string();
+    let mut log = |s: String| out.push(s.replace(&me, "<this instance>"));
     log(format!("{:?}", l.run(&run).await));
     log(format!(
         "{:?}",
@@ -296,6 +298,57 @@ pub async fn ledger_script(l: &dyn Ledger, clock: &ManualClock) -> Vec<String> {
         "{:?}",
         l.put_document(&unknown, "baseline", &doc).await
     ));
+    // Heartbeats renew a held lease only; an operator's release needs who
+    // and why, takes a running batch back to pending with its attempts
+    // counted from zero, and refuses a batch that is not running or
+    // failed; a live holder is alive.
+    let held = l.claim(&run, "w9", lease, None).await;
+    log(format!("{held:?}"));
+    if let Ok(Some(c)) = held {
+        clock.advance(Duration::from_secs(30));
+        log(format!(
+            "{:?}",
+            l.renew(&run, &c.batch.id, c.token, lease).await
+        ));
+        log(format!(
+            "{:?}",
+            l.renew(&run, &c.batch.id, c.token + 1, lease).await
+        ));
+        let mine = l
+            .batches(&run)
+            .await
+            .ok()
+            .and_then(|bs| bs.into_iter().find(|b| b.batch.id == c.batch.id))
+            .and_then(|b| b.lease);
+        log(format!("{mine:?}"));
+        if let Some(lease) = &mine {
+            log(format!("{:?}", l.liveness(lease).await));
+        }
+        log(format!(
+            "{:?}",
+            l.release(&run, &c.batch.id, " ", "why").await
+        ));
+        log(format!(
+            "{:?}",
+            l.release(&run, &c.batch.id, "grace", "its worker will not finish")
+                .await
+        ));
+        log(format!(
+            "{:?}",
+            l.release(&run, &c.batch.id, "grace", "again").await
+        ));
+        log(format!(
+            "{:?}",
+            l.transition(
+                &run,
+                &c.batch.id,
+                Some(c.token),
+                BatchState::Written,
+                BatchUpdate::reason("late")
+            )
+            .await
+        ));
+    }
     log(format!("{:?}", l.batches(&run).await));
     log(format!("{:?}", l.transitions(&run).await));
     log(format!("{:?}", l.run(&run).await));

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backfill_core::inspect::{self, Aggregate, Metric, Rows};
+use backfill_core::ask;
+use backfill_core::inspect::{Aggregate, Metric, Rows};
 use backfill_core::ledger::{BatchState, ManualClock, RunId, TxMark};
 use backfill_core::plan::Batch;
 use backfill_core::warehouse::{
@@ -651,7 +652,7 @@ pub async fn execute_runs_user_sql(env: Env) {
     .expect("execute");
     assert!(w.describe(&view).await.expect("describe").is_some());
     assert_eq!(count(&env, &refreshed).await, 1);
-    let n = inspect::metric(
+    let n = ask::metric(
         w,
         Rows::all(view),
         Metric {
