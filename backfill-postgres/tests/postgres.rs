@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backfill_core::engine::SqlWarehouse;
 use backfill_core::jiff::civil::date;
 use backfill_core::ledger::{
     BatchState, BatchUpdate, Ledger, Liveness, ManualClock, RunRecord, RunStart, RunStatus,
@@ -29,7 +30,7 @@ use backfill_core::{
     Backfill, Bounds, ColumnType, Error, Grain, Ident, Plan, Planner, Predicate, RunId, Runner,
     Scope, Source, StrategySpec, TableRef, Value,
 };
-use backfill_postgres::PgWarehouse;
+use backfill_postgres::{PgExecutor, PgWarehouse};
 use backfill_testkit::conformance::end_to_end::{
     brief_with_row_count, die_inside_first_batch, resume_takes_back_dead_batch, revived_job,
 };
@@ -37,6 +38,10 @@ use backfill_testkit::conformance::writes::slice_write;
 use backfill_testkit::conformance::{
     daily_plan, day, expected_replace, facts_schema, ledger_clock, ledger_record, ledger_t0,
     original_rows, row, source_rows, Capabilities, Env,
+};
+use backfill_testkit::crash::{
+    child_main, crash_and_resume, crash_resume_and_roll_back, CrashPoint, CrashRig, Crashing,
+    CrashingPlan, CRASH_AT,
 };
 
 fn id(s: &str) -> Ident {
@@ -637,6 +642,123 @@ async fn a_dead_workers_batch_is_taken_back_at_once() {
     let runner = Runner::new(Arc::new(w.clone()), Arc::new(l))
         .with_options(backfill_testkit::conformance::fast_options());
     resume_takes_back_dead_batch(&runner, &w, &job, &batch, &tr("facts_expected")).await;
+}
+
+// ---------------------------------------------------------------------------
+// Real crashes: this binary runs itself as a child worker that kills itself
+// at a named point; a fresh worker resumes.
+// ---------------------------------------------------------------------------
+
+/// A schema of its own for each crash case.
+struct PgRig {
+    url: String,
+    schema: String,
+}
+
+const CRASH_SCHEMA: &str = "BACKFILL_CRASH_SCHEMA";
+
+#[async_trait::async_trait]
+impl CrashRig for PgRig {
+    async fn seed(&self) -> backfill_core::Result<()> {
+        let admin = PgWarehouse::connect(&self.url).await?;
+        admin
+            .execute_batch(format!(
+                "DROP SCHEMA IF EXISTS \"{0}\" CASCADE; CREATE SCHEMA \"{0}\"",
+                self.schema
+            ))
+            .await?;
+        let w = PgWarehouse::from_pool(pool(&self.url, &self.schema, 2));
+        seed(&w, "facts", &original_rows()).await;
+        seed(&w, "facts_original", &original_rows()).await;
+        seed(&w, "facts_fix", &source_rows()).await;
+        seed(&w, "facts_expected", &expected_replace()).await;
+        Ok(())
+    }
+
+    async fn child(&self, plan: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let exec = PgExecutor::new(pool(&self.url, &self.schema, 3));
+        let w = SqlWarehouse::new(Crashing::new(exec, plan));
+        let l = w.ledger(&self.schema).await.unwrap();
+        (Arc::new(w), Arc::new(l))
+    }
+
+    async fn parent(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let w = PgWarehouse::from_pool(pool(&self.url, &self.schema, 3));
+        let l = w.ledger(&self.schema).await.unwrap();
+        // The server frees a killed worker's session locks as its backend
+        // exits: taking each holder's lock waits for exactly that.
+        let run = revived_job("revived").run_id;
+        if let Ok(batches) = l.batches(&run).await {
+            for lease in batches.iter().filter_map(|b| b.lease.as_ref()) {
+                if lease.instance != l.instance() {
+                    let key = format!(
+                        "hashtextextended('backfill:instance:{}', 0)",
+                        lease.instance
+                    );
+                    w.execute_batch(format!(
+                        "SELECT pg_advisory_lock({key}); SELECT pg_advisory_unlock({key})"
+                    ))
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+        (Arc::new(w), Arc::new(l))
+    }
+
+    fn spawn_child(&self, point: CrashPoint) -> std::process::ExitStatus {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+            .env(CRASH_AT, point.name())
+            .env(CRASH_SCHEMA, &self.schema)
+            .status()
+            .unwrap()
+    }
+}
+
+/// The child of the crash cases: runs the backfill until its point kills
+/// it (nothing without the point set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by the crash cases"]
+async fn crash_child() {
+    if let (Ok(url), Ok(schema)) = (
+        std::env::var("BACKFILL_PG_URL"),
+        std::env::var(CRASH_SCHEMA),
+    ) {
+        child_main(&PgRig { url, schema }).await;
+    }
+}
+
+/// A worker process killed with SIGKILL before a write, inside a write's
+/// transaction, while staging its source, or inside a write from the
+/// staged source: one plain rerun by a fresh worker completes at once (the
+/// dead worker's batch is taken back, not waited for), and the table
+/// equals a clean run's, with no duplicate key and no missing batch; and
+/// a crash, a resume and a rollback leave the original table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_workers_resume_at_once() {
+    let test = "killed_workers_resume_at_once";
+    let Some(url) = pg_url(test) else {
+        return;
+    };
+    for point in CrashPoint::ALL {
+        let rig = PgRig {
+            url: url.clone(),
+            schema: schema_name(&format!("crash_{}", point.name())),
+        };
+        let o = crash_and_resume(&rig, point).await;
+        // Staging comes before any claim: nothing is held to take back.
+        assert_eq!(
+            o.taken_back_as_dead,
+            point != CrashPoint::DuringStaging,
+            "{o:?}"
+        );
+    }
+    let rig = PgRig {
+        url,
+        schema: schema_name("crash_rollback"),
+    };
+    crash_resume_and_roll_back(&rig, CrashPoint::InsideWriteTx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod crash;
 pub mod fake;
 pub mod faults;
 pub mod fixtures;

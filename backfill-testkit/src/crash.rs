@@ -1,0 +1,396 @@
+//! Real crashes: a run in a child process kills itself with `SIGKILL` at
+//! a named point, and a fresh process resumes it.
+//!
+//! An adapter's integration-test binary runs itself as the child: one
+//! ignored test calls [`child_main`] (it does nothing unless
+//! [`CRASH_AT`] is set), and the crash cases spawn the binary with that
+//! test's name and the point. The child's engine runs behind
+//! [`Crashing`], an executor that kills the process when the point's
+//! statement runs, so the kill lands where the point says and nowhere
+//! else. The parent then opens the database afresh and asserts: the
+//! target equals a clean run's table, no key is duplicated, every batch
+//! is done, and the dead holder's batch was taken back at once, not after
+//! its lease.
+//!
+//! ```ignore
+//! #[tokio::test]
+//! #[ignore = "run as a child process by the crash cases"]
+//! async fn crash_child() {
+//!     backfill_testkit::crash::child_main(&MyRig::from_env()).await;
+//! }
+//! ```
+
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use backfill_core::engine::{Conn, Executor, Failure, Limits, LivenessModel, NativePartitions};
+use backfill_core::ledger::{Ledger, RunStatus};
+use backfill_core::runner::{RunOptions, Runner};
+use backfill_core::sql::{Dialect, Sql};
+use backfill_core::warehouse::Warehouse;
+use backfill_core::{ColumnType, Error, Ident, Predicate, Result, TableRef, Value};
+
+use crate::conformance::end_to_end::revived_job;
+use crate::conformance::fast_options;
+
+/// The environment variable that names the crash point in a child.
+pub const CRASH_AT: &str = "BACKFILL_CRASH_AT";
+
+/// Where the child process kills itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// As the third batch's write begins, before it changes anything.
+    BeforeWrite,
+    /// Inside the third batch's write transaction, its slice deleted and
+    /// the new rows inserted, just before it commits.
+    InsideWriteTx,
+    /// While the run stages its source once (`stage_source`).
+    DuringStaging,
+    /// Inside the third batch's write, with the run's source staged: the
+    /// path the benchmarks measure.
+    InsideStagedWrite,
+}
+
+impl CrashPoint {
+    /// Every point.
+    pub const ALL: [CrashPoint; 4] = [
+        CrashPoint::BeforeWrite,
+        CrashPoint::InsideWriteTx,
+        CrashPoint::DuringStaging,
+        CrashPoint::InsideStagedWrite,
+    ];
+
+    /// The point's name, as [`CRASH_AT`] carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::BeforeWrite => "before_write",
+            CrashPoint::InsideWriteTx => "inside_write_tx",
+            CrashPoint::DuringStaging => "during_staging",
+            CrashPoint::InsideStagedWrite => "inside_staged_write",
+        }
+    }
+
+    /// The point named `name`.
+    pub fn parse(name: &str) -> Option<CrashPoint> {
+        CrashPoint::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether the run stages its source.
+    pub fn stages_source(self) -> bool {
+        matches!(
+            self,
+            CrashPoint::DuringStaging | CrashPoint::InsideStagedWrite
+        )
+    }
+}
+
+/// Kills this process with `SIGKILL`, at once: no destructor, no flush,
+/// no rollback runs, as when the machine or an operator kills it.
+pub fn die() -> ! {
+    let pid = std::process::id().to_string();
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -9 {pid}")])
+        .status();
+    // The signal is on its way; nothing else may run meanwhile.
+    loop {
+        std::thread::park();
+    }
+}
+
+/// What the crash cases need of an engine.
+#[async_trait]
+pub trait CrashRig: Send + Sync {
+    /// Creates the tables afresh: `facts` and `facts_original` (the
+    /// original rows), `facts_fix` (the corrected source) and
+    /// `facts_expected` (a clean run's result), with no ledger.
+    async fn seed(&self) -> Result<()>;
+
+    /// The child's warehouse and ledger, its engine behind `crashing`.
+    async fn child(&self, crashing: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>);
+
+    /// A fresh process's warehouse and ledger.
+    async fn parent(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>);
+
+    /// Spawns this test binary as the child with `point` set; returns how
+    /// it ended.
+    fn spawn_child(&self, point: CrashPoint) -> ExitStatus;
+}
+
+/// Runs the child's backfill; it must not return, since the point kills
+/// the process. Exits with code 3 if the point was never reached.
+pub async fn child_main(rig: &dyn CrashRig) {
+    let Some(point) = std::env::var(CRASH_AT)
+        .ok()
+        .and_then(|p| CrashPoint::parse(&p))
+    else {
+        return;
+    };
+    let (w, l) = rig.child(CrashingPlan::at(point)).await;
+    let runner = Runner::new(w, l).with_options(options(point));
+    let r = runner.run(&revived_job("revived")).await;
+    eprintln!(
+        "crash child: the point {} was never reached: {r:?}",
+        point.name()
+    );
+    std::process::exit(3);
+}
+
+fn options(point: CrashPoint) -> RunOptions {
+    RunOptions {
+        stage_source: point.stages_source(),
+        worker: format!("crash-{}", point.name()),
+        ..fast_options()
+    }
+}
+
+/// Where a [`Crashing`] executor kills the process: at the `nth`
+/// statement whose text contains every one of `contains`, or (with
+/// `at_commit`) at the commit of the `nth` transaction that ran such a
+/// statement, before it commits.
+#[derive(Clone, Debug)]
+pub struct CrashingPlan {
+    contains: &'static [&'static str],
+    nth: usize,
+    at_commit: bool,
+    statements: Arc<AtomicUsize>,
+    transactions: Arc<AtomicUsize>,
+}
+
+impl CrashingPlan {
+    /// The plan of `point`.
+    pub fn at(point: CrashPoint) -> Self {
+        let (contains, nth, at_commit): (&'static [&'static str], usize, bool) = match point {
+            // Every batch write drops the temporary slice table first and
+            // last: the fifth drop starts the third batch.
+            CrashPoint::BeforeWrite => (&["DROP TABLE IF EXISTS", "__bf_slice"], 5, false),
+            // The third transaction that deletes a slice of the target.
+            CrashPoint::InsideWriteTx | CrashPoint::InsideStagedWrite => {
+                (&["DELETE FROM", "\"facts\""], 3, true)
+            }
+            // The transaction that materializes the staged source.
+            CrashPoint::DuringStaging => (&["__bf_src_"], 1, true),
+        };
+        CrashingPlan {
+            contains,
+            nth,
+            at_commit,
+            statements: Arc::default(),
+            transactions: Arc::default(),
+        }
+    }
+
+    fn matches(&self, sql: &Sql) -> bool {
+        self.contains.iter().all(|c| sql.text.contains(c))
+    }
+}
+
+/// An executor that kills the process at its plan's point, and otherwise
+/// is `E`.
+#[derive(Debug)]
+pub struct Crashing<E> {
+    inner: E,
+    plan: CrashingPlan,
+}
+
+impl<E: Executor> Crashing<E> {
+    /// `inner`, killed at `plan`'s point.
+    pub fn new(inner: E, plan: CrashingPlan) -> Self {
+        Crashing { inner, plan }
+    }
+}
+
+struct CrashConn {
+    inner: Box<dyn Conn>,
+    plan: CrashingPlan,
+    /// Whether a matching statement ran in this transaction.
+    matched: bool,
+}
+
+impl CrashConn {
+    fn check(&mut self, sql: &Sql) {
+        if !self.plan.matches(sql) {
+            return;
+        }
+        self.matched = true;
+        let n = self.plan.statements.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.plan.at_commit && n == self.plan.nth {
+            die();
+        }
+    }
+}
+
+#[async_trait]
+impl Conn for CrashConn {
+    async fn execute(&mut self, sql: &Sql) -> Result<u64> {
+        self.check(sql);
+        self.inner.execute(sql).await
+    }
+
+    async fn query(&mut self, sql: &Sql) -> Result<Vec<Vec<Value>>> {
+        self.check(sql);
+        self.inner.query(sql).await
+    }
+
+    async fn columns(&mut self, sql: &Sql) -> Result<Vec<(String, ColumnType)>> {
+        self.inner.columns(sql).await
+    }
+
+    async fn script(&mut self, text: &str) -> Result<()> {
+        self.inner.script(text).await
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        if self.plan.at_commit && self.matched {
+            let n = self.plan.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.plan.nth {
+                die();
+            }
+        }
+        self.inner.commit().await
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        self.inner.rollback().await
+    }
+}
+
+#[async_trait]
+impl<E: Executor> Executor for Crashing<E> {
+    fn dialect(&self) -> &'static dyn Dialect {
+        self.inner.dialect()
+    }
+
+    fn engine(&self) -> &'static str {
+        self.inner.engine()
+    }
+
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Conn>> {
+        Ok(Box::new(CrashConn {
+            inner: self.inner.connect().await?,
+            plan: self.plan.clone(),
+            matched: false,
+        }))
+    }
+
+    async fn begin(&self, limits: Option<Limits>) -> Result<Box<dyn Conn>> {
+        Ok(Box::new(CrashConn {
+            inner: self.inner.begin(limits).await?,
+            plan: self.plan.clone(),
+            matched: false,
+        }))
+    }
+
+    fn classify(&self, error: &Error) -> Failure {
+        self.inner.classify(error)
+    }
+
+    fn partitions(&self) -> Option<&dyn NativePartitions> {
+        self.inner.partitions()
+    }
+
+    fn liveness(&self) -> LivenessModel {
+        self.inner.liveness()
+    }
+
+    async fn instance(&self) -> Result<String> {
+        self.inner.instance().await
+    }
+}
+
+/// What one crash case found.
+#[derive(Clone, Debug)]
+pub struct CrashOutcome {
+    /// The point.
+    pub point: CrashPoint,
+    /// How long the resumed run took.
+    pub resume: Duration,
+    /// Whether the dead holder's batch was taken back as dead (not after
+    /// its lease).
+    pub taken_back_as_dead: bool,
+}
+
+/// One crash case: seed, run the child until it kills itself at `point`,
+/// resume in this process, and check the table, the keys and the ledger.
+pub async fn crash_and_resume(rig: &dyn CrashRig, point: CrashPoint) -> CrashOutcome {
+    use std::os::unix::process::ExitStatusExt;
+    rig.seed().await.expect("seed");
+    let status = rig.spawn_child(point);
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the child must die by SIGKILL at {}: {status:?}",
+        point.name()
+    );
+    let (w, l) = rig.parent().await;
+    let job = revived_job("revived");
+    let runner = Runner::new(w.clone(), l.clone()).with_options(options(point));
+    let t0 = Instant::now();
+    let report = runner.run(&job).await.expect("resume");
+    let resume = t0.elapsed();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert!(report.gaps.is_empty() && report.held.is_empty(), "{report}");
+    let facts = TableRef::new(ident("facts"));
+    let expected = TableRef::new(ident("facts_expected"));
+    assert_eq!(
+        w.checksum(&facts, &Predicate::All).await.expect("checksum"),
+        w.checksum(&expected, &Predicate::All)
+            .await
+            .expect("checksum"),
+        "the table after {} and a resume is a clean run's",
+        point.name()
+    );
+    let keys = w
+        .key_report(&facts, &[ident("id")], &Predicate::All, 5)
+        .await
+        .expect("keys");
+    assert_eq!(keys.duplicate_keys, 0, "{keys:?}");
+    let batches = l.batches(&job.run_id).await.expect("batches");
+    assert!(batches.iter().all(|b| b.state.is_done()), "{batches:#?}");
+    let log = l.transitions(&job.run_id).await.expect("log");
+    let taken_back_as_dead = log.iter().any(|t| t.reason.contains("is dead"));
+    let waited = log.iter().any(|t| t.reason.contains("(expired)"));
+    assert!(!waited, "resume waited for a lease: {log:#?}");
+    CrashOutcome {
+        point,
+        resume,
+        taken_back_as_dead,
+    }
+}
+
+/// Crash at `point`, resume, then roll back: the table ends exactly as it
+/// was before the run.
+pub async fn crash_resume_and_roll_back(rig: &dyn CrashRig, point: CrashPoint) {
+    crash_and_resume(rig, point).await;
+    let (w, l) = rig.parent().await;
+    let runner = Runner::new(w.clone(), l).with_options(options(point));
+    let job = revived_job("revived");
+    runner.rollback(&job).await.expect("rollback");
+    let facts = TableRef::new(ident("facts"));
+    let (rows, _) = original_checksum(w.as_ref()).await;
+    assert_eq!(
+        w.checksum(&facts, &Predicate::All).await.expect("checksum"),
+        rows,
+        "rollback after a crash restores the original table"
+    );
+}
+
+/// The checksum of the original rows, seeded beside the target.
+async fn original_checksum(w: &dyn Warehouse) -> (backfill_core::warehouse::Checksum, TableRef) {
+    let original = TableRef::new(ident("facts_original"));
+    let sum = w
+        .checksum(&original, &Predicate::All)
+        .await
+        .expect("the rig seeds facts_original");
+    (sum, original)
+}
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s).expect("a valid identifier")
+}
