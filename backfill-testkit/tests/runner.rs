@@ -1231,3 +1231,278 @@ async fn fixture_overwrite_over_dst_and_month_ends_then_rollback() {
         RunStatus::RolledBack
     );
 }
+
+// ---------------------------------------------------------------------------
+// Crash recovery: liveness, heartbeats, attempt caps, releases, cancel
+// ---------------------------------------------------------------------------
+
+/// The overwrite case on a fake whose ledger is a [`MemoryLedger`] the test
+/// keeps, so it can stand in for another (dead) process.
+async fn memory_case(run: &str) -> (Case, backfill_core::MemoryLedger) {
+    let (mut env, _) = fake_env();
+    let mem = backfill_core::MemoryLedger::new();
+    env.ledger = Arc::new(mem.clone());
+    (setup(env, Pattern::Overwrite, run).await, mem)
+}
+
+/// A batch held by a process that died is taken back at once, though its
+/// lease has an hour to go; the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_batch_is_taken_back_without_waiting() {
+    let (case, mem) = memory_case("dead_holder").await;
+    let job = &case.job;
+    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
+        .with_options(fast_options());
+    // Another process claims the first batch, then dies.
+    let other = mem.other_instance("process-2");
+    backfill_testkit::conformance::end_to_end::die_inside_first_batch(&other, job).await;
+    let first = job.plan.batches[0].id.clone();
+    // While it lives, its batch is left alone.
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.gaps, vec![first.clone()]);
+    assert_eq!(report.held.len(), 1);
+    assert_eq!(
+        report.held[0].liveness,
+        backfill_core::ledger::Liveness::Alive
+    );
+    assert!(
+        report.to_string().contains("incomplete: 4 of 5 batches"),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("held by worker doomed (alive"),
+        "{report}"
+    );
+    mem.declare_dead("process-2");
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert_eq!(report.batches_this_run, 1);
+    let log = mem.transitions(&job.run_id).await.unwrap();
+    assert!(
+        log.iter().any(|t| t.batch_id.as_ref() == Some(&first)
+            && t.reason
+                .contains("holder doomed (instance process-2) is dead")),
+        "{log:#?}"
+    );
+}
+
+/// A worker renews its lease while a slow batch runs, so no other worker
+/// takes the batch over, however short the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_slow_batch_from_being_taken_over() {
+    let (case, mem) = memory_case("heartbeat").await;
+    let faulty = Faulty::new(case.env.warehouse.clone());
+    faulty.slow_writes(Duration::from_millis(120));
+    let options = RunOptions {
+        lease: Duration::from_millis(60),
+        concurrency: 2,
+        ..fast_options()
+    };
+    let runner = Runner::new(Arc::new(faulty), case.env.ledger.clone()).with_options(options);
+    let report = runner.run(&case.job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    let log = mem.transitions(&case.job.run_id).await.unwrap();
+    assert!(
+        !log.iter().any(|t| t.reason.contains("taken over")),
+        "a live worker's batch was taken over: {log:#?}"
+    );
+    for b in mem.batches(&case.job.run_id).await.unwrap() {
+        assert_eq!(b.attempts, 1, "{b:?}");
+    }
+}
+
+/// A batch claimed as often as the run allows is given up, with its
+/// history; resume leaves it failed until an operator releases it, with
+/// who and why in the log; then a plain run finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_claimed_too_often_waits_for_an_operator() {
+    let (case, mem) = memory_case("given_up").await;
+    let job = &case.job;
+    let options = RunOptions {
+        max_batch_attempts: 1,
+        ..fast_options()
+    };
+    let runner =
+        Runner::new(case.env.warehouse.clone(), case.env.ledger.clone()).with_options(options);
+    let other = mem.other_instance("process-2");
+    backfill_testkit::conformance::end_to_end::die_inside_first_batch(&other, job).await;
+    mem.declare_dead("process-2");
+    let first = job.plan.batches[0].id.clone();
+    let err = runner.run(job).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::AttemptsExhausted { batch, attempts: 1 } if *batch == first.to_string()),
+        "{err}"
+    );
+    let rec = |bs: Vec<backfill_core::ledger::BatchRecord>| {
+        bs.into_iter().find(|b| b.batch.id == first).unwrap()
+    };
+    let b = rec(mem.batches(&job.run_id).await.unwrap());
+    assert_eq!(b.state, BatchState::Failed);
+    assert!(
+        b.error.as_deref().unwrap_or("").contains("given up"),
+        "{b:?}"
+    );
+    // A plain rerun writes the rest but leaves the given-up batch alone.
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.gaps, vec![first.clone()]);
+    assert_eq!(
+        rec(mem.batches(&job.run_id).await.unwrap()).state,
+        BatchState::Failed
+    );
+    let refused = runner.release(job, &first, "", "").await.unwrap_err();
+    assert!(matches!(refused, Error::NotAllowed(_)), "{refused}");
+    runner
+        .release(job, &first, "grace", "the source is fixed")
+        .await
+        .unwrap();
+    let log = mem.transitions(&job.run_id).await.unwrap();
+    assert!(log
+        .iter()
+        .any(|t| t.reason == "released by grace: the source is fixed"));
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert_eq!(rec(mem.batches(&job.run_id).await.unwrap()).attempts, 1);
+}
+
+/// A cancel stops this call only: the target is free meanwhile, and a
+/// plain `run` on the same runner resumes and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_frees_its_target_and_resumes_with_a_plain_run() {
+    let (case, mem) = memory_case("cancelled").await;
+    let job = &case.job;
+    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
+        .with_options(fast_options());
+    let control = runner.control();
+    let runner = runner.on_event(move |e| {
+        if matches!(e, Event::BatchFinished { done: 2, .. }) {
+            control.cancel();
+        }
+    });
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Cancelled, "{report}");
+    assert_eq!(report.batches_done, 2);
+    // The target is free: another run may take it, and give it back.
+    let other = RunId::new("another").unwrap();
+    mem.lock_target(job.target(), &other).await.unwrap();
+    mem.unlock_target(job.target(), &other).await.unwrap();
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert_eq!(report.batches_this_run, 3);
+}
+
+/// A transient error on a ledger call is retried like a write's, instead
+/// of failing the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_ledger_errors_are_retried() {
+    let (case, mem) = memory_case("flaky_ledger").await;
+    let flaky = Arc::new(FlakyLedger {
+        inner: mem.clone(),
+        claims: AtomicUsize::new(0),
+    });
+    let runner =
+        Runner::new(case.env.warehouse.clone(), flaky.clone()).with_options(fast_options());
+    let report = runner.run(&case.job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert!(
+        flaky.claims.load(Ordering::SeqCst) > 5,
+        "claims were retried"
+    );
+}
+
+/// A memory ledger whose every other claim fails with a transient error.
+struct FlakyLedger {
+    inner: backfill_core::MemoryLedger,
+    claims: AtomicUsize,
+}
+
+#[async_trait]
+impl Ledger for FlakyLedger {
+    async fn lock_target(&self, t: &TableRef, r: &RunId) -> Result<()> {
+        self.inner.lock_target(t, r).await
+    }
+    async fn unlock_target(&self, t: &TableRef, r: &RunId) -> Result<()> {
+        self.inner.unlock_target(t, r).await
+    }
+    async fn begin_run(
+        &self,
+        r: &backfill_core::ledger::RunRecord,
+        b: &[backfill_core::Batch],
+    ) -> Result<backfill_core::ledger::RunStart> {
+        self.inner.begin_run(r, b).await
+    }
+    async fn run(&self, r: &RunId) -> Result<backfill_core::ledger::RunRecord> {
+        self.inner.run(r).await
+    }
+    async fn set_run_status(&self, r: &RunId, s: RunStatus, n: Option<&str>) -> Result<()> {
+        self.inner.set_run_status(r, s, n).await
+    }
+    async fn claim(
+        &self,
+        r: &RunId,
+        w: &str,
+        l: Duration,
+        o: Option<&[BatchId]>,
+    ) -> Result<Option<backfill_core::ledger::Claim>> {
+        if self.claims.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            return Err(Error::transient("connection reset"));
+        }
+        self.inner.claim(r, w, l, o).await
+    }
+    async fn renew(&self, r: &RunId, b: &BatchId, t: u64, l: Duration) -> Result<()> {
+        self.inner.renew(r, b, t, l).await
+    }
+    async fn release(&self, r: &RunId, b: &BatchId, who: &str, why: &str) -> Result<()> {
+        self.inner.release(r, b, who, why).await
+    }
+    async fn liveness(
+        &self,
+        l: &backfill_core::ledger::Lease,
+    ) -> Result<backfill_core::ledger::Liveness> {
+        self.inner.liveness(l).await
+    }
+    fn instance(&self) -> &str {
+        self.inner.instance()
+    }
+    async fn transition(
+        &self,
+        r: &RunId,
+        b: &BatchId,
+        t: Option<u64>,
+        to: BatchState,
+        u: backfill_core::ledger::BatchUpdate,
+    ) -> Result<()> {
+        self.inner.transition(r, b, t, to, u).await
+    }
+    async fn batches(&self, r: &RunId) -> Result<Vec<backfill_core::ledger::BatchRecord>> {
+        self.inner.batches(r).await
+    }
+    async fn transitions(&self, r: &RunId) -> Result<Vec<backfill_core::ledger::Transition>> {
+        self.inner.transitions(r).await
+    }
+    async fn record_asset(&self, a: &backfill_core::ledger::Asset) -> Result<()> {
+        self.inner.record_asset(a).await
+    }
+    async fn assets(&self, r: Option<&RunId>) -> Result<Vec<backfill_core::ledger::Asset>> {
+        self.inner.assets(r).await
+    }
+    async fn asset_dropped(&self, r: &RunId, t: &TableRef, at: Timestamp) -> Result<()> {
+        self.inner.asset_dropped(r, t, at).await
+    }
+    async fn put_document(&self, r: &RunId, n: &str, b: &serde_json::Value) -> Result<()> {
+        self.inner.put_document(r, n, b).await
+    }
+    async fn put_document_if_absent(
+        &self,
+        r: &RunId,
+        n: &str,
+        b: &serde_json::Value,
+    ) -> Result<bool> {
+        self.inner.put_document_if_absent(r, n, b).await
+    }
+    async fn document(&self, r: &RunId, n: &str) -> Result<Option<serde_json::Value>> {
+        self.inner.document(r, n).await
+    }
+    fn now(&self) -> Timestamp {
+        self.inner.now()
+    }
+}
