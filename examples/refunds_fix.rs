@@ -234,6 +234,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             );
             return Ok(());
         }
+        _ if !report.gaps.is_empty() => {
+            // Another process holds a batch (or the run was stopped): no
+            // validation, reconciliation or change note on half a run.
+            print!("{report}");
+            println!(
+                "incomplete: {} of {} batches written; run the same command again to resume",
+                report.batches_done, report.batches_total
+            );
+            std::process::exit(3);
+        }
         _ if report.nothing_to_do() => {
             println!(
                 "nothing to do: run {RUN_ID} already wrote all {} batches; the table is unchanged",
@@ -300,6 +310,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "\nnet revenue restated by {} over six months",
         fmt_signed(delta.to_f64())
+    );
+    let sum = wh.checksum(job.target(), &Predicate::All).await?;
+    println!(
+        "revenue table checksum: {} rows, {} (the same after any resume)",
+        sum.rows, sum.hash
     );
     if !all_ok {
         return Err("validation failed".into());

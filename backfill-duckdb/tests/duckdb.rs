@@ -27,8 +27,8 @@ use backfill_testkit::conformance::{
     source_rows, Capabilities, Env,
 };
 use backfill_testkit::crash::{
-    child_main, crash_and_resume, crash_resume_and_roll_back, CrashPoint, CrashRig, Crashing,
-    CrashingPlan, CRASH_AT,
+    child_main, crash_resume_and_roll_back, every_point_resumes_at_once, CrashPoint, CrashRig,
+    Crashing, CrashingPlan, CRASH_AT,
 };
 
 fn id(s: &str) -> Ident {
@@ -274,17 +274,7 @@ async fn crash_child() {
 /// equals a clean run's, with no duplicate key and no missing batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_processes_resume_at_once() {
-    for point in CrashPoint::ALL {
-        let rig = DuckRig::new(point.name());
-        let o = crash_and_resume(&rig, point).await;
-        // Staging comes before any claim: nothing is held to take back.
-        assert_eq!(
-            o.taken_back_as_dead,
-            point != CrashPoint::DuringStaging,
-            "{o:?}"
-        );
-        let _ = std::fs::remove_file(&rig.path);
-    }
+    every_point_resumes_at_once(|point| DuckRig::new(point.name())).await;
 }
 
 /// Crash inside a write, resume, then roll back: the table is exactly the

@@ -364,6 +364,21 @@ pub async fn crash_and_resume(rig: &dyn CrashRig, point: CrashPoint) -> CrashOut
     }
 }
 
+/// [`crash_and_resume`] at every point, each on a fresh rig: the dead
+/// holder's batch is taken back as dead at every point after the first
+/// claim (staging comes before any claim, so nothing is held then).
+pub async fn every_point_resumes_at_once<R: CrashRig>(rig_for: impl Fn(CrashPoint) -> R) {
+    for point in CrashPoint::ALL {
+        let rig = rig_for(point);
+        let o = crash_and_resume(&rig, point).await;
+        assert_eq!(
+            o.taken_back_as_dead,
+            point != CrashPoint::DuringStaging,
+            "{o:?}"
+        );
+    }
+}
+
 /// Crash at `point`, resume, then roll back: the table ends exactly as it
 /// was before the run.
 pub async fn crash_resume_and_roll_back(rig: &dyn CrashRig, point: CrashPoint) {

@@ -1443,10 +1443,16 @@ impl Ledger for FlakyLedger {
         l: Duration,
         o: Option<&[BatchId]>,
     ) -> Result<Option<backfill_core::ledger::Claim>> {
-        if self.claims.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if self.claims.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             return Err(Error::transient("connection reset"));
         }
         self.inner.claim(r, w, l, o).await
+    }
+    async fn steer(&self, r: &RunId, to: backfill_core::ledger::Steering, who: &str) -> Result<()> {
+        self.inner.steer(r, to, who).await
+    }
+    async fn steering(&self, r: &RunId) -> Result<backfill_core::ledger::Steering> {
+        self.inner.steering(r).await
     }
     async fn renew(&self, r: &RunId, b: &BatchId, t: u64, l: Duration) -> Result<()> {
         self.inner.renew(r, b, t, l).await
@@ -1505,4 +1511,70 @@ impl Ledger for FlakyLedger {
     fn now(&self) -> Timestamp {
         self.inner.now()
     }
+}
+
+/// A pause set in the ledger (as another process, an operator's terminal,
+/// would) stops claims at the next batch boundary: no batch is claimed
+/// after the steering is logged, the call returns `paused`, a plain run
+/// while paused writes nothing, and after a resume a plain run finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_in_the_ledger_stops_claims_at_the_next_boundary() {
+    use backfill_core::ledger::Steering;
+    let (case, mem) = memory_case("steered").await;
+    let job = &case.job;
+    let steer = mem.clone();
+    let run_id = job.run_id.clone();
+    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
+        .with_options(fast_options())
+        .on_event(move |e| {
+            if matches!(e, Event::BatchFinished { done: 2, .. }) {
+                futures::executor::block_on(steer.steer(&run_id, Steering::Pause, "grace"))
+                    .unwrap();
+            }
+        });
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Paused, "{report}");
+    assert_eq!(report.batches_done, 2);
+    let log = mem.transitions(&job.run_id).await.unwrap();
+    let paused_at = log
+        .iter()
+        .position(|t| t.to == "steering:pause" && t.reason == "steered by grace")
+        .expect("the steering is logged");
+    assert!(
+        !log[paused_at..].iter().any(|t| t.to == "running"),
+        "a batch was claimed after the pause: {log:#?}"
+    );
+    // Still paused: a plain run writes nothing.
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Paused);
+    assert_eq!(report.batches_this_run, 0);
+    mem.steer(&job.run_id, Steering::Run, "grace")
+        .await
+        .unwrap();
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert_eq!(report.batches_this_run, 3);
+}
+
+/// A cancel set in the ledger stops the run at the next boundary and
+/// frees its target; a plain run afterwards clears it and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_in_the_ledger_stops_the_run_and_a_plain_run_resumes() {
+    use backfill_core::ledger::Steering;
+    let (case, mem) = memory_case("steered_cancel").await;
+    let job = &case.job;
+    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
+        .with_options(fast_options());
+    runner
+        .test_slice(job, &[job.plan.batches[0].id.clone()])
+        .await
+        .unwrap();
+    mem.steer(&job.run_id, Steering::Cancel, "ops")
+        .await
+        .unwrap();
+    assert_eq!(mem.steering(&job.run_id).await.unwrap(), Steering::Cancel);
+    // The cancel is what a plain run clears: it resumes and finishes.
+    let report = runner.run(job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert_eq!(mem.steering(&job.run_id).await.unwrap(), Steering::Run);
 }

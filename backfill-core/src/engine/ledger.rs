@@ -18,9 +18,9 @@ use jiff::Timestamp;
 use crate::engine::exec::{self, execute_all, finish, Conn, Executor, Failure, LivenessModel};
 use crate::error::{Error, Result};
 use crate::ledger::{
-    check_held, check_move, check_release, claim_reason, lease_expiry, release_reason, Asset,
-    AssetKind, BatchRecord, BatchState, BatchUpdate, Claim, Clock, Lease, Ledger, Liveness, RunId,
-    RunRecord, RunStart, RunStatus, Transition, TxMark,
+    check_held, check_move, check_release, claim_reason, lease_expiry, release_reason,
+    steering_state, Asset, AssetKind, BatchRecord, BatchState, BatchUpdate, Claim, Clock, Lease,
+    Ledger, Liveness, RunId, RunRecord, RunStart, RunStatus, Steering, Transition, TxMark,
 };
 use crate::plan::{Batch, BatchId};
 use crate::predicate::Predicate;
@@ -397,6 +397,31 @@ async fn load_run(
     }
     match c.query(&q).await?.first() {
         Some(r) => read_run(r),
+        None => Err(Error::RunNotFound(run_id.to_string())),
+    }
+}
+
+/// How the run is steered; `lock` locks its row until the transaction
+/// ends.
+async fn read_steering(
+    c: &mut dyn Conn,
+    home: &LedgerHome,
+    run_id: &RunId,
+    lock: bool,
+) -> Result<Steering> {
+    let d = home.dialect;
+    let mut q = sql::select(
+        d,
+        &home.table(sql::RUNS),
+        &["steering"],
+        &[("run_id", text(run_id.as_str()))],
+        &[],
+    );
+    if lock {
+        q.text.push_str(d.lock_rows());
+    }
+    match c.query(&q).await?.first() {
+        Some(r) => Steering::parse(exec::text(r, 0)?.as_deref()),
         None => Err(Error::RunNotFound(run_id.to_string())),
     }
 }
@@ -888,6 +913,29 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                 attempt,
             }))
         })
+    }
+
+    async fn steer(&self, run_id: &RunId, to: Steering, who: &str) -> Result<()> {
+        let (d, home) = (self.d(), &self.home);
+        ledger_tx!(self, |c| {
+            let from = read_steering(c, home, run_id, true).await?;
+            let q = sql::update(
+                d,
+                &home.table(sql::RUNS),
+                &[("steering", text(to.as_str()))],
+                &[("run_id", text(run_id.as_str()))],
+            );
+            c.execute(&q).await?;
+            let now = home.clock.now();
+            let (f, t) = (steering_state(from), steering_state(to));
+            let reason = format!("steered by {who}");
+            log_transition(c, home, run_id, None, (&f, &t), now, &reason).await
+        })
+    }
+
+    async fn steering(&self, run_id: &RunId) -> Result<Steering> {
+        let home = &self.home;
+        ledger_tx!(self, |c| read_steering(c, home, run_id, false).await)
     }
 
     async fn renew(

@@ -405,6 +405,36 @@ async fn has_marker(
 // The batch-write protocol
 // ---------------------------------------------------------------------------
 
+/// Checks, before any write, that the target is a table with the columns
+/// written, `keys` and the batch predicate's, and that the pre-image (if
+/// any) has the batch layout and target columns; returns its data
+/// columns.
+async fn check_write(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    w: &SliceWrite<'_>,
+    keys: &[Ident],
+) -> Result<Option<Vec<Ident>>> {
+    let target = require_table(c, d, w.table).await?;
+    let tname = w.table.to_string();
+    check_columns(
+        &target,
+        w.columns
+            .iter()
+            .chain(keys)
+            .chain(w.batch.predicate.columns()),
+        &tname,
+    )?;
+    match w.snapshot {
+        Some(s) => {
+            let cols = snapshot_columns(c, d, s).await?;
+            check_columns(&target, &cols, &tname)?;
+            Ok(Some(cols))
+        }
+        None => Ok(None),
+    }
+}
+
 impl<E: Executor> SqlWarehouse<E> {
     /// Overwrites one batch's slice inside the open transaction `c`.
     async fn overwrite_in(&self, c: &mut dyn Conn, w: &SliceWrite<'_>) -> Result<WriteOutcome> {
@@ -412,21 +442,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let (table, batch) = (w.table, w.batch);
         let id = batch.id.to_string();
         lock_batch_write(c, d, table, &id).await?;
-        let target = require_table(c, d, table).await?;
-        let tname = table.to_string();
-        check_columns(
-            &target,
-            w.columns.iter().chain(batch.predicate.columns()),
-            &tname,
-        )?;
-        let snap_cols = match w.snapshot {
-            Some(s) => {
-                let cols = snapshot_columns(c, d, s).await?;
-                check_columns(&target, &cols, &tname)?;
-                Some(cols)
-            }
-            None => None,
-        };
+        let snap_cols = check_write(c, d, w, &[]).await?;
         // The run's staged snapshot was checked when the run made it.
         let direct = w.straight_from_source();
         if !direct {
@@ -526,24 +542,7 @@ impl<E: Executor> SqlWarehouse<E> {
             ));
         }
         lock_batch_write(c, d, table, &id).await?;
-        let target = require_table(c, d, table).await?;
-        let tname = table.to_string();
-        check_columns(
-            &target,
-            w.columns
-                .iter()
-                .chain(keys)
-                .chain(batch.predicate.columns()),
-            &tname,
-        )?;
-        let snap_cols = match w.snapshot {
-            Some(s) => {
-                let cols = snapshot_columns(c, d, s).await?;
-                check_columns(&target, &cols, &tname)?;
-                Some(cols)
-            }
-            None => None,
-        };
+        let snap_cols = check_write(c, d, w, keys).await?;
         let log_cols = match m.key_log {
             Some(l) => Some(snapshot_columns(c, d, l).await?),
             None => None,

@@ -25,6 +25,7 @@ struct RunData {
     transitions: Vec<Transition>,
     assets: Vec<Asset>,
     documents: BTreeMap<String, serde_json::Value>,
+    steering: Steering,
 }
 
 /// A ledger held in memory. Clones share state and instance.
@@ -98,6 +99,17 @@ impl MemoryLedger {
     }
 }
 
+fn batch_mut<'a>(
+    batches: &'a mut [BatchRecord],
+    run_id: &RunId,
+    batch_id: &BatchId,
+) -> Result<&'a mut BatchRecord> {
+    batches
+        .iter_mut()
+        .find(|b| &b.batch.id == batch_id)
+        .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))
+}
+
 fn run_mut<'a>(st: &'a mut State, run_id: &RunId) -> Result<&'a mut RunData> {
     st.runs
         .get_mut(run_id)
@@ -169,6 +181,7 @@ impl Ledger for MemoryLedger {
                 }],
                 assets: Vec::new(),
                 documents: BTreeMap::new(),
+                steering: Steering::Run,
             },
         );
         Ok(RunStart::New)
@@ -266,6 +279,27 @@ impl Ledger for MemoryLedger {
         Ok(Some(claim))
     }
 
+    async fn steer(&self, run_id: &RunId, to: Steering, who: &str) -> Result<()> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let run = run_mut(&mut st, run_id)?;
+        let from = run.steering;
+        run.steering = to;
+        run.transitions.push(Transition {
+            batch_id: None,
+            from: steering_state(from),
+            to: steering_state(to),
+            at: now,
+            reason: format!("steered by {who}"),
+        });
+        Ok(())
+    }
+
+    async fn steering(&self, run_id: &RunId) -> Result<Steering> {
+        let mut st = self.lock();
+        Ok(run_mut(&mut st, run_id)?.steering)
+    }
+
     async fn renew(
         &self,
         run_id: &RunId,
@@ -276,11 +310,7 @@ impl Ledger for MemoryLedger {
         let now = self.clock.now();
         let mut st = self.lock();
         let run = run_mut(&mut st, run_id)?;
-        let b = run
-            .batches
-            .iter_mut()
-            .find(|b| &b.batch.id == batch_id)
-            .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
+        let b = batch_mut(&mut run.batches, run_id, batch_id)?;
         check_held(b, token)?;
         if let Some(l) = b.lease.as_mut() {
             l.expires_at = lease_expiry(now, lease);
@@ -298,11 +328,7 @@ impl Ledger for MemoryLedger {
         let now = self.clock.now();
         let mut st = self.lock();
         let run = run_mut(&mut st, run_id)?;
-        let b = run
-            .batches
-            .iter_mut()
-            .find(|b| &b.batch.id == batch_id)
-            .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
+        let b = batch_mut(&mut run.batches, run_id, batch_id)?;
         let from = b.state;
         check_release(b, who, why)?;
         b.state = BatchState::Pending;
@@ -340,11 +366,7 @@ impl Ledger for MemoryLedger {
         let now = self.clock.now();
         let mut st = self.lock();
         let run = run_mut(&mut st, run_id)?;
-        let b = run
-            .batches
-            .iter_mut()
-            .find(|b| &b.batch.id == batch_id)
-            .ok_or_else(|| Error::InvalidPlan(format!("no batch {batch_id} in run {run_id}")))?;
+        let b = batch_mut(&mut run.batches, run_id, batch_id)?;
         if let Some(t) = token {
             check_held(b, t)?;
         }

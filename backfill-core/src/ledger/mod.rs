@@ -204,6 +204,42 @@ impl fmt::Display for BatchState {
     }
 }
 
+/// What an operator asked of a run, from any process: every worker reads
+/// it at each batch boundary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Steering {
+    /// Go on (and what `resume` sets).
+    #[default]
+    Run,
+    /// Stop claiming at the next batch boundary; the run call returns
+    /// `paused`, and a later `run` after a resume continues.
+    Pause,
+    /// Stop at the next batch boundary; the run call returns `cancelled`.
+    Cancel,
+}
+
+impl Steering {
+    /// As stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Steering::Run => "run",
+            Steering::Pause => "pause",
+            Steering::Cancel => "cancel",
+        }
+    }
+
+    /// Parses stored text (none is [`Steering::Run`]).
+    pub fn parse(s: Option<&str>) -> Result<Steering> {
+        Ok(match s {
+            None | Some("run") => Steering::Run,
+            Some("pause") => Steering::Pause,
+            Some("cancel") => Steering::Cancel,
+            Some(other) => return Err(Error::Serde(format!("unknown steering {other:?}"))),
+        })
+    }
+}
+
 /// A run's header in the ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -518,6 +554,11 @@ pub fn check_move(b: &BatchRecord, to: BatchState) -> Result<()> {
     }
 }
 
+/// How a steering change reads in the transition log.
+pub fn steering_state(s: Steering) -> String {
+    format!("steering:{}", s.as_str())
+}
+
 /// What an operator's release may take back: a `running` batch (whose
 /// holder will not finish) or a `failed` one; `who` and `why` must say
 /// something, since the log keeps them.
@@ -591,6 +632,13 @@ pub trait Ledger: Send + Sync {
         lease: Duration,
         only: Option<&[BatchId]>,
     ) -> Result<Option<Claim>>;
+
+    /// Steers the run from any process (pause, resume, cancel), logged
+    /// with `who`; workers read it at each batch boundary.
+    async fn steer(&self, run_id: &RunId, to: Steering, who: &str) -> Result<()>;
+
+    /// How the run is steered now.
+    async fn steering(&self, run_id: &RunId) -> Result<Steering>;
 
     /// Renews the lease of a batch this worker still holds under `token`
     /// for another `lease` from now (a heartbeat during a long write);

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 pub use crate::job::Backfill;
 use crate::ledger::{
     gaps, Asset, AssetKind, BatchRecord, BatchState, BatchUpdate, Ledger, RunId, RunRecord,
-    RunStart, RunStatus,
+    RunStart, RunStatus, Steering,
 };
 use crate::plan::{Batch, BatchId, Plan};
 use crate::report::RunReport;
@@ -158,6 +158,8 @@ struct Shared<'a> {
     pause_reason: Mutex<Option<String>>,
     in_flight: AtomicUsize,
     failure: Mutex<Option<Error>>,
+    /// How the ledger's steering stopped the run, if it did.
+    steered: Mutex<Option<Steering>>,
     outcomes: Mutex<Vec<Outcome>>,
     ewma: Mutex<Ewma>,
     slice: Mutex<Vec<(BatchId, u64, Duration)>>,
@@ -214,6 +216,7 @@ impl<'a> Shared<'a> {
             pause_reason: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             failure: Mutex::new(None),
+            steered: Mutex::new(None),
             outcomes: Mutex::new(Vec::new()),
             ewma: Mutex::new(Ewma::default()),
             slice: Mutex::new(Vec::new()),
@@ -449,8 +452,9 @@ impl Runner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        let steered = *shared.steered.lock().unwrap_or_else(|e| e.into_inner());
         let (status, after) = self
-            .settle(job, only, failure.as_ref(), opened.stored.status)
+            .settle(job, only, failure.as_ref(), steered, opened.stored.status)
             .await?;
         let gap_ids = gaps(&after);
         let held = self.holders(&after).await?;
@@ -554,6 +558,13 @@ impl Runner {
             notes: Vec::new(),
         };
         let start = self.retried.begin_run(&record, &job.plan.batches).await?;
+        // A plain run after a cancel resumes: it clears the cancel. A pause
+        // stays until someone resumes the run.
+        if start == RunStart::Resumed && self.retried.steering(run_id).await? == Steering::Cancel {
+            self.retried
+                .steer(run_id, Steering::Run, &self.options.worker)
+                .await?;
+        }
         let stored = self.retried.run(run_id).await?;
         if stored.status == RunStatus::RolledBack {
             return Err(Error::NotAllowed(format!(
@@ -690,10 +701,12 @@ impl Runner {
         job: &Backfill,
         only: Option<&[BatchId]>,
         failure: Option<&Error>,
+        steered: Option<Steering>,
         stored: RunStatus,
     ) -> Result<(RunStatus, Vec<BatchRecord>)> {
         let run_id = &job.run_id;
-        let cancelled = self.control.state() == ControlState::Cancelled;
+        let cancelled =
+            self.control.state() == ControlState::Cancelled || steered == Some(Steering::Cancel);
         let after = self.retried.batches(run_id).await?;
         let no_gaps = after.iter().all(|b| b.state.is_done());
         let status = if failure.is_some() {
@@ -718,6 +731,9 @@ impl Runner {
         };
         let note = match (failure, status) {
             (Some(e), _) => Some(e.to_string()),
+            (None, RunStatus::Paused) if steered == Some(Steering::Pause) => {
+                Some("paused by the run's steering; resume it to go on".to_string())
+            }
             (None, RunStatus::Paused) if only.is_some() => Some("test slice done".to_string()),
             _ => None,
         };
@@ -811,6 +827,19 @@ impl Runner {
         loop {
             if shared.stop.load(Ordering::SeqCst) {
                 return false;
+            }
+            // An operator may steer the run from another process.
+            match self.retried.steering(&shared.job.run_id).await {
+                Ok(Steering::Run) => {}
+                Ok(steered) => {
+                    *shared.steered.lock().unwrap_or_else(|e| e.into_inner()) = Some(steered);
+                    shared.stop.store(true, Ordering::SeqCst);
+                    return false;
+                }
+                Err(e) => {
+                    self.fail(shared, e);
+                    return false;
+                }
             }
             match self.control.state() {
                 ControlState::Cancelled => return false,

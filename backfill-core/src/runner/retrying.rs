@@ -13,7 +13,7 @@ use super::RetryPolicy;
 use crate::error::Result;
 use crate::ledger::{
     Asset, BatchRecord, BatchState, BatchUpdate, Claim, Lease, Ledger, Liveness, RunId, RunRecord,
-    RunStart, RunStatus, Transition, TxMark,
+    RunStart, RunStatus, Steering, Transition, TxMark,
 };
 use crate::plan::{Batch, BatchId};
 use crate::TableRef;
@@ -85,6 +85,15 @@ impl Ledger for Retrying {
     ) -> Result<Option<Claim>> {
         self.retry("claim", || self.inner.claim(run_id, worker, lease, only))
             .await
+    }
+
+    async fn steer(&self, run_id: &RunId, to: Steering, who: &str) -> Result<()> {
+        self.retry("steer", || self.inner.steer(run_id, to, who))
+            .await
+    }
+
+    async fn steering(&self, run_id: &RunId) -> Result<Steering> {
+        self.retry("steering", || self.inner.steering(run_id)).await
     }
 
     async fn renew(

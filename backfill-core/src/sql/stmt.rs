@@ -921,6 +921,7 @@ pub mod ledger {
                 ("finished_at", "TIMESTAMPTZ"),
                 ("rows_affected", "BIGINT NOT NULL"),
                 ("notes", "TEXT NOT NULL"),
+                ("steering", "TEXT"),
             ],
             extra: "",
         },

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use backfill_core::ledger::{
     Asset, AssetKind, BatchState, BatchUpdate, Ledger, ManualClock, RunRecord, RunStart, RunStatus,
+    Steering,
 };
 use backfill_core::{Error, RunId, TableRef};
 
@@ -349,6 +350,24 @@ pub async fn ledger_script(l: &dyn Ledger, clock: &ManualClock) -> Vec<String> {
             .await
         ));
     }
+    // Steering from any process: pause, resume, cancel, each logged.
+    log(format!("{:?}", l.steering(&run).await));
+    log(format!(
+        "{:?}",
+        l.steer(&run, Steering::Pause, "grace").await
+    ));
+    log(format!("{:?}", l.steering(&run).await));
+    log(format!(
+        "{:?}",
+        l.steer(&run, Steering::Cancel, "ops").await
+    ));
+    log(format!("{:?}", l.steering(&run).await));
+    log(format!("{:?}", l.steer(&run, Steering::Run, "ops").await));
+    log(format!("{:?}", l.steering(&run).await));
+    log(format!(
+        "{:?}",
+        l.steer(&unknown, Steering::Pause, "ops").await
+    ));
     log(format!("{:?}", l.batches(&run).await));
     log(format!("{:?}", l.transitions(&run).await));
     log(format!("{:?}", l.run(&run).await));
