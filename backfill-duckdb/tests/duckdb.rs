@@ -23,12 +23,12 @@ use backfill_testkit::conformance::end_to_end::{
 };
 use backfill_testkit::conformance::writes::slice_write;
 use backfill_testkit::conformance::{
-    daily_plan, expected_replace, facts_schema, fast_options, ledger_record, original_rows,
-    source_rows, Capabilities, Env,
+    daily_plan, expected_merge, expected_replace, facts_schema, fast_options, ledger_record,
+    original_rows, source_rows, Capabilities, Env,
 };
 use backfill_testkit::crash::{
     child_main, crash_resume_and_roll_back, every_point_resumes_at_once, CrashPoint, CrashRig,
-    Crashing, CrashingPlan, CRASH_AT,
+    Crashing, CrashingPlan, CRASH_AT, CRASH_PATTERN,
 };
 
 fn id(s: &str) -> Ident {
@@ -231,6 +231,8 @@ impl CrashRig for DuckRig {
         seed(&w, "facts_original", &original_rows()).await;
         seed(&w, "facts_fix", &source_rows()).await;
         seed(&w, "facts_expected", &expected_replace()).await;
+        seed(&w, "facts_expected_merge", &expected_merge()).await;
+        w.create_view(&tr("facts_view"), &tr("facts")).await?;
         Ok(())
     }
 
@@ -247,10 +249,11 @@ impl CrashRig for DuckRig {
         (Arc::new(w), Arc::new(l))
     }
 
-    fn spawn_child(&self, point: CrashPoint) -> std::process::ExitStatus {
+    fn spawn_child(&self, point: CrashPoint, pattern: &str) -> std::process::ExitStatus {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["crash_child", "--exact", "--ignored", "--nocapture"])
             .env(CRASH_AT, point.name())
+            .env(CRASH_PATTERN, pattern)
             .env(CRASH_DB, &self.path)
             .status()
             .unwrap()
@@ -274,7 +277,7 @@ async fn crash_child() {
 /// equals a clean run's, with no duplicate key and no missing batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_processes_resume_at_once() {
-    every_point_resumes_at_once(|point| DuckRig::new(point.name())).await;
+    every_point_resumes_at_once(DuckRig::new).await;
 }
 
 /// Crash inside a write, resume, then roll back: the table is exactly the

@@ -36,12 +36,12 @@ use backfill_testkit::conformance::end_to_end::{
 };
 use backfill_testkit::conformance::writes::slice_write;
 use backfill_testkit::conformance::{
-    daily_plan, day, expected_replace, facts_schema, ledger_clock, ledger_record, ledger_t0,
-    original_rows, row, source_rows, Capabilities, Env,
+    daily_plan, day, expected_merge, expected_replace, facts_schema, ledger_clock, ledger_record,
+    ledger_t0, original_rows, row, source_rows, Capabilities, Env,
 };
 use backfill_testkit::crash::{
     child_main, crash_resume_and_roll_back, every_point_resumes_at_once, CrashPoint, CrashRig,
-    Crashing, CrashingPlan, CRASH_AT,
+    Crashing, CrashingPlan, CRASH_AT, CRASH_PATTERN,
 };
 
 fn id(s: &str) -> Ident {
@@ -672,6 +672,8 @@ impl CrashRig for PgRig {
         seed(&w, "facts_original", &original_rows()).await;
         seed(&w, "facts_fix", &source_rows()).await;
         seed(&w, "facts_expected", &expected_replace()).await;
+        seed(&w, "facts_expected_merge", &expected_merge()).await;
+        w.create_view(&tr("facts_view"), &tr("facts")).await?;
         Ok(())
     }
 
@@ -706,10 +708,11 @@ impl CrashRig for PgRig {
         (Arc::new(w), Arc::new(l))
     }
 
-    fn spawn_child(&self, point: CrashPoint) -> std::process::ExitStatus {
+    fn spawn_child(&self, point: CrashPoint, pattern: &str) -> std::process::ExitStatus {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["crash_child", "--exact", "--ignored", "--nocapture"])
             .env(CRASH_AT, point.name())
+            .env(CRASH_PATTERN, pattern)
             .env(CRASH_SCHEMA, &self.schema)
             .status()
             .unwrap()
@@ -741,9 +744,9 @@ async fn killed_workers_resume_at_once() {
     let Some(url) = pg_url(test) else {
         return;
     };
-    every_point_resumes_at_once(|point| PgRig {
+    every_point_resumes_at_once(|case| PgRig {
         url: url.clone(),
-        schema: schema_name(&format!("crash_{}", point.name())),
+        schema: schema_name(&format!("crash_{case}")),
     })
     .await;
     let rig = PgRig {

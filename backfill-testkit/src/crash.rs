@@ -33,19 +33,57 @@ use backfill_core::sql::{Dialect, Sql};
 use backfill_core::warehouse::Warehouse;
 use backfill_core::{ColumnType, Error, Ident, Predicate, Result, TableRef, Value};
 
+use backfill_core::{Backfill, StrategySpec};
+
 use crate::conformance::end_to_end::revived_job;
-use crate::conformance::fast_options;
+use crate::conformance::{fast_options, Pattern};
 
 /// The environment variable that names the crash point in a child.
 pub const CRASH_AT: &str = "BACKFILL_CRASH_AT";
+
+/// The environment variable that names the child's write pattern
+/// (`overwrite`, `merge`, `staging`, `parallel`; overwrite when unset).
+pub const CRASH_PATTERN: &str = "BACKFILL_CRASH_PATTERN";
+
+/// The write patterns the crash cases run, by name.
+pub const PATTERNS: [(&str, Pattern); 4] = [
+    ("overwrite", Pattern::Overwrite),
+    ("merge", Pattern::Merge),
+    ("staging", Pattern::Staging),
+    ("parallel", Pattern::Parallel),
+];
+
+fn pattern_name(p: Pattern) -> &'static str {
+    PATTERNS
+        .iter()
+        .find(|(_, q)| *q == p)
+        .map_or("overwrite", |(n, _)| n)
+}
+
+/// The crash cases' job: the five days of `facts` from `facts_fix`, in
+/// `pattern`, under run id `revived`.
+pub fn crash_job(pattern: Pattern) -> Backfill {
+    let mut job = revived_job("revived");
+    job.brief.strategy = match pattern {
+        Pattern::Overwrite => StrategySpec::PartitionOverwrite,
+        Pattern::Staging => StrategySpec::StagingSwap,
+        Pattern::Merge => StrategySpec::Merge {
+            keys: vec![ident("id")],
+        },
+        Pattern::Parallel => StrategySpec::ParallelVersion {
+            view: TableRef::new(ident("facts_view")),
+        },
+    };
+    job
+}
 
 /// Where the child process kills itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
     /// As the third batch's write begins, before it changes anything.
     BeforeWrite,
-    /// Inside the third batch's write transaction, its slice deleted and
-    /// the new rows inserted, just before it commits.
+    /// Inside the third batch's write transaction, its new rows written,
+    /// just before it commits.
     InsideWriteTx,
     /// While the run stages its source once (`stage_source`).
     DuringStaging,
@@ -104,8 +142,10 @@ pub fn die() -> ! {
 #[async_trait]
 pub trait CrashRig: Send + Sync {
     /// Creates the tables afresh: `facts` and `facts_original` (the
-    /// original rows), `facts_fix` (the corrected source) and
-    /// `facts_expected` (a clean run's result), with no ledger.
+    /// original rows), `facts_fix` (the corrected source),
+    /// `facts_expected` and `facts_expected_merge` (a clean overwrite's and
+    /// merge's results) and the view `facts_view` over `facts`, with no
+    /// ledger.
     async fn seed(&self) -> Result<()>;
 
     /// The child's warehouse and ledger, its engine behind `crashing`.
@@ -114,9 +154,9 @@ pub trait CrashRig: Send + Sync {
     /// A fresh process's warehouse and ledger.
     async fn parent(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>);
 
-    /// Spawns this test binary as the child with `point` set; returns how
-    /// it ended.
-    fn spawn_child(&self, point: CrashPoint) -> ExitStatus;
+    /// Spawns this test binary as the child with [`CRASH_AT`] set to
+    /// `point` and [`CRASH_PATTERN`] to `pattern`; returns how it ended.
+    fn spawn_child(&self, point: CrashPoint, pattern: &str) -> ExitStatus;
 }
 
 /// Runs the child's backfill; it must not return, since the point kills
@@ -128,9 +168,13 @@ pub async fn child_main(rig: &dyn CrashRig) {
     else {
         return;
     };
+    let pattern = std::env::var(CRASH_PATTERN)
+        .ok()
+        .and_then(|n| PATTERNS.iter().find(|(m, _)| *m == n).map(|(_, p)| *p))
+        .unwrap_or(Pattern::Overwrite);
     let (w, l) = rig.child(CrashingPlan::at(point)).await;
     let runner = Runner::new(w, l).with_options(options(point));
-    let r = runner.run(&revived_job("revived")).await;
+    let r = runner.run(&crash_job(pattern)).await;
     eprintln!(
         "crash child: the point {} was never reached: {r:?}",
         point.name()
@@ -166,10 +210,12 @@ impl CrashingPlan {
             // Every batch write drops the temporary slice table first and
             // last: the fifth drop starts the third batch.
             CrashPoint::BeforeWrite => (&["DROP TABLE IF EXISTS", "__bf_slice"], 5, false),
-            // The third transaction that deletes a slice of the target.
-            CrashPoint::InsideWriteTx | CrashPoint::InsideStagedWrite => {
-                (&["DELETE FROM", "\"facts\""], 3, true)
-            }
+            // The third transaction that stages a batch's source slice:
+            // every pattern's batch write does.
+            CrashPoint::InsideWriteTx => (&["__bf_slice"], 3, true),
+            // From the staged source the write deletes and inserts
+            // directly: the third transaction that deletes a slice.
+            CrashPoint::InsideStagedWrite => (&["DELETE FROM", "\"facts\""], 3, true),
             // The transaction that materializes the staged source.
             CrashPoint::DuringStaging => (&["__bf_src_"], 1, true),
         };
@@ -316,12 +362,23 @@ pub struct CrashOutcome {
     pub taken_back_as_dead: bool,
 }
 
-/// One crash case: seed, run the child until it kills itself at `point`,
-/// resume in this process, and check the table, the keys and the ledger.
+/// One crash case of a partition overwrite: see [`crash_and_resume_as`].
 pub async fn crash_and_resume(rig: &dyn CrashRig, point: CrashPoint) -> CrashOutcome {
+    crash_and_resume_as(rig, point, Pattern::Overwrite).await
+}
+
+/// One crash case: seed, run the child in `pattern` until it kills itself
+/// at `point`, resume in this process (and, for the staged and versioned
+/// patterns, approve and cut over), and check the table readers see, the
+/// keys and the ledger.
+pub async fn crash_and_resume_as(
+    rig: &dyn CrashRig,
+    point: CrashPoint,
+    pattern: Pattern,
+) -> CrashOutcome {
     use std::os::unix::process::ExitStatusExt;
     rig.seed().await.expect("seed");
-    let status = rig.spawn_child(point);
+    let status = rig.spawn_child(point, pattern_name(pattern));
     assert_eq!(
         status.signal(),
         Some(9),
@@ -329,25 +386,47 @@ pub async fn crash_and_resume(rig: &dyn CrashRig, point: CrashPoint) -> CrashOut
         point.name()
     );
     let (w, l) = rig.parent().await;
-    let job = revived_job("revived");
+    let job = crash_job(pattern);
     let runner = Runner::new(w.clone(), l.clone()).with_options(options(point));
     let t0 = Instant::now();
     let report = runner.run(&job).await.expect("resume");
     let resume = t0.elapsed();
     assert_eq!(report.status, RunStatus::Completed, "{report}");
     assert!(report.gaps.is_empty() && report.held.is_empty(), "{report}");
-    let facts = TableRef::new(ident("facts"));
-    let expected = TableRef::new(ident("facts_expected"));
-    assert_eq!(
-        w.checksum(&facts, &Predicate::All).await.expect("checksum"),
-        w.checksum(&expected, &Predicate::All)
+    if job.brief.strategy.needs_cutover() {
+        runner
+            .approve(&job, "grace", "crash case")
             .await
-            .expect("checksum"),
-        "the table after {} and a resume is a clean run's",
-        point.name()
+            .expect("approve");
+        runner.cutover(&job).await.expect("cut over");
+    }
+    let (seen, expected) = match pattern {
+        Pattern::Merge => ("facts", "facts_expected_merge"),
+        Pattern::Parallel => ("facts_view", "facts_expected"),
+        Pattern::Overwrite | Pattern::Staging => ("facts", "facts_expected"),
+    };
+    let sum = |t: &'static str| {
+        let w = w.clone();
+        async move {
+            w.checksum(&TableRef::new(ident(t)), &Predicate::All)
+                .await
+                .expect("checksum")
+        }
+    };
+    assert_eq!(
+        sum(seen).await,
+        sum(expected).await,
+        "what readers see after {} in {} and a resume is a clean run's",
+        point.name(),
+        pattern_name(pattern)
     );
     let keys = w
-        .key_report(&facts, &[ident("id")], &Predicate::All, 5)
+        .key_report(
+            &TableRef::new(ident(seen)),
+            &[ident("id")],
+            &Predicate::All,
+            5,
+        )
         .await
         .expect("keys");
     assert_eq!(keys.duplicate_keys, 0, "{keys:?}");
@@ -367,15 +446,21 @@ pub async fn crash_and_resume(rig: &dyn CrashRig, point: CrashPoint) -> CrashOut
 /// [`crash_and_resume`] at every point, each on a fresh rig: the dead
 /// holder's batch is taken back as dead at every point after the first
 /// claim (staging comes before any claim, so nothing is held then).
-pub async fn every_point_resumes_at_once<R: CrashRig>(rig_for: impl Fn(CrashPoint) -> R) {
+pub async fn every_point_resumes_at_once<R: CrashRig>(rig_for: impl Fn(&str) -> R) {
     for point in CrashPoint::ALL {
-        let rig = rig_for(point);
+        let rig = rig_for(point.name());
         let o = crash_and_resume(&rig, point).await;
         assert_eq!(
             o.taken_back_as_dead,
             point != CrashPoint::DuringStaging,
             "{o:?}"
         );
+    }
+    // Every other write pattern, killed inside a write's transaction.
+    for (name, pattern) in &PATTERNS[1..] {
+        let rig = rig_for(name);
+        let o = crash_and_resume_as(&rig, CrashPoint::InsideWriteTx, *pattern).await;
+        assert!(o.taken_back_as_dead, "{name}: {o:?}");
     }
 }
 
@@ -385,8 +470,10 @@ pub async fn crash_resume_and_roll_back(rig: &dyn CrashRig, point: CrashPoint) {
     crash_and_resume(rig, point).await;
     let (w, l) = rig.parent().await;
     let runner = Runner::new(w.clone(), l).with_options(options(point));
-    let job = revived_job("revived");
-    runner.rollback(&job).await.expect("rollback");
+    runner
+        .rollback(&crash_job(Pattern::Overwrite))
+        .await
+        .expect("rollback");
     let facts = TableRef::new(ident("facts"));
     let (rows, _) = original_checksum(w.as_ref()).await;
     assert_eq!(
