@@ -33,7 +33,7 @@ use backfill_core::sql::{Dialect, Sql};
 use backfill_core::warehouse::Warehouse;
 use backfill_core::{ColumnType, Error, Ident, Predicate, Result, TableRef, Value};
 
-use backfill_core::{Backfill, StrategySpec};
+use backfill_core::{Backfill, CheckSpec, StrategySpec};
 
 use crate::conformance::end_to_end::revived_job;
 use crate::conformance::{fast_options, Pattern};
@@ -61,9 +61,13 @@ fn pattern_name(p: Pattern) -> &'static str {
 }
 
 /// The crash cases' job: the five days of `facts` from `facts_fix`, in
-/// `pattern`, under run id `revived`.
+/// `pattern`, under run id `revived`, with an end-of-run coverage check.
 pub fn crash_job(pattern: Pattern) -> Backfill {
     let mut job = revived_job("revived");
+    job.brief.validation.checks.push(CheckSpec::Coverage {
+        empty_allowed: 0,
+        blocking: true,
+    });
     job.brief.strategy = match pattern {
         Pattern::Overwrite => StrategySpec::PartitionOverwrite,
         Pattern::Staging => StrategySpec::StagingSwap,
@@ -90,16 +94,36 @@ pub enum CrashPoint {
     /// Inside the third batch's write, with the run's source staged: the
     /// path the benchmarks measure.
     InsideStagedWrite,
+    /// During the end-of-run checks, every batch written.
+    DuringValidation,
+    /// Inside the cut-over's swap transaction (staging then swap).
+    DuringCutover,
 }
 
 impl CrashPoint {
     /// Every point.
-    pub const ALL: [CrashPoint; 4] = [
+    pub const ALL: [CrashPoint; 6] = [
         CrashPoint::BeforeWrite,
         CrashPoint::InsideWriteTx,
         CrashPoint::DuringStaging,
         CrashPoint::InsideStagedWrite,
+        CrashPoint::DuringValidation,
+        CrashPoint::DuringCutover,
     ];
+
+    /// Whether the point lands while a batch is claimed, so that resume
+    /// takes a dead holder's batch back.
+    pub fn holds_a_batch(self) -> bool {
+        matches!(
+            self,
+            CrashPoint::BeforeWrite | CrashPoint::InsideWriteTx | CrashPoint::InsideStagedWrite
+        )
+    }
+
+    /// The write pattern the point needs, if it needs one.
+    pub fn pattern(self) -> Option<Pattern> {
+        (self == CrashPoint::DuringCutover).then_some(Pattern::Staging)
+    }
 
     /// The point's name, as [`CRASH_AT`] carries it.
     pub fn name(self) -> &'static str {
@@ -108,6 +132,8 @@ impl CrashPoint {
             CrashPoint::InsideWriteTx => "inside_write_tx",
             CrashPoint::DuringStaging => "during_staging",
             CrashPoint::InsideStagedWrite => "inside_staged_write",
+            CrashPoint::DuringValidation => "during_validation",
+            CrashPoint::DuringCutover => "during_cutover",
         }
     }
 
@@ -174,7 +200,14 @@ pub async fn child_main(rig: &dyn CrashRig) {
         .unwrap_or(Pattern::Overwrite);
     let (w, l) = rig.child(CrashingPlan::at(point)).await;
     let runner = Runner::new(w, l).with_options(options(point));
-    let r = runner.run(&crash_job(pattern)).await;
+    let job = crash_job(pattern);
+    let mut r = runner.run(&job).await.map(|_| ());
+    if r.is_ok() && point == CrashPoint::DuringCutover {
+        r = match runner.approve(&job, "grace", "crash case").await {
+            Ok(_) => runner.cutover(&job).await,
+            Err(e) => Err(e),
+        };
+    }
     eprintln!(
         "crash child: the point {} was never reached: {r:?}",
         point.name()
@@ -218,6 +251,10 @@ impl CrashingPlan {
             CrashPoint::InsideStagedWrite => (&["DELETE FROM", "\"facts\""], 3, true),
             // The transaction that materializes the staged source.
             CrashPoint::DuringStaging => (&["__bf_src_"], 1, true),
+            // The coverage check's spine query.
+            CrashPoint::DuringValidation => (&["WITH __e(v) AS (VALUES"], 1, false),
+            // The swap's transaction, both renames done.
+            CrashPoint::DuringCutover => (&["RENAME TO"], 1, true),
         };
         CrashingPlan {
             contains,
@@ -393,6 +430,10 @@ pub async fn crash_and_resume_as(
     let resume = t0.elapsed();
     assert_eq!(report.status, RunStatus::Completed, "{report}");
     assert!(report.gaps.is_empty() && report.held.is_empty(), "{report}");
+    assert!(
+        report.validation.as_ref().is_some_and(|v| v.passed()),
+        "the end-of-run checks ran and passed: {report}"
+    );
     if job.brief.strategy.needs_cutover() {
         runner
             .approve(&job, "grace", "crash case")
@@ -443,18 +484,16 @@ pub async fn crash_and_resume_as(
     }
 }
 
-/// [`crash_and_resume`] at every point, each on a fresh rig: the dead
-/// holder's batch is taken back as dead at every point after the first
-/// claim (staging comes before any claim, so nothing is held then).
+/// [`crash_and_resume_as`] at every point, each on a fresh rig: the dead
+/// holder's batch is taken back as dead at every point that lands while a
+/// batch is claimed (staging comes before any claim, validation and
+/// cut-over after the last write).
 pub async fn every_point_resumes_at_once<R: CrashRig>(rig_for: impl Fn(&str) -> R) {
     for point in CrashPoint::ALL {
         let rig = rig_for(point.name());
-        let o = crash_and_resume(&rig, point).await;
-        assert_eq!(
-            o.taken_back_as_dead,
-            point != CrashPoint::DuringStaging,
-            "{o:?}"
-        );
+        let pattern = point.pattern().unwrap_or(Pattern::Overwrite);
+        let o = crash_and_resume_as(&rig, point, pattern).await;
+        assert_eq!(o.taken_back_as_dead, point.holds_a_batch(), "{o:?}");
     }
     // Every other write pattern, killed inside a write's transaction.
     for (name, pattern) in &PATTERNS[1..] {
