@@ -212,6 +212,12 @@ struct DuckRig {
 const CRASH_DB: &str = "BACKFILL_CRASH_DB";
 
 impl DuckRig {
+    /// A ledger in a database file of its own beside the data's.
+    async fn ledger_apart(&self) -> Arc<dyn Ledger> {
+        let other = DuckDbWarehouse::open(self.path.with_extension("ledger.duckdb")).unwrap();
+        Arc::new(other.ledger("backfill").await.unwrap())
+    }
+
     fn new(case: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("backfill-crash-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -224,8 +230,14 @@ impl DuckRig {
 #[async_trait::async_trait]
 impl CrashRig for DuckRig {
     async fn seed(&self) -> backfill_core::Result<()> {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(self.path.with_extension("duckdb.wal"));
+        for f in [
+            self.path.clone(),
+            self.path.with_extension("duckdb.wal"),
+            self.path.with_extension("ledger.duckdb"),
+            self.path.with_extension("ledger.duckdb.wal"),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
         let w = DuckDbWarehouse::open(&self.path)?;
         seed(&w, "facts", &original_rows()).await;
         seed(&w, "facts_original", &original_rows()).await;
@@ -249,6 +261,16 @@ impl CrashRig for DuckRig {
         (Arc::new(w), Arc::new(l))
     }
 
+    async fn child_apart(&self, plan: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let (w, _) = self.child(plan).await;
+        (w, self.ledger_apart().await)
+    }
+
+    async fn parent_apart(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let w = DuckDbWarehouse::open(&self.path).unwrap();
+        (Arc::new(w), self.ledger_apart().await)
+    }
+
     fn spawn_child(&self, point: CrashPoint, pattern: &str) -> std::process::ExitStatus {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["crash_child", "--exact", "--ignored", "--nocapture"])
@@ -270,9 +292,11 @@ async fn crash_child() {
     }
 }
 
-/// A process killed with SIGKILL before a write, inside a write's
-/// transaction, while staging its source, or inside a write from the
-/// staged source: one plain rerun in a fresh process completes at once
+/// A process killed with SIGKILL at every crash point (before a write,
+/// inside a write's transaction, after the data's commit with the ledger
+/// in another file, while staging, inside a staged write, during the
+/// end-of-run checks, inside the cut-over) and in every write pattern: one
+/// plain rerun in a fresh process completes at once
 /// (the dead holder's batch is taken back, not waited for), and the table
 /// equals a clean run's, with no duplicate key and no missing batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -684,9 +684,53 @@ impl CrashRig for PgRig {
         (Arc::new(w), Arc::new(l))
     }
 
+    async fn child_apart(&self, plan: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let (w, _) = self.child(plan).await;
+        (w, self.ledger_apart().await)
+    }
+
+    async fn parent_apart(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let (w, _) = self.parent().await;
+        let l = self.ledger_apart().await;
+        self.wait_for_dead(l.as_ref()).await;
+        (w, l)
+    }
+
     async fn parent(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
         let w = PgWarehouse::from_pool(pool(&self.url, &self.schema, 3));
         let l = w.ledger(&self.schema).await.unwrap();
+        self.wait_for_dead(&l).await;
+        (Arc::new(w), Arc::new(l))
+    }
+
+    fn spawn_child(&self, point: CrashPoint, pattern: &str) -> std::process::ExitStatus {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+            .env(CRASH_AT, point.name())
+            .env(CRASH_PATTERN, pattern)
+            .env(CRASH_SCHEMA, &self.schema)
+            .status()
+            .unwrap()
+    }
+}
+
+impl PgRig {
+    /// A ledger on a connection pool of its own, in a schema of its own:
+    /// to the data's warehouse it is another database, so its marks
+    /// commit apart from the data.
+    async fn ledger_apart(&self) -> Arc<dyn Ledger> {
+        let other = PgWarehouse::from_pool(pool(&self.url, &self.schema, 2));
+        Arc::new(
+            other
+                .ledger(&format!("{}_ledger", self.schema))
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Waits until every other instance holding a lease in `l` is gone.
+    async fn wait_for_dead(&self, l: &dyn Ledger) {
+        let w = PgWarehouse::from_pool(pool(&self.url, &self.schema, 1));
         // The server frees a killed worker's session locks as its backend
         // exits: taking each holder's lock waits for exactly that.
         let run = revived_job("revived").run_id;
@@ -705,17 +749,6 @@ impl CrashRig for PgRig {
                 }
             }
         }
-        (Arc::new(w), Arc::new(l))
-    }
-
-    fn spawn_child(&self, point: CrashPoint, pattern: &str) -> std::process::ExitStatus {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child", "--exact", "--ignored", "--nocapture"])
-            .env(CRASH_AT, point.name())
-            .env(CRASH_PATTERN, pattern)
-            .env(CRASH_SCHEMA, &self.schema)
-            .status()
-            .unwrap()
     }
 }
 
@@ -732,9 +765,11 @@ async fn crash_child() {
     }
 }
 
-/// A worker process killed with SIGKILL before a write, inside a write's
-/// transaction, while staging its source, or inside a write from the
-/// staged source: one plain rerun by a fresh worker completes at once (the
+/// A worker process killed with SIGKILL at every crash point (before a
+/// write, inside a write's transaction, after the data's commit with the
+/// ledger elsewhere, while staging, inside a staged write, during the
+/// end-of-run checks, inside the cut-over) and in every write pattern:
+/// one plain rerun by a fresh worker completes at once (the
 /// dead worker's batch is taken back, not waited for), and the table
 /// equals a clean run's, with no duplicate key and no missing batch; and
 /// a crash, a resume and a rollback leave the original table.

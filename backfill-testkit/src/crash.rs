@@ -94,6 +94,10 @@ pub enum CrashPoint {
     /// Inside the third batch's write, with the run's source staged: the
     /// path the benchmarks measure.
     InsideStagedWrite,
+    /// With the ledger in another database: right after the third batch's
+    /// data committed, before its ledger mark (which cannot share the
+    /// data's transaction).
+    AfterCommitBeforeMark,
     /// During the end-of-run checks, every batch written.
     DuringValidation,
     /// Inside the cut-over's swap transaction (staging then swap).
@@ -102,9 +106,10 @@ pub enum CrashPoint {
 
 impl CrashPoint {
     /// Every point.
-    pub const ALL: [CrashPoint; 6] = [
+    pub const ALL: [CrashPoint; 7] = [
         CrashPoint::BeforeWrite,
         CrashPoint::InsideWriteTx,
+        CrashPoint::AfterCommitBeforeMark,
         CrashPoint::DuringStaging,
         CrashPoint::InsideStagedWrite,
         CrashPoint::DuringValidation,
@@ -116,8 +121,17 @@ impl CrashPoint {
     pub fn holds_a_batch(self) -> bool {
         matches!(
             self,
-            CrashPoint::BeforeWrite | CrashPoint::InsideWriteTx | CrashPoint::InsideStagedWrite
+            CrashPoint::BeforeWrite
+                | CrashPoint::InsideWriteTx
+                | CrashPoint::AfterCommitBeforeMark
+                | CrashPoint::InsideStagedWrite
         )
+    }
+
+    /// Whether the point needs the ledger in another database than the
+    /// data.
+    pub fn ledger_apart(self) -> bool {
+        self == CrashPoint::AfterCommitBeforeMark
     }
 
     /// The write pattern the point needs, if it needs one.
@@ -130,6 +144,7 @@ impl CrashPoint {
         match self {
             CrashPoint::BeforeWrite => "before_write",
             CrashPoint::InsideWriteTx => "inside_write_tx",
+            CrashPoint::AfterCommitBeforeMark => "after_commit_before_mark",
             CrashPoint::DuringStaging => "during_staging",
             CrashPoint::InsideStagedWrite => "inside_staged_write",
             CrashPoint::DuringValidation => "during_validation",
@@ -180,6 +195,14 @@ pub trait CrashRig: Send + Sync {
     /// A fresh process's warehouse and ledger.
     async fn parent(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>);
 
+    /// The child's warehouse, its engine behind `crashing`, and a ledger in
+    /// another database, so that a batch's ledger mark commits apart from
+    /// its data.
+    async fn child_apart(&self, crashing: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>);
+
+    /// A fresh process's warehouse and its ledger in the other database.
+    async fn parent_apart(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>);
+
     /// Spawns this test binary as the child with [`CRASH_AT`] set to
     /// `point` and [`CRASH_PATTERN`] to `pattern`; returns how it ended.
     fn spawn_child(&self, point: CrashPoint, pattern: &str) -> ExitStatus;
@@ -198,7 +221,11 @@ pub async fn child_main(rig: &dyn CrashRig) {
         .ok()
         .and_then(|n| PATTERNS.iter().find(|(m, _)| *m == n).map(|(_, p)| *p))
         .unwrap_or(Pattern::Overwrite);
-    let (w, l) = rig.child(CrashingPlan::at(point)).await;
+    let (w, l) = if point.ledger_apart() {
+        rig.child_apart(CrashingPlan::at(point)).await
+    } else {
+        rig.child(CrashingPlan::at(point)).await
+    };
     let runner = Runner::new(w, l).with_options(options(point));
     let job = crash_job(pattern);
     let mut r = runner.run(&job).await.map(|_| ());
@@ -223,15 +250,26 @@ fn options(point: CrashPoint) -> RunOptions {
     }
 }
 
+/// When a [`CrashingPlan`] fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum When {
+    /// As the `nth` matching statement is about to run.
+    Statement,
+    /// As the `nth` transaction that ran a matching statement is about to
+    /// commit.
+    BeforeCommit,
+    /// Right after that transaction committed.
+    AfterCommit,
+}
+
 /// Where a [`Crashing`] executor kills the process: at the `nth`
-/// statement whose text contains every one of `contains`, or (with
-/// `at_commit`) at the commit of the `nth` transaction that ran such a
-/// statement, before it commits.
+/// statement whose text contains every one of `contains`, or around the
+/// commit of the `nth` transaction that ran such a statement.
 #[derive(Clone, Debug)]
 pub struct CrashingPlan {
     contains: &'static [&'static str],
     nth: usize,
-    at_commit: bool,
+    when: When,
     statements: Arc<AtomicUsize>,
     transactions: Arc<AtomicUsize>,
 }
@@ -239,27 +277,31 @@ pub struct CrashingPlan {
 impl CrashingPlan {
     /// The plan of `point`.
     pub fn at(point: CrashPoint) -> Self {
-        let (contains, nth, at_commit): (&'static [&'static str], usize, bool) = match point {
+        use When::*;
+        let (contains, nth, when): (&'static [&'static str], usize, When) = match point {
             // Every batch write drops the temporary slice table first and
             // last: the fifth drop starts the third batch.
-            CrashPoint::BeforeWrite => (&["DROP TABLE IF EXISTS", "__bf_slice"], 5, false),
+            CrashPoint::BeforeWrite => (&["DROP TABLE IF EXISTS", "__bf_slice"], 5, Statement),
             // The third transaction that stages a batch's source slice:
             // every pattern's batch write does.
-            CrashPoint::InsideWriteTx => (&["__bf_slice"], 3, true),
+            CrashPoint::InsideWriteTx => (&["__bf_slice"], 3, BeforeCommit),
+            // The third batch's data committed; its ledger, elsewhere, not
+            // yet marked.
+            CrashPoint::AfterCommitBeforeMark => (&["__bf_slice"], 3, AfterCommit),
             // From the staged source the write deletes and inserts
             // directly: the third transaction that deletes a slice.
-            CrashPoint::InsideStagedWrite => (&["DELETE FROM", "\"facts\""], 3, true),
+            CrashPoint::InsideStagedWrite => (&["DELETE FROM", "\"facts\""], 3, BeforeCommit),
             // The transaction that materializes the staged source.
-            CrashPoint::DuringStaging => (&["__bf_src_"], 1, true),
+            CrashPoint::DuringStaging => (&["__bf_src_"], 1, BeforeCommit),
             // The coverage check's spine query.
-            CrashPoint::DuringValidation => (&["WITH __e(v) AS (VALUES"], 1, false),
+            CrashPoint::DuringValidation => (&["WITH __e(v) AS (VALUES"], 1, Statement),
             // The swap's transaction, both renames done.
-            CrashPoint::DuringCutover => (&["RENAME TO"], 1, true),
+            CrashPoint::DuringCutover => (&["RENAME TO"], 1, BeforeCommit),
         };
         CrashingPlan {
             contains,
             nth,
-            at_commit,
+            when,
             statements: Arc::default(),
             transactions: Arc::default(),
         }
@@ -299,7 +341,7 @@ impl CrashConn {
         }
         self.matched = true;
         let n = self.plan.statements.fetch_add(1, Ordering::SeqCst) + 1;
-        if !self.plan.at_commit && n == self.plan.nth {
+        if self.plan.when == When::Statement && n == self.plan.nth {
             die();
         }
     }
@@ -326,13 +368,17 @@ impl Conn for CrashConn {
     }
 
     async fn commit(&mut self) -> Result<()> {
-        if self.plan.at_commit && self.matched {
-            let n = self.plan.transactions.fetch_add(1, Ordering::SeqCst) + 1;
-            if n == self.plan.nth {
-                die();
-            }
+        let fire = self.plan.when != When::Statement
+            && self.matched
+            && self.plan.transactions.fetch_add(1, Ordering::SeqCst) + 1 == self.plan.nth;
+        if fire && self.plan.when == When::BeforeCommit {
+            die();
         }
-        self.inner.commit().await
+        self.inner.commit().await?;
+        if fire {
+            die();
+        }
+        Ok(())
     }
 
     async fn rollback(&mut self) -> Result<()> {
@@ -422,7 +468,11 @@ pub async fn crash_and_resume_as(
         "the child must die by SIGKILL at {}: {status:?}",
         point.name()
     );
-    let (w, l) = rig.parent().await;
+    let (w, l) = if point.ledger_apart() {
+        rig.parent_apart().await
+    } else {
+        rig.parent().await
+    };
     let job = crash_job(pattern);
     let runner = Runner::new(w.clone(), l.clone()).with_options(options(point));
     let t0 = Instant::now();
