@@ -36,12 +36,12 @@ use backfill_testkit::conformance::end_to_end::{
 };
 use backfill_testkit::conformance::writes::slice_write;
 use backfill_testkit::conformance::{
-    daily_plan, day, expected_merge, expected_replace, facts_schema, ledger_clock, ledger_record,
-    ledger_t0, original_rows, row, source_rows, Capabilities, Env,
+    daily_plan, day, expected_replace, facts_schema, ledger_clock, ledger_record, ledger_t0,
+    original_rows, row, source_rows, Capabilities, Env,
 };
 use backfill_testkit::crash::{
-    child_main, crash_resume_and_roll_back, every_point_resumes_at_once, CrashPoint, CrashRig,
-    Crashing, CrashingPlan, CRASH_AT, CRASH_PATTERN,
+    child_main, crash_resume_and_roll_back, every_point_resumes_at_once, seed_tables, CrashPoint,
+    CrashRig, Crashing, CrashingPlan, CRASH_AT, CRASH_PATTERN,
 };
 
 fn id(s: &str) -> Ident {
@@ -668,13 +668,7 @@ impl CrashRig for PgRig {
             ))
             .await?;
         let w = PgWarehouse::from_pool(pool(&self.url, &self.schema, 2));
-        seed(&w, "facts", &original_rows()).await;
-        seed(&w, "facts_original", &original_rows()).await;
-        seed(&w, "facts_fix", &source_rows()).await;
-        seed(&w, "facts_expected", &expected_replace()).await;
-        seed(&w, "facts_expected_merge", &expected_merge()).await;
-        w.create_view(&tr("facts_view"), &tr("facts")).await?;
-        Ok(())
+        seed_tables(&*w).await
     }
 
     async fn child(&self, plan: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {

@@ -36,7 +36,11 @@ use backfill_core::{ColumnType, Error, Ident, Predicate, Result, TableRef, Value
 use backfill_core::{Backfill, CheckSpec, StrategySpec};
 
 use crate::conformance::end_to_end::revived_job;
-use crate::conformance::{fast_options, Pattern};
+use crate::conformance::{
+    expected_merge, expected_replace, facts_schema, fast_options, original_rows, source_rows,
+    Pattern,
+};
+use crate::fixtures::Seed;
 
 /// The environment variable that names the crash point in a child.
 pub const CRASH_AT: &str = "BACKFILL_CRASH_AT";
@@ -431,6 +435,26 @@ impl<E: Executor> Executor for Crashing<E> {
     async fn instance(&self) -> Result<String> {
         self.inner.instance().await
     }
+}
+
+/// Seeds the crash cases' tables (see [`CrashRig::seed`]) through
+/// `seed`.
+pub async fn seed_tables(seed: &dyn Seed) -> Result<()> {
+    let tables = [
+        ("facts", original_rows()),
+        ("facts_original", original_rows()),
+        ("facts_fix", source_rows()),
+        ("facts_expected", expected_replace()),
+        ("facts_expected_merge", expected_merge()),
+    ];
+    for (name, rows) in tables {
+        let t = TableRef::new(ident(name));
+        seed.create_table(&t, &facts_schema()).await?;
+        seed.insert_rows(&t, &rows).await?;
+    }
+    let view = TableRef::new(ident("facts_view"));
+    seed.create_view(&view, &TableRef::new(ident("facts")))
+        .await
 }
 
 /// What one crash case found.
