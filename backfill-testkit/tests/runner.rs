@@ -1578,3 +1578,57 @@ async fn a_cancel_in_the_ledger_stops_the_run_and_a_plain_run_resumes() {
     assert_eq!(report.status, RunStatus::Completed, "{report}");
     assert_eq!(mem.steering(&job.run_id).await.unwrap(), Steering::Run);
 }
+
+// ---------------------------------------------------------------------------
+// Exactness: findings of the exactness review
+// ---------------------------------------------------------------------------
+
+/// A run started keeping pre-images and resumed without them would roll
+/// back only part: the rollback setting is part of the run's fingerprint,
+/// so such a resume is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_with_another_rollback_setting_is_refused() {
+    let (case, _) = memory_case("rollback_setting").await;
+    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
+        .with_options(fast_options());
+    let first = case.job.plan.batches[0].id.clone();
+    runner.test_slice(&case.job, &[first]).await.unwrap();
+    let mut changed = case.job.clone();
+    changed.brief.rollback.keep_pre_image = false;
+    changed.brief.rollback.restore_point = Some("nightly snapshot 2026-03-09".into());
+    let err = runner.run(&changed).await.unwrap_err();
+    assert!(matches!(err, Error::FingerprintMismatch { .. }), "{err}");
+}
+
+/// The four-eyes rule compares identities as people write them (case and
+/// spacing aside), against the operator the ledger recorded for the run,
+/// not the caller's copy of the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_compares_identities_against_the_ledger() {
+    let (env, _) = fake_env();
+    let case = setup(env, Pattern::Staging, "four_eyes").await;
+    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
+        .with_options(fast_options());
+    runner.run(&case.job).await.unwrap();
+    let operator = case.job.brief.operator.clone();
+    let err = runner
+        .approve(
+            &case.job,
+            &format!(" {} ", operator.to_uppercase()),
+            "looks fine",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Approval(_)), "{err}");
+    let mut copy = case.job.clone();
+    copy.brief.operator = "someone.else".into();
+    let err = runner
+        .approve(&copy, &operator, "looks fine")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Approval(_)), "{err}");
+    runner
+        .approve(&case.job, "grace", "looks fine")
+        .await
+        .unwrap();
+}
