@@ -159,6 +159,16 @@ pub struct Brief {
     pub operations: Operations,
 }
 
+/// Whether two names are one identity: compared without case or
+/// surrounding spaces, wherever the four-eyes rule is checked.
+///
+/// ```
+/// assert!(backfill_core::brief::same_person(" Ada.Lovelace", "ada.lovelace"));
+/// ```
+pub fn same_person(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
 /// Every finding of a preflight, blocking or not.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Preflight {
@@ -212,12 +222,7 @@ impl Brief {
                 f.push(Finding::block(section, "is blank"));
             }
         }
-        if !blank(&self.operator)
-            && self
-                .operator
-                .trim()
-                .eq_ignore_ascii_case(self.reviewer.trim())
-        {
+        if !blank(&self.operator) && same_person(&self.operator, &self.reviewer) {
             f.push(Finding::block(
                 "reviewer",
                 "must be a different person from the operator",

@@ -58,6 +58,9 @@ impl Backfill {
         let mut h = Sha256::new();
         h.update(self.plan.fingerprint.as_bytes());
         h.update(serde_json::to_vec(&self.brief.strategy).unwrap_or_default());
+        // What rollback can restore is part of what the run is: a run
+        // started with pre-images must not be resumed without them.
+        h.update(serde_json::to_vec(&self.brief.rollback).unwrap_or_default());
         h.update(serde_json::to_vec(&self.source).unwrap_or_default());
         h.update(self.code_version.as_bytes());
         crate::plan::hex(&h.finalize())

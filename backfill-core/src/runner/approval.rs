@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{validation, Backfill, Runner};
+use crate::brief::same_person;
 use crate::error::{Error, Result};
 use crate::ledger::RunStatus;
 
@@ -41,12 +42,17 @@ impl Runner {
         if reviewer.is_empty() {
             return Err(Error::Approval("a reviewer must be named".into()));
         }
-        if reviewer == job.brief.operator.trim() {
-            return Err(Error::Approval(format!(
-                "{reviewer} operates this run and cannot also approve it"
-            )));
-        }
         let run = self.retried.run(&job.run_id).await?;
+        // The operator as the ledger recorded the run, and as the caller's
+        // job names it, compared as identities (case and spacing aside).
+        for operator in [run.operator.as_str(), job.brief.operator.as_str()] {
+            if same_person(reviewer, operator) {
+                return Err(Error::Approval(format!(
+                    "{reviewer} operates this run ({}) and cannot also approve it",
+                    operator.trim()
+                )));
+            }
+        }
         if !matches!(run.status, RunStatus::Completed | RunStatus::CutOver) {
             return Err(Error::Approval(format!(
                 "run {} is {}: approve once every batch is written",
