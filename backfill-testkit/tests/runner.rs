@@ -1632,3 +1632,23 @@ async fn approval_compares_identities_against_the_ledger() {
         .await
         .unwrap();
 }
+
+/// The definition of done counts the dependents the brief declares, not
+/// the refreshes a caller happened to give: refreshing nothing leaves a
+/// declared dashboard not refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshing_nothing_does_not_make_a_run_done() {
+    use backfill_core::done::DoneItem;
+    let (case, _) = memory_case("refresh_nothing").await;
+    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
+        .with_options(fast_options());
+    runner.run(&case.job).await.unwrap();
+    runner.refresh(&case.job, &[]).await.unwrap();
+    let status = runner.done_status(&case.job).await.unwrap();
+    assert!(
+        status
+            .missing()
+            .any(|(i, m)| i == DoneItem::DownstreamRefreshed && m.contains("facts dashboard")),
+        "{status:?}"
+    );
+}
