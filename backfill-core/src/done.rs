@@ -26,7 +26,7 @@ pub enum DoneItem {
     RunLogged,
     /// Validation passed, or its exceptions are documented.
     Validated,
-    /// Every downstream refresh given is done.
+    /// Every downstream dependent the brief declares is refreshed.
     DownstreamRefreshed,
     /// The change note was produced.
     NoteProduced,
@@ -212,7 +212,10 @@ impl Runner {
             }
         };
         items.push((DoneItem::Validated, validated));
-        let refreshed = match self
+        // Every dependent the brief declares downstream, whatever actions
+        // were given, must have been refreshed.
+        let declared = refresh_order(&job.brief)?;
+        let done: Vec<String> = match self
             .ledger()
             .document(run_id, RefreshReport::DOCUMENT)
             .await?
@@ -220,12 +223,12 @@ impl Runner {
             Some(doc) => {
                 let s: RefreshState =
                     serde_json::from_value(doc).map_err(|e| Error::Serde(e.to_string()))?;
-                let left: Vec<&String> = s.planned.iter().filter(|p| !s.done.contains(p)).collect();
-                (!left.is_empty()).then(|| format!("not refreshed yet: {left:?}"))
+                s.done
             }
-            None if refresh_order(&job.brief)?.is_empty() => None,
-            None => Some("no downstream refresh recorded".to_string()),
+            None => Vec::new(),
         };
+        let left: Vec<&String> = declared.iter().filter(|d| !done.contains(d)).collect();
+        let refreshed = (!left.is_empty()).then(|| format!("not refreshed yet: {left:?}"));
         items.push((DoneItem::DownstreamRefreshed, refreshed));
         let noted = self
             .ledger()

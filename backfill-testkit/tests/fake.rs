@@ -1301,6 +1301,13 @@ async fn refresh_in_order_resumes_and_completes_the_definition_of_done() {
     let hook_calls = calls.clone();
     let actions = vec![
         Refresh::new(
+            "facts dashboard",
+            RefreshAction::Command {
+                program: "true".into(),
+                args: vec![],
+            },
+        ),
+        Refresh::new(
             "exec_dashboard",
             RefreshAction::Command {
                 program: "true".into(),
@@ -1334,7 +1341,7 @@ async fn refresh_in_order_resumes_and_completes_the_definition_of_done() {
         .missing()
         .any(|(i, m)| i == DoneItem::DownstreamRefreshed && m.contains("revenue_mart")));
     let again = runner.refresh(&job, &actions).await.unwrap();
-    assert_eq!(again.already, vec!["facts_model"]);
+    assert_eq!(again.already, vec!["facts dashboard", "facts_model"]);
     assert_eq!(again.refreshed, vec!["revenue_mart", "exec_dashboard"]);
     assert_eq!(
         fake.executed(),
@@ -1354,7 +1361,12 @@ async fn refresh_in_order_resumes_and_completes_the_definition_of_done() {
     let note = runner.change_note(&job).await.unwrap();
     assert_eq!(
         note.refreshed,
-        vec!["facts_model", "revenue_mart", "exec_dashboard"]
+        vec![
+            "facts dashboard",
+            "facts_model",
+            "revenue_mart",
+            "exec_dashboard"
+        ]
     );
     let status = runner.done_status(&job).await.unwrap();
     assert!(status.is_done(), "{status:?}");
