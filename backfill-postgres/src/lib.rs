@@ -28,8 +28,10 @@
 //! Every worker (a process, on any machine) connects to the same database,
 //! opens the ledger in the same schema and runs the same job under its own
 //! worker name; batches are claimed with `FOR UPDATE SKIP LOCKED`, each
-//! once, and a batch whose worker died is taken over when its lease
-//! expires.
+//! once. Each worker process holds a session lock for its lifetime, so a
+//! batch whose worker died is taken back at once (its lock went with its
+//! connections), not when its lease expires; live workers renew their
+//! leases while they write.
 //!
 //! ```no_run
 //! # async fn demo(job: backfill_core::Backfill) -> backfill_core::Result<()> {
