@@ -1207,6 +1207,9 @@ macro_rules! conformance_tests {
                 };
             }
 
+            case!(bounded_source_without_bounds, |e| {
+                c::end_to_end::bounded_source_without_bounds_is_refused(e)
+            });
             case!(overwrite_expected, |e| c::run_gives_expected_table(
                 e,
                 Pattern::Overwrite

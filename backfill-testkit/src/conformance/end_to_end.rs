@@ -218,3 +218,40 @@ pub async fn resume_takes_back_dead_batch(
             .expect("checksum")
     );
 }
+
+/// A source that binds `{start}` and `{end}` under a plan whose batches
+/// have no bounds (a partition list) would bind NULL and empty every
+/// slice: the run is refused before any write, naming the placeholders,
+/// and the table is unchanged.
+pub async fn bounded_source_without_bounds_is_refused(env: Env) {
+    let target = seed_table(&env, "facts", &original_rows()).await;
+    let fix = seed_table(&env, "facts_fix", &source_rows()).await;
+    let before = checksum(&env, &target).await;
+    let days: Vec<backfill_core::Value> = daily_plan(target.clone())
+        .batches
+        .iter()
+        .filter_map(|b| b.start.clone())
+        .collect();
+    let scope = Scope::new(
+        target.clone(),
+        "day",
+        backfill_core::Bounds::Partitions { values: days },
+        "UTC",
+    )
+    .expect("scope");
+    let plan = backfill_core::Plan::build(scope.clone(), backfill_core::Planner::Partitions)
+        .expect("plan");
+    let job = Backfill::new(
+        RunId::new("unbounded").expect("run id"),
+        brief(scope, StrategySpec::PartitionOverwrite),
+        plan,
+        (env.bounded_source)(&fix, &ident("day"), false),
+    );
+    let runner = Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("refused");
+    assert!(
+        matches!(&err, Error::InvalidPlan(m) if m.contains("{start}")),
+        "{err}"
+    );
+    assert_eq!(checksum(&env, &target).await, before);
+}
