@@ -512,6 +512,25 @@ impl Runner {
                 "the plan was made for a different scope than the brief's".into(),
             ));
         }
+        if job.source.is_bounded() {
+            if let Some(b) = job
+                .plan
+                .batches
+                .iter()
+                .find(|b| b.start.is_none() || b.end.is_none())
+            {
+                return Err(Error::InvalidPlan(format!(
+                    "the source binds {{start}} and {{end}}, but batch {} of this plan ({:?}) has \
+                     no {}: it would bind NULL and empty the slice. Time windows and key ranges \
+                     give both bounds; for partition lists and hash buckets, read the source \
+                     as a table or a query without placeholders (each batch's predicate \
+                     filters it)",
+                    b.id,
+                    job.plan.planner,
+                    if b.start.is_none() { "start" } else { "end" }
+                )));
+            }
+        }
         let columns = self.check_schema(job).await?;
         let blast = crate::blast::blast_radius(self.warehouse.as_ref(), &job.brief).await?;
         let blast_findings = blast.findings(job.brief.risk);
