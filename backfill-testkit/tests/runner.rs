@@ -1652,3 +1652,26 @@ async fn refreshing_nothing_does_not_make_a_run_done() {
         "{status:?}"
     );
 }
+
+/// A run whose preparation fails after the run is recorded (here its
+/// baseline capture) wrote nothing and does not hold its target: another
+/// run may take it, and the failed run still resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_wrote_nothing_does_not_keep_its_target() {
+    let (case, mem) = memory_case("wrote_nothing").await;
+    let job = with_checks(case.job.clone(), vec![CheckSpec::Size]);
+    let faulty = Faulty::new(case.env.warehouse.clone());
+    let runner =
+        Runner::new(Arc::new(faulty.clone()), case.env.ledger.clone()).with_options(fast_options());
+    // The first question is the blast radius (before the run is
+    // recorded); the second is the baseline capture.
+    faulty.fail_nth(backfill_testkit::FaultPoint::DuringInspect, 2);
+    let err = runner.run(&job).await.unwrap_err();
+    assert!(matches!(err, Error::InjectedFault(_)), "{err}");
+    assert!(mem.run(&job.run_id).await.is_ok(), "the run was recorded");
+    let other = RunId::new("another").unwrap();
+    mem.lock_target(job.target(), &other).await.unwrap();
+    mem.unlock_target(job.target(), &other).await.unwrap();
+    let report = runner.run(&job).await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+}
