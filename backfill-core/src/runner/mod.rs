@@ -421,14 +421,29 @@ impl Runner {
         let owner = job.brief.operator.clone();
         let ctx0 = self.context_at(job, &columns, &owner, opened.now);
         let (source, staged) = if pending > 0 {
-            self.prepare(
-                job,
-                &ctx0,
-                strategy.as_ref(),
-                done_before,
-                opened.stored.status,
-            )
-            .await?
+            let prepared = self
+                .prepare(
+                    job,
+                    &ctx0,
+                    strategy.as_ref(),
+                    done_before,
+                    opened.stored.status,
+                )
+                .await;
+            match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    // Nothing of this run is on the target yet: it does
+                    // not hold it (a later run resumes as ever).
+                    if done_before == 0 {
+                        if let Err(u) = self.retried.unlock_target(job.target(), &job.run_id).await
+                        {
+                            tracing::warn!(error = %u, "could not release the target");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
         } else {
             (job.source.clone(), false)
         };
