@@ -2377,3 +2377,16 @@ mod sql {
         }
     }
 }
+
+/// Amounts of very different sizes and scales compare exactly, without
+/// overflowing the alignment of their scales (a float metric of 1e27
+/// against a cent-precision one).
+#[test]
+fn amounts_far_apart_compare_without_overflow() {
+    let big: backfill_core::Amount = "1000000000000000000000000000".parse().unwrap();
+    let small: backfill_core::Amount = "0.000000000001".parse().unwrap();
+    assert!(big > small);
+    assert!(-big < small);
+    assert_ne!(big, small);
+    assert_eq!(big, big);
+}

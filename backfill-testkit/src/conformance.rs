@@ -26,6 +26,8 @@
 //!   the data's transaction;
 //! - [`ledger`]: the ledger against the in-memory one, refusals, fencing;
 //! - [`end_to_end`]: runs through the runner with the env's own ledger;
+//! - [`exactness`]: configurations that could lose data are refused, and
+//!   nothing of an unfinished run is thrown away;
 //! - [`validation`], [`inspect`], [`blast`], [`cleanup`]: checks,
 //!   inspection, blast radius, cleanup.
 
@@ -50,6 +52,7 @@ pub mod blast;
 pub mod catalog;
 pub mod cleanup;
 pub mod end_to_end;
+pub mod exactness;
 pub mod inspect;
 pub mod ledger;
 pub mod validation;
@@ -1207,6 +1210,30 @@ macro_rules! conformance_tests {
                 };
             }
 
+            case!(overwrite_partial_columns, |e| {
+                c::exactness::partial_columns_refused(e, Pattern::Overwrite)
+            });
+            case!(staging_partial_columns, |e| {
+                c::exactness::partial_columns_refused(e, Pattern::Staging)
+            });
+            case!(overwrite_cleanup_keeps_failed, |e| {
+                c::exactness::cleanup_keeps_unfinished_runs(e, Pattern::Overwrite)
+            });
+            case!(staging_cleanup_keeps_failed, |e| {
+                c::exactness::cleanup_keeps_unfinished_runs(e, Pattern::Staging)
+            });
+            case!(merge_cleanup_keeps_failed, |e| {
+                c::exactness::cleanup_keeps_unfinished_runs(e, Pattern::Merge)
+            });
+            case!(parallel_cleanup_keeps_failed, |e| {
+                c::exactness::cleanup_keeps_unfinished_runs(e, Pattern::Parallel)
+            });
+            case!(staging_cleanup_keeps_awaiting, |e| {
+                c::exactness::cleanup_keeps_runs_awaiting_cutover(e, Pattern::Staging)
+            });
+            case!(parallel_cleanup_keeps_awaiting, |e| {
+                c::exactness::cleanup_keeps_runs_awaiting_cutover(e, Pattern::Parallel)
+            });
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)
             });
