@@ -425,9 +425,16 @@ async fn measure(e: &Engine, rows: u64, runs: usize) -> Vec<Figure> {
         let (d, h) = time(e.query(&hand_reconcile(e))).await;
         base.push(d);
         assert_eq!(before.len(), h.len(), "months");
-        let delta: backfill::Amount = after.iter().map(|m| m.value).sum::<backfill::Amount>()
-            - before.iter().map(|m| m.value).sum::<backfill::Amount>();
-        let explained: backfill::Amount = diff.contributions.iter().map(|c| c.total()).sum();
+        let sum = |ms: &[backfill::inspect::MetricValue]| {
+            backfill::Amount::try_sum(ms.iter().map(|m| m.value)).expect("in range")
+        };
+        let delta = sum(&after).checked_sub(sum(&before)).expect("in range");
+        let explained = backfill::Amount::try_sum(
+            diff.contributions
+                .iter()
+                .map(|c| c.total().expect("in range")),
+        )
+        .expect("in range");
         assert_eq!(delta, explained, "the change is explained exactly");
     }
     push("reconciliation", lib, base, None);

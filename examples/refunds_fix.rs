@@ -289,9 +289,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .find(|(m, _)| month.starts_with(m.as_str()))
                 .map(|(_, a)| -*a)
                 .unwrap_or_default();
-            let ok = r.changed == expected && r.unexplained().is_zero();
+            let ok = r.changed == expected && r.unexplained()?.is_zero();
             all_ok &= ok;
-            delta = delta + r.delta();
+            delta = delta.checked_add(r.delta()?)?;
             println!(
                 "  {month}: changed rows {} = minus refunds {}  {}",
                 r.changed,

@@ -3,12 +3,18 @@
 //! Engines return metric sums as text; parsing them into an [`Amount`]
 //! keeps decimal sums exact, so "the parts explain the delta" can be
 //! checked to the cent rather than to a float's rounding.
+//!
+//! Arithmetic is checked: an amount holds up to 38 significant digits,
+//! and a sum beyond that is [`Error::AmountOutOfRange`], never a panic or
+//! a wrapped value. Comparisons are exact at any size.
 
+use std::cmp::Ordering;
 use std::fmt;
-use std::ops::{Add, Neg, Sub};
+use std::ops::Neg;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::Value;
 
 /// The most fractional digits an amount keeps (more are rounded half away
@@ -21,8 +27,12 @@ pub const MAX_SCALE: u32 = 12;
 /// use backfill_core::Amount;
 /// let a: Amount = "1234.50".parse().unwrap();
 /// let b: Amount = "-0.25".parse().unwrap();
-/// assert_eq!((a + b).to_string(), "1234.25");
+/// assert_eq!(a.checked_add(b).unwrap().to_string(), "1234.25");
 /// assert_eq!(Amount::from(3).to_string(), "3");
+/// let huge: Amount = "1e37".parse().unwrap();
+/// assert!(huge.checked_add(huge).is_ok());
+/// assert!(Amount::try_sum([huge; 20]).is_err()); // beyond 38 digits
+/// assert!(huge > "0.000000000001".parse::<Amount>().unwrap());
 /// ```
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -66,13 +76,45 @@ impl Amount {
         }
     }
 
-    fn rescale(self, scale: u32) -> i128 {
-        self.units * 10i128.pow(scale - self.scale)
+    /// `units` at a larger `scale`, if it fits.
+    fn rescale(self, scale: u32) -> Option<i128> {
+        10i128
+            .checked_pow(scale - self.scale)
+            .and_then(|f| self.units.checked_mul(f))
     }
 
-    fn aligned(a: Amount, b: Amount) -> (i128, i128, u32) {
+    /// Both at the larger scale, if both fit.
+    fn aligned(a: Amount, b: Amount) -> Option<(i128, i128, u32)> {
         let s = a.scale.max(b.scale);
-        (a.rescale(s), b.rescale(s), s)
+        Some((a.rescale(s)?, b.rescale(s)?, s))
+    }
+
+    /// `self + o`, or [`Error::AmountOutOfRange`] beyond 38 digits.
+    pub fn checked_add(self, o: Amount) -> Result<Amount> {
+        Amount::aligned(self, o)
+            .and_then(|(a, b, scale)| Some((a.checked_add(b)?, scale)))
+            .map(|(units, scale)| Amount { units, scale }.normalized())
+            .ok_or_else(|| Error::AmountOutOfRange(format!("{self} + {o}")))
+    }
+
+    /// `self - o`, or [`Error::AmountOutOfRange`] beyond 38 digits.
+    pub fn checked_sub(self, o: Amount) -> Result<Amount> {
+        self.checked_add(-o)
+    }
+
+    /// The sum of `items`, or [`Error::AmountOutOfRange`] once it leaves
+    /// the range.
+    pub fn try_sum(items: impl IntoIterator<Item = Amount>) -> Result<Amount> {
+        items
+            .into_iter()
+            .try_fold(Amount::ZERO, |acc, a| acc.checked_add(a))
+    }
+
+    /// Reads an engine value as [`Amount::from_value`] does, with a typed
+    /// error for what is not a finite amount in range (NaN, infinity, a
+    /// float beyond 38 digits, text that is not a number).
+    pub fn read(v: &Value) -> Result<Amount> {
+        Amount::from_value(v).ok_or_else(|| Error::AmountOutOfRange(format!("{v:?}")))
     }
 
     fn normalized(mut self) -> Amount {
@@ -93,36 +135,50 @@ impl From<i64> for Amount {
     }
 }
 
+impl Amount {
+    /// Exact comparison at any size: where aligning the scales would
+    /// overflow, the amount that overflowed is the larger in magnitude.
+    fn compare(&self, other: &Amount) -> Ordering {
+        if let Some((a, b, _)) = Amount::aligned(*self, *other) {
+            return a.cmp(&b);
+        }
+        // Only the one with the smaller scale can overflow when scaled up;
+        // its magnitude then exceeds anything the other can hold.
+        let (small_scale, flip) = if self.scale < other.scale {
+            (self, false)
+        } else {
+            (other, true)
+        };
+        let ord = if small_scale.units > 0 {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
+        if flip {
+            ord.reverse()
+        } else {
+            ord
+        }
+    }
+}
+
 impl PartialEq for Amount {
     fn eq(&self, other: &Self) -> bool {
-        let (a, b, _) = Amount::aligned(*self, *other);
-        a == b
+        self.compare(other) == Ordering::Equal
     }
 }
+
+impl Eq for Amount {}
 
 impl PartialOrd for Amount {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        let (a, b, _) = Amount::aligned(*self, *other);
-        a.partial_cmp(&b)
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
-impl Add for Amount {
-    type Output = Amount;
-    fn add(self, o: Amount) -> Amount {
-        let (a, b, scale) = Amount::aligned(self, o);
-        Amount {
-            units: a + b,
-            scale,
-        }
-        .normalized()
-    }
-}
-
-impl Sub for Amount {
-    type Output = Amount;
-    fn sub(self, o: Amount) -> Amount {
-        self + (-o)
+impl Ord for Amount {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.compare(other)
     }
 }
 
@@ -133,12 +189,6 @@ impl Neg for Amount {
             units: -self.units,
             scale: self.scale,
         }
-    }
-}
-
-impl std::iter::Sum for Amount {
-    fn sum<I: Iterator<Item = Amount>>(iter: I) -> Amount {
-        iter.fold(Amount::ZERO, |a, b| a + b)
     }
 }
 
@@ -178,6 +228,9 @@ impl std::str::FromStr for Amount {
         let mut scale = frac.len() as i64 - i64::from(exp);
         let mut all = all.trim_start_matches('0').to_string();
         if scale < 0 {
+            if -scale > 40 {
+                return Err(bad());
+            }
             all.extend(std::iter::repeat_n('0', (-scale) as usize));
             scale = 0;
         }
@@ -193,7 +246,7 @@ impl std::str::FromStr for Amount {
             all.parse().map_err(|_| bad())?
         };
         if round_up {
-            units += 1;
+            units = units.checked_add(1).ok_or_else(bad)?;
         }
         if neg {
             units = -units;

@@ -54,10 +54,11 @@ impl Expectation {
         }
     }
 
-    /// Judges an exact amount `after` against `before`.
-    pub fn judge_amount(&self, before: Amount, after: Amount) -> (bool, Threshold) {
-        let diff = (after - before).abs();
-        match *self {
+    /// Judges an exact amount `after` against `before`; a change beyond
+    /// the range of an amount is [`crate::Error::AmountOutOfRange`].
+    pub fn judge_amount(&self, before: Amount, after: Amount) -> crate::Result<(bool, Threshold)> {
+        let diff = after.checked_sub(before)?.abs();
+        Ok(match *self {
             Expectation::Unchanged => (diff.is_zero(), Threshold::Absolute(0.0)),
             Expectation::MaxChangeAbsolute(n) => {
                 let limit = Amount::from(i64::try_from(n).unwrap_or(i64::MAX));
@@ -71,7 +72,7 @@ impl Expectation {
                 };
                 (ok, Threshold::Percent(p))
             }
-        }
+        })
     }
 }
 

@@ -4,8 +4,13 @@
 //! old tables, versions, staged sources) is recorded in the ledger as an
 //! [`Asset`] with an owner and an expiry. [`cleanup`] drops only those,
 //! only once expired, and never one that still holds live data (the
-//! version a view points at after cut-over) or belongs to a run in flight.
-//! A dry run reports the same decisions without dropping anything.
+//! version a view points at after cut-over) or belongs to a run that is
+//! not finished: running, paused, failed or cancelled (its pre-images are
+//! what a rollback needs), or written and awaiting its cut-over (its stage
+//! or version is the work). Such a run is finished by resuming it, or by
+//! rolling it back; then its tables expire as any other. A table whose
+//! drop fails is reported, and the others are still tried. A dry run
+//! reports the same decisions without dropping anything.
 //!
 //! ```no_run
 //! # async fn tidy(
@@ -59,8 +64,9 @@ pub enum Kept {
     NotExpired,
     /// It holds the live data (a version behind a cut-over view).
     Live,
-    /// Its run is still in flight.
-    RunInFlight,
+    /// Its run is not finished (running, paused, failed, cancelled, or
+    /// awaiting its cut-over): resume it or roll it back first.
+    RunUnfinished,
     /// It was dropped before.
     AlreadyDropped,
     /// Its name is not one this library gives, so it is not touched.
@@ -80,6 +86,9 @@ pub struct CleanupReport {
     pub missing: Vec<Asset>,
     /// Assets kept, with why.
     pub kept: Vec<(Asset, Kept)>,
+    /// Assets whose drop failed, with the engine's error; they stay
+    /// recorded, and a later cleanup tries them again.
+    pub failed: Vec<(Asset, String)>,
 }
 
 impl fmt::Display for CleanupReport {
@@ -91,11 +100,15 @@ impl fmt::Display for CleanupReport {
         };
         writeln!(
             f,
-            "cleanup: {verb} {} table(s), {} already gone, {} kept",
+            "cleanup: {verb} {} table(s), {} already gone, {} kept, {} failed",
             self.dropped.len(),
             self.missing.len(),
-            self.kept.len()
+            self.kept.len(),
+            self.failed.len()
         )?;
+        for (a, e) in &self.failed {
+            writeln!(f, "  could not drop {} ({}): {e}", a.table, a.kind.as_str())?;
+        }
         for a in &self.dropped {
             writeln!(
                 f,
@@ -135,16 +148,31 @@ pub async fn cleanup(
         at: Some(now),
         ..CleanupReport::default()
     };
-    for asset in ledger.assets(options.run.as_ref()).await? {
+    let assets = ledger.assets(options.run.as_ref()).await?;
+    // A completed run that still has a stage or a version awaits its
+    // cut-over: that table is its work.
+    let awaiting: std::collections::HashSet<RunId> = assets
+        .iter()
+        .filter(|a| matches!(a.kind, AssetKind::Stage | AssetKind::Version))
+        .map(|a| a.run_id.clone())
+        .collect();
+    for asset in assets {
         let status = ledger.run(&asset.run_id).await?.status;
+        let finished = match status {
+            RunStatus::CutOver | RunStatus::RolledBack => true,
+            RunStatus::Completed => !awaiting.contains(&asset.run_id),
+            RunStatus::Running | RunStatus::Paused | RunStatus::Failed | RunStatus::Cancelled => {
+                false
+            }
+        };
         let kept = if asset.dropped_at.is_some() {
             Some(Kept::AlreadyDropped)
         } else if !ours(&asset) {
             Some(Kept::NotOurs)
         } else if asset.kind == AssetKind::Version && status == RunStatus::CutOver {
             Some(Kept::Live)
-        } else if matches!(status, RunStatus::Running) {
-            Some(Kept::RunInFlight)
+        } else if !finished {
+            Some(Kept::RunUnfinished)
         } else if asset.expires_at > now {
             Some(Kept::NotExpired)
         } else {
@@ -162,7 +190,14 @@ pub async fn cleanup(
             }
             continue;
         }
-        let existed = w.drop_table(&asset.table).await?;
+        let existed = match w.drop_table(&asset.table).await {
+            Ok(existed) => existed,
+            Err(e) => {
+                tracing::warn!(table = %asset.table, error = %e, "could not drop a run's table");
+                report.failed.push((asset, e.to_string()));
+                continue;
+            }
+        };
         ledger
             .asset_dropped(&asset.run_id, &asset.table, ledger.now())
             .await?;

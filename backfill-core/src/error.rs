@@ -132,6 +132,30 @@ pub enum Error {
         /// What was observed.
         detail: String,
     },
+    /// A working table a run made (a pre-image, key log, stage or
+    /// version) is gone, so the run cannot go on without losing what its
+    /// rollback or cut-over needs. Roll the run back as far as its
+    /// remaining tables allow, or start a new run.
+    #[error(
+        "run {run} cannot go on: its {kind} table {table} is gone ({why}); recreating it empty \
+         would lose what its rollback or cut-over needs. Roll the run back, or, where it cannot \
+         be, release its target (`Ledger::unlock_target`) and start a new run id"
+    )]
+    AssetMissing {
+        /// The run.
+        run: String,
+        /// The kind of table.
+        kind: String,
+        /// The table.
+        table: String,
+        /// Why it counts as gone.
+        why: String,
+    },
+    /// A metric amount is not a finite number within 38 significant
+    /// digits (NaN, infinity, or a sum that outgrew the range), so an
+    /// exact reconciliation cannot be made.
+    #[error("amount out of range: {0} (an exact amount holds 38 significant digits and no NaN or infinity)")]
+    AmountOutOfRange(String),
     /// The run was cancelled through its control handle.
     #[error("run cancelled")]
     Cancelled,

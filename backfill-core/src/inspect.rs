@@ -384,9 +384,9 @@ pub struct Contribution {
 }
 
 impl Contribution {
-    /// The three parts together.
-    pub fn total(&self) -> Amount {
-        self.added + self.removed + self.changed
+    /// The three parts together, or [`crate::Error::AmountOutOfRange`].
+    pub fn total(&self) -> crate::Result<Amount> {
+        Amount::try_sum([self.added, self.removed, self.changed])
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::ledger::{AssetKind, Ledger, RunStatus};
 use crate::runner::{Backfill, SliceEstimate};
 use crate::scope::{Bounds, Scope};
-use crate::validate::report::{grouped, signed};
+use crate::validate::report::{grouped, signed, signed_or};
 use crate::validate::{Status, ValidationReport};
 
 /// The before-run announcement.
@@ -276,7 +276,7 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
                 } else {
                     // Hundredths of a percent: what people read, and what
                     // survives a JSON round trip exactly.
-                    let p = g.delta().to_f64() * 100.0 / g.before.abs().to_f64();
+                    let p = g.delta()?.to_f64() * 100.0 / g.before.abs().to_f64();
                     Some((p * 100.0).round() / 100.0)
                 };
                 let group = if g.key.is_empty() {
@@ -294,7 +294,7 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
                     before: g.before,
                     after: g.after,
                     percent,
-                    explained: [g.added, g.removed, g.changed, g.unexplained()],
+                    explained: [g.added, g.removed, g.changed, g.unexplained()?],
                 });
             }
         }
@@ -365,7 +365,7 @@ impl ChangeNote {
                     m.group,
                     grouped(m.before),
                     grouped(m.after),
-                    signed(m.after - m.before),
+                    signed_or(m.after.checked_sub(m.before)),
                     percent(m.percent),
                     signed(m.explained[0]),
                     signed(m.explained[1]),

@@ -48,6 +48,13 @@ impl StrategySpec {
         )
     }
 
+    /// Whether each batch replaces the whole rows of its slice (deletes
+    /// and re-inserts them), rather than updating listed columns by key.
+    /// Such a pattern must write every column of the target.
+    pub fn replaces_rows(&self) -> bool {
+        !matches!(self, StrategySpec::Merge { .. })
+    }
+
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
         if let StrategySpec::Merge { keys } = self {

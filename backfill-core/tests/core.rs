@@ -2390,3 +2390,38 @@ fn amounts_far_apart_compare_without_overflow() {
     assert_ne!(big, small);
     assert_eq!(big, big);
 }
+
+/// Sums beyond 38 significant digits are a typed error, never a panic or
+/// a wrapped value; NaN and infinity are not amounts.
+#[test]
+fn amounts_out_of_range_are_typed_errors() {
+    use backfill_core::Amount;
+    let huge: Amount = "99999999999999999999999999999999999999".parse().unwrap();
+    let cent: Amount = "0.01".parse().unwrap();
+    assert!(matches!(
+        huge.checked_add(huge),
+        Err(Error::AmountOutOfRange(_))
+    ));
+    assert!(matches!(
+        huge.checked_add(cent),
+        Err(Error::AmountOutOfRange(_))
+    ));
+    assert!(matches!(
+        Amount::try_sum([huge, huge]),
+        Err(Error::AmountOutOfRange(_))
+    ));
+    assert_eq!(
+        Amount::try_sum([cent, cent, -cent]).unwrap().to_string(),
+        "0.01"
+    );
+    for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300] {
+        assert!(
+            matches!(
+                Amount::read(&Value::Float(v)),
+                Err(Error::AmountOutOfRange(_))
+            ),
+            "{v}"
+        );
+    }
+    assert!("1e999999999".parse::<Amount>().is_err());
+}

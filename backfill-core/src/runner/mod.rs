@@ -379,6 +379,27 @@ impl Runner {
                 return Err(unknown(c));
             }
         }
+        if job.brief.strategy.replaces_rows() {
+            let left_out: Vec<String> = schema
+                .names()
+                .into_iter()
+                .filter(|c| !columns.contains(c))
+                .map(|c| c.to_string())
+                .collect();
+            if !left_out.is_empty() {
+                return Err(Error::Preflight(vec![crate::Finding::block(
+                    "scope.columns",
+                    format!(
+                        "{} replaces whole rows of each slice, but the scope lists only some of \
+                         {target}'s columns: {} would be written as NULL or their default, and \
+                         no pre-image would keep them. List every column (or none), or use a \
+                         merge by key, which updates only the listed columns",
+                        job.brief.strategy.name(),
+                        left_out.join(", ")
+                    ),
+                )]));
+            }
+        }
         let src = self.warehouse.describe_source(&job.source).await?;
         for c in &columns {
             if src.column(c).is_none() {
@@ -684,6 +705,7 @@ impl Runner {
                 .set_run_status(run_id, RunStatus::Running, Some("resumed"))
                 .await?;
         }
+        self.check_working_tables(run_id).await?;
         let mut assets = strategy.prepare(ctx).await?;
         let mut source = (job.source.clone(), false);
         if self.options.stage_source {
@@ -714,6 +736,34 @@ impl Runner {
             self.retried.record_asset(a).await?;
         }
         Ok(source)
+    }
+
+    /// Refuses to go on when a working table this run made before (a
+    /// pre-image, key log, stage or version) is gone: recreating it empty
+    /// would lose what a rollback or the cut-over needs, silently. The
+    /// staged source is made anew on every call, so it may be gone.
+    async fn check_working_tables(&self, run_id: &RunId) -> Result<()> {
+        for a in self.retried.assets(Some(run_id)).await? {
+            if a.kind == AssetKind::StagedSource {
+                continue;
+            }
+            let gone = if a.dropped_at.is_some() {
+                Some("cleanup dropped it")
+            } else if self.warehouse.describe(&a.table).await?.is_none() {
+                Some("it no longer exists")
+            } else {
+                None
+            };
+            if let Some(why) = gone {
+                return Err(Error::AssetMissing {
+                    run: run_id.to_string(),
+                    kind: a.kind.as_str().to_string(),
+                    table: a.table.to_string(),
+                    why: why.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs the workers until the batches are done, one fails, or the run

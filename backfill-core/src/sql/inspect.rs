@@ -603,7 +603,7 @@ fn count_of(v: &Value) -> Result<u64> {
 }
 
 fn amount_of(v: &Value) -> Result<Amount> {
-    Amount::from_value(v).ok_or_else(|| Error::engine(format!("not an amount: {v:?}")))
+    Amount::read(v)
 }
 
 fn text_of(v: &Value) -> String {
@@ -839,9 +839,9 @@ fn read_diff(diff: &Diff, mut results: Vec<Vec<Vec<Value>>>) -> Result<DiffRepor
             };
             let c = &mut by_key[at];
             match kind {
-                Change::Added => c.added = c.added + amount,
-                Change::Removed => c.removed = c.removed + amount,
-                Change::Changed => c.changed = c.changed + amount,
+                Change::Added => c.added = c.added.checked_add(amount)?,
+                Change::Removed => c.removed = c.removed.checked_add(amount)?,
+                Change::Changed => c.changed = c.changed.checked_add(amount)?,
             }
         }
         r.contributions = by_key;

@@ -33,14 +33,18 @@ pub struct ReconRow {
 }
 
 impl ReconRow {
-    /// After minus before.
-    pub fn delta(&self) -> Amount {
-        self.after - self.before
+    /// After minus before, or [`crate::Error::AmountOutOfRange`].
+    pub fn delta(&self) -> crate::Result<Amount> {
+        self.after.checked_sub(self.before)
     }
 
-    /// The part of the delta that no row change explains.
-    pub fn unexplained(&self) -> Amount {
-        self.delta() - self.added - self.removed - self.changed
+    /// The part of the delta that no row change explains, or
+    /// [`crate::Error::AmountOutOfRange`].
+    pub fn unexplained(&self) -> crate::Result<Amount> {
+        self.delta()?
+            .checked_sub(self.added)?
+            .checked_sub(self.removed)?
+            .checked_sub(self.changed)
     }
 }
 
@@ -206,6 +210,15 @@ pub fn signed(a: Amount) -> String {
     }
 }
 
+/// [`signed`], or `out of range` for an amount that could not be
+/// computed.
+pub fn signed_or(a: crate::Result<Amount>) -> String {
+    match a {
+        Ok(a) => signed(a),
+        Err(_) => "out of range".into(),
+    }
+}
+
 /// `1,234.5` style: thousands separators on the integer part.
 pub fn grouped(a: Amount) -> String {
     let text = a.to_string();
@@ -303,24 +316,34 @@ fn write_reconciliation(
             key,
             grouped(r.before),
             grouped(r.after),
-            signed(r.delta()),
+            signed_or(r.delta()),
             signed(r.added),
             signed(r.removed),
             signed(r.changed),
-            signed(r.unexplained()),
+            signed_or(r.unexplained()),
         ]);
     }
-    let total = |g: fn(&ReconRow) -> Amount| rows.iter().map(g).sum::<Amount>();
+    let total = |g: fn(&ReconRow) -> Amount| Amount::try_sum(rows.iter().map(g));
+    let total_r = |g: fn(&ReconRow) -> crate::Result<Amount>| {
+        rows.iter()
+            .map(g)
+            .collect::<crate::Result<Vec<Amount>>>()
+            .and_then(Amount::try_sum)
+    };
+    let total_g = |g: fn(&ReconRow) -> Amount| match total(g) {
+        Ok(a) => grouped(a),
+        Err(_) => "out of range".to_string(),
+    };
     if rows.len() > 1 {
         table.push([
             "total".into(),
-            grouped(total(|r| r.before)),
-            grouped(total(|r| r.after)),
-            signed(total(ReconRow::delta)),
-            signed(total(|r| r.added)),
-            signed(total(|r| r.removed)),
-            signed(total(|r| r.changed)),
-            signed(total(ReconRow::unexplained)),
+            total_g(|r| r.before),
+            total_g(|r| r.after),
+            signed_or(total_r(ReconRow::delta)),
+            signed_or(total(|r| r.added)),
+            signed_or(total(|r| r.removed)),
+            signed_or(total(|r| r.changed)),
+            signed_or(total_r(ReconRow::unexplained)),
         ]);
     }
     let mut widths = [0usize; 8];

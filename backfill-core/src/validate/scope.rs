@@ -654,7 +654,7 @@ impl ScopeCheck for ReconcileCheck {
             let before = b.map(|m| m.value).unwrap_or_default();
             let after = a.map(|m| m.value).unwrap_or_default();
             let (added, removed, changed) = parts.remove(&format!("{key:?}")).unwrap_or_default();
-            let (within, t) = self.expect.judge_amount(before, after);
+            let (within, t) = self.expect.judge_amount(before, after)?;
             threshold = Some(t);
             rows.push(ReconRow {
                 key,
@@ -682,13 +682,15 @@ impl ScopeCheck for ReconcileCheck {
             }
         }
         let outside: Vec<&ReconRow> = rows.iter().filter(|r| !r.within).collect();
-        let unexplained: Vec<&ReconRow> = rows
-            .iter()
-            .filter(|r| r.unexplained().abs() > self.tolerance)
-            .collect();
+        let mut unexplained: Vec<&ReconRow> = Vec::new();
+        for r in &rows {
+            if r.unexplained()?.abs() > self.tolerance {
+                unexplained.push(r);
+            }
+        }
         let ok = outside.is_empty() && unexplained.is_empty();
-        let total_before: Amount = rows.iter().map(|r| r.before).sum();
-        let total_after: Amount = rows.iter().map(|r| r.after).sum();
+        let total_before = Amount::try_sum(rows.iter().map(|r| r.before))?;
+        let total_after = Amount::try_sum(rows.iter().map(|r| r.after))?;
         let mut o = outcome(self.name(), self.blocking, ok, queries(ctx.warehouse, &qs));
         o.observed = total_after.to_f64();
         o.expected = Some(total_before.to_f64());
@@ -698,7 +700,7 @@ impl ScopeCheck for ReconcileCheck {
             self.metric.name,
             super::report::grouped(total_before),
             super::report::grouped(total_after),
-            super::report::signed(total_after - total_before),
+            super::report::signed(total_after.checked_sub(total_before)?),
             outside.len(),
             unexplained.len(),
             if contributions.is_none() {
@@ -717,8 +719,8 @@ impl ScopeCheck for ReconcileCheck {
                     key_text(&r.key),
                     r.before,
                     r.after,
-                    super::report::signed(r.delta()),
-                    r.unexplained()
+                    super::report::signed_or(r.delta()),
+                    super::report::signed_or(r.unexplained())
                 )
             })
             .collect();

@@ -2,12 +2,12 @@
 //! could lose data, or touch more than its scope, are refused before any
 //! write, and nothing of an unfinished run is thrown away.
 
-use backfill_core::cleanup::CleanupOptions;
+use backfill_core::cleanup::{CleanupOptions, Kept};
 use backfill_core::jiff::SignedDuration;
 use backfill_core::ledger::{AssetKind, RunStatus};
 use backfill_core::runner::Backfill;
 use backfill_core::warehouse::Warehouse;
-use backfill_core::{Plan, RunId};
+use backfill_core::{Error, Plan, RunId};
 
 use super::{approve_and_cut_over, brief, checksum, ident, setup, Env, Pattern};
 use crate::faults::FaultPoint;
@@ -67,6 +67,13 @@ pub async fn cleanup_keeps_unfinished_runs(env: Env, pattern: Pattern) {
         swept.dropped.is_empty() && swept.missing.is_empty(),
         "a failed run keeps its tables: {swept}"
     );
+    assert!(
+        swept
+            .kept
+            .iter()
+            .any(|(_, why)| *why == Kept::RunUnfinished),
+        "{swept}"
+    );
     let w: &dyn Warehouse = case.env.warehouse.as_ref();
     let assets = ledger.assets(Some(&case.job.run_id)).await.expect("assets");
     let working = assets
@@ -89,7 +96,7 @@ pub async fn cleanup_keeps_unfinished_runs(env: Env, pattern: Pattern) {
         .await
         .expect_err("refused on resume");
     assert!(
-        err.to_string().contains(working.table.name.as_str()),
+        matches!(&err, Error::AssetMissing { table, .. } if table.contains(working.table.name.as_str())),
         "names the missing table: {err}"
     );
     assert!(w
@@ -122,6 +129,13 @@ pub async fn cleanup_keeps_runs_awaiting_cutover(env: Env, pattern: Pattern) {
     assert!(
         swept.dropped.is_empty() && swept.missing.is_empty(),
         "a run awaiting cut-over keeps its tables: {swept}"
+    );
+    assert!(
+        swept
+            .kept
+            .iter()
+            .any(|(_, why)| *why == Kept::RunUnfinished),
+        "{swept}"
     );
     approve_and_cut_over(&runner, &case.job)
         .await

@@ -132,7 +132,11 @@ pub async fn planted_defects_are_found(env: Env, pattern: Pattern) {
         panic!("no reconciliation table")
     };
     assert_eq!(rows.len(), 5);
-    assert!(rows.iter().all(|r| r.unexplained().is_zero()), "{v}");
+    assert!(
+        rows.iter()
+            .all(|r| r.unexplained().expect("in range").is_zero()),
+        "{v}"
+    );
     let outside: Vec<String> = rows
         .iter()
         .filter(|r| !r.within)
@@ -230,8 +234,10 @@ pub async fn clean_run_passes(env: Env, pattern: Pattern) {
         "every check passes: {v}"
     );
     let (_, _, rows) = v.reconciliations().next().expect("reconciliation");
-    let delta: backfill_core::Amount = rows.iter().map(|r| r.delta()).sum();
-    let parts: backfill_core::Amount = rows.iter().map(|r| r.added + r.removed + r.changed).sum();
+    use backfill_core::Amount;
+    let delta = Amount::try_sum(rows.iter().map(|r| r.delta().expect("in range"))).expect("sum");
+    let parts =
+        Amount::try_sum(rows.iter().flat_map(|r| [r.added, r.removed, r.changed])).expect("sum");
     assert_eq!(delta, parts);
     assert!(!delta.is_zero());
     super::approve_and_cut_over(&runner, &case.job)

@@ -135,7 +135,7 @@ fn encode(vals: &[Value]) -> String {
 
 /// Groups rows by key, keeping groups in SQL order.
 fn grouped<T: Default>(
-    rows: impl Iterator<Item = Result<(Vec<Value>, impl FnOnce(&mut T))>>,
+    rows: impl Iterator<Item = Result<(Vec<Value>, impl FnOnce(&mut T) -> Result<()>)>>,
 ) -> Result<Vec<(Vec<Value>, T)>> {
     let mut at: HashMap<String, usize> = HashMap::new();
     let mut out: Vec<(Vec<Value>, T)> = Vec::new();
@@ -145,7 +145,7 @@ fn grouped<T: Default>(
             out.push((key, T::default()));
             out.len() - 1
         });
-        apply(&mut out[i].1);
+        apply(&mut out[i].1)?;
     }
     if out.len() > MAX_GROUPS {
         return Err(Error::NotAllowed(format!(
@@ -298,6 +298,7 @@ fn profile(
                     a.nulls[j] += 1;
                 }
             }
+            Ok(())
         }))
     }))?;
     let mut out: Vec<ProfileGroup> = groups
@@ -340,7 +341,10 @@ fn metric_values(st: &State, rows: &Rows, metric: &Metric) -> Result<Vec<MetricV
     let groups = grouped::<Amount>(r.rows.iter().map(|row| {
         let key = dim_key(row, &d)?;
         let v = measure(row, &m)?;
-        Ok((key, move |a: &mut Amount| *a = *a + v))
+        Ok((key, move |a: &mut Amount| {
+            *a = a.checked_add(v)?;
+            Ok(())
+        }))
     }))?;
     let mut out: Vec<MetricValue> = groups
         .into_iter()
@@ -527,10 +531,13 @@ fn attribute(
     }
     let groups = grouped::<Contribution>(parts.into_iter().map(|p| {
         let (key, kind, v) = p?;
-        Ok((key, move |c: &mut Contribution| match kind {
-            Change::Added => c.added = c.added + v,
-            Change::Removed => c.removed = c.removed + v,
-            Change::Changed => c.changed = c.changed + v,
+        Ok((key, move |c: &mut Contribution| {
+            match kind {
+                Change::Added => c.added = c.added.checked_add(v)?,
+                Change::Removed => c.removed = c.removed.checked_add(v)?,
+                Change::Changed => c.changed = c.changed.checked_add(v)?,
+            }
+            Ok(())
         }))
     }))?;
     Ok(groups
