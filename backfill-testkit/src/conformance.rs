@@ -1234,6 +1234,22 @@ macro_rules! conformance_tests {
             case!(parallel_cleanup_keeps_awaiting, |e| {
                 c::exactness::cleanup_keeps_runs_awaiting_cutover(e, Pattern::Parallel)
             });
+            case!(
+                failed_validation_is_an_error,
+                c::exactness::failed_validation_is_an_error
+            );
+            case!(
+                failed_run_frees_target,
+                c::exactness::failed_run_that_wrote_nothing_frees_target
+            );
+            case!(
+                lock_follows_resolved_table,
+                c::exactness::lock_follows_resolved_table
+            );
+            case!(
+                rollback_under_later_run,
+                c::exactness::rollback_refused_under_a_later_run
+            );
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)
             });

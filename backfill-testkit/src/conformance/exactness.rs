@@ -3,11 +3,12 @@
 //! write, and nothing of an unfinished run is thrown away.
 
 use backfill_core::cleanup::{CleanupOptions, Kept};
+use backfill_core::inspect::{Aggregate, Dim, Metric};
 use backfill_core::jiff::SignedDuration;
 use backfill_core::ledger::{AssetKind, RunStatus};
 use backfill_core::runner::Backfill;
 use backfill_core::warehouse::Warehouse;
-use backfill_core::{Error, Plan, RunId};
+use backfill_core::{CheckSpec, Error, Expectation, Plan, RunId, Source, StrategySpec, TableRef};
 
 use super::{approve_and_cut_over, brief, checksum, ident, setup, Env, Pattern};
 use crate::faults::FaultPoint;
@@ -141,4 +142,154 @@ pub async fn cleanup_keeps_runs_awaiting_cutover(env: Env, pattern: Pattern) {
         .await
         .expect("cut-over still works");
     assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
+}
+
+/// A run whose end-of-run blocking check fails is an error that the
+/// caller cannot mistake for success: the run is recorded as failed, the
+/// error names the check, and the full report stays in the ledger.
+pub async fn failed_validation_is_an_error(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "unvalidated").await;
+    let mut job = case.job.clone();
+    job.brief.validation.checks.push(CheckSpec::Reconcile {
+        metric: Metric {
+            name: "amount".into(),
+            aggregate: Aggregate::Sum(ident("amount")),
+            by: vec![Dim::column(ident("day"))],
+        },
+        keys: vec![ident("id")],
+        expect: Expectation::Unchanged,
+        tolerance: None,
+        blocking: true,
+    });
+    let runner = case.runner();
+    let err = runner
+        .run(&job)
+        .await
+        .expect_err("a failed check is an error");
+    assert!(
+        matches!(&err, Error::ValidationFailed { check, .. } if check.starts_with("reconcile")),
+        "{err:?}"
+    );
+    let run = case.env.ledger.run(&job.run_id).await.expect("run");
+    assert_eq!(run.status, RunStatus::Failed);
+    let report = runner
+        .validation_report(&job)
+        .await
+        .expect("report")
+        .expect("kept in the ledger");
+    assert!(!report.passed(), "{report}");
+}
+
+/// A run whose first batch fails before anything is written does not
+/// hold its target: a new run (with the source fixed) may go ahead. The
+/// failed run, resumed with another definition, is refused with what
+/// changed, not only two hashes.
+pub async fn failed_run_that_wrote_nothing_frees_target(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "leaky").await;
+    let original = checksum(&case.env, &case.target).await;
+    let fix = case.env.table("facts_fix");
+    let leaky = (case.env.bounded_source)(&fix, &ident("day"), true);
+    let job = super::job_on(&case.env, Pattern::Overwrite, "leaky", leaky);
+    let runner = case.runner();
+    let err = runner.run(&job).await.expect_err("guard");
+    assert!(matches!(err, Error::OutOfBounds { .. }), "{err:?}");
+    assert_eq!(checksum(&case.env, &case.target).await, original);
+
+    let mut resumed = job.clone();
+    resumed.source = (case.env.bounded_source)(&fix, &ident("day"), false);
+    let err = runner.run(&resumed).await.expect_err("another definition");
+    assert!(
+        matches!(&err, Error::FingerprintMismatch { .. }) && err.to_string().contains("source"),
+        "{err:?}"
+    );
+
+    let fixed = super::job_on(
+        &case.env,
+        Pattern::Overwrite,
+        "fixed",
+        resumed.source.clone(),
+    );
+    let report = runner.run(&fixed).await.expect("the target is free");
+    assert_eq!(report.status, RunStatus::Completed, "{report}");
+    assert_eq!(
+        checksum(&case.env, &case.target).await,
+        case.expected().await
+    );
+}
+
+/// The target lock is keyed by the table the engine resolves a name to,
+/// not by its spelling: a run on `facts` holds `<schema>.facts` too.
+pub async fn lock_follows_resolved_table(env: Env) {
+    if !env.gate(
+        env.capabilities.runs_sql,
+        "runs_sql",
+        "two spellings of one table",
+    ) {
+        return;
+    }
+    let case = setup(env, Pattern::Overwrite, "spelled").await;
+    let (runner, faults) = case.faulty_runner();
+    faults.fail_nth(FaultPoint::BeforeWrite, 3);
+    runner
+        .run(&case.job)
+        .await
+        .expect_err("stops after two batches");
+    let other_spelling = match &case.env.schema {
+        Some(_) => TableRef {
+            schema: None,
+            name: ident("facts"),
+        },
+        None => TableRef {
+            schema: Some(ident("main")),
+            name: ident("facts"),
+        },
+    };
+    let mut scope = case.job.plan.scope.clone();
+    scope.target = other_spelling;
+    let plan = Plan::build(scope.clone(), case.job.plan.planner.clone()).expect("plan");
+    let other = Backfill::new(
+        RunId::new("spelled_other").expect("run id"),
+        brief(scope, StrategySpec::PartitionOverwrite),
+        plan,
+        case.job.source.clone(),
+    );
+    let held = checksum(&case.env, &case.target).await;
+    let err = case
+        .runner()
+        .run(&other)
+        .await
+        .expect_err("the same table is held");
+    assert!(
+        matches!(&err, Error::TargetLocked { holder, .. } if holder == "spelled"),
+        "{err:?}"
+    );
+    assert_eq!(checksum(&case.env, &case.target).await, held);
+}
+
+/// Rolling back a run after a later run wrote the same slices would put
+/// the first run's pre-images over the later run's data: it is refused,
+/// naming the later run, until that run is rolled back first; then both
+/// roll back to the original table.
+pub async fn rollback_refused_under_a_later_run(env: Env) {
+    let case = setup(env, Pattern::Overwrite, "earlier").await;
+    let original = checksum(&case.env, &case.target).await;
+    let runner = case.runner();
+    runner.run(&case.job).await.expect("first run");
+    let later = super::job_on(
+        &case.env,
+        Pattern::Overwrite,
+        "later",
+        Source::Table(case.env.table("facts")),
+    );
+    runner.run(&later).await.expect("later run");
+    let now = checksum(&case.env, &case.target).await;
+    let err = runner.rollback(&case.job).await.expect_err("refused");
+    assert!(
+        matches!(&err, Error::NotAllowed(m) if m.contains("later")),
+        "{err:?}"
+    );
+    assert_eq!(checksum(&case.env, &case.target).await, now);
+    runner.rollback(&later).await.expect("later first");
+    runner.rollback(&case.job).await.expect("then the earlier");
+    assert_eq!(checksum(&case.env, &case.target).await, original);
 }
