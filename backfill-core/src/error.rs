@@ -77,15 +77,23 @@ pub enum Error {
         sample: Vec<String>,
     },
     /// Another run holds the target.
-    #[error("target {target} is locked by run {holder}")]
+    #[error(
+        "target {target} is locked by run {holder}: resume that run to finish it, or roll it \
+         back; either frees the target"
+    )]
     TargetLocked {
         /// The target table.
         target: String,
         /// The run holding the lock.
         holder: String,
     },
-    /// A run with this id exists with a different plan.
-    #[error("run {run} was planned with fingerprint {stored}, not {given}; resume refuses a different plan")]
+    /// A run with this id exists with a different definition.
+    #[error(
+        "run {run} was started with a different definition ({}); a resume must be the same \
+         run. Resume it as it was started, or roll it back and start a new run id with the \
+         new definition (fingerprints: stored {stored}, given {given})",
+        if changed.is_empty() { "what changed is not recorded".to_string() } else { format!("changed: {}", changed.join(", ")) }
+    )]
     FingerprintMismatch {
         /// The run.
         run: String,
@@ -93,6 +101,10 @@ pub enum Error {
         stored: String,
         /// The fingerprint of the plan given now.
         given: String,
+        /// The parts of the definition that differ (`plan`, `strategy`,
+        /// `rollback`, `source`, `code_version`), where the ledger
+        /// recorded them.
+        changed: Vec<String>,
     },
     /// No run with this id exists in the ledger.
     #[error("no run {0} in the ledger")]

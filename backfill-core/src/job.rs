@@ -66,6 +66,45 @@ impl Backfill {
         crate::plan::hex(&h.finalize())
     }
 
+    /// The parts of what the [`fingerprint`](Backfill::fingerprint)
+    /// covers, by name, readable: kept in the ledger when the run starts,
+    /// so that a resume with another definition can say what changed.
+    /// The names: `plan`, `strategy`, `rollback`, `source`,
+    /// `code_version`.
+    pub fn definition(&self) -> std::collections::BTreeMap<String, String> {
+        let json = |v: serde_json::Result<String>| v.unwrap_or_default();
+        [
+            ("plan", self.plan.fingerprint.clone()),
+            (
+                "strategy",
+                json(serde_json::to_string(&self.brief.strategy)),
+            ),
+            (
+                "rollback",
+                json(serde_json::to_string(&self.brief.rollback)),
+            ),
+            ("source", json(serde_json::to_string(&self.source))),
+            ("code_version", self.code_version.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The names of the parts of [`definition`](Backfill::definition) in
+    /// which `stored` (a definition recorded earlier) differs from this
+    /// job's.
+    pub fn changed_since(
+        &self,
+        stored: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<String> {
+        self.definition()
+            .into_iter()
+            .filter(|(k, v)| stored.get(k) != Some(v))
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// The target table.
     pub fn target(&self) -> &TableRef {
         &self.brief.scope.target

@@ -183,6 +183,13 @@ pub trait Warehouse: Send + Sync {
     /// The table's columns, or `None` when it does not exist.
     async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>>;
 
+    /// The name the engine resolves `table` to, qualified by its schema
+    /// (an unqualified name resolves in the session's current schema), so
+    /// that two spellings of one table are one table: target locks and
+    /// the runs recorded on a target are keyed by it. An engine without
+    /// schemas returns the name as given.
+    async fn resolve(&self, table: &TableRef) -> Result<TableRef>;
+
     /// The columns a source yields (a query is described without running it
     /// in full). Unknown tables are [`crate::Error::UnknownTable`].
     async fn describe_source(&self, source: &Source) -> Result<TableSchema>;
@@ -311,6 +318,13 @@ macro_rules! forward_warehouse {
             ) -> $crate::Result<Option<$crate::TableSchema>> {
                 let $s = self;
                 $crate::Warehouse::describe($inner, table).await
+            }
+            async fn resolve(
+                &self,
+                table: &$crate::TableRef,
+            ) -> $crate::Result<$crate::TableRef> {
+                let $s = self;
+                $crate::Warehouse::resolve($inner, table).await
             }
             async fn describe_source(
                 &self,

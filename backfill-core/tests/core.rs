@@ -1246,6 +1246,7 @@ mod ledger {
                 run: "r1".into(),
                 stored: plan.fingerprint.clone(),
                 given: other.fingerprint.clone(),
+                changed: Vec::new(),
             }
         );
         assert_eq!(ledger.batches(&run).await.unwrap().len(), 3);

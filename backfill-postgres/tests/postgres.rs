@@ -856,10 +856,12 @@ async fn a_dead_workers_batch_is_taken_over_and_its_late_commit_refused() {
         .ledger_with_clock(&schema, clock.clone())
         .await
         .unwrap();
-    doomed.lock_target(job.target(), &job.run_id).await.unwrap();
+    // Locks and runs are keyed by the table the engine resolves.
+    let target = doomed_w.resolve(job.target()).await.unwrap();
+    doomed.lock_target(&target, &job.run_id).await.unwrap();
     let rec = RunRecord {
         run_id: job.run_id.clone(),
-        target: job.target().clone(),
+        target,
         fingerprint: job.fingerprint(),
         code_version: job.code_version.clone(),
         parameters: job.parameters.clone(),

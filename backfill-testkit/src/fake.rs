@@ -916,6 +916,11 @@ impl Warehouse for FakeWarehouse {
         Ok(self.lock().read(table).ok().map(|t| t.schema.clone()))
     }
 
+    async fn resolve(&self, table: &TableRef) -> Result<TableRef> {
+        // The fake has no schemas: a name is the table.
+        Ok(table.clone())
+    }
+
     async fn describe_source(&self, source: &Source) -> Result<TableSchema> {
         let st = self.lock();
         match source {

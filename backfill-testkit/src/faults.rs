@@ -257,6 +257,10 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         self.inner.describe(table).await
     }
 
+    async fn resolve(&self, table: &TableRef) -> Result<TableRef> {
+        self.inner.resolve(table).await
+    }
+
     async fn describe_source(&self, source: &Source) -> Result<TableSchema> {
         self.inner.describe_source(source).await
     }

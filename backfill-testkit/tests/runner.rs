@@ -974,14 +974,21 @@ async fn resume_with_a_changed_source_or_strategy_is_refused() {
     };
     let changed_code = case.job.clone().code_version("v2");
 
-    for job in [&changed_source, &changed_strategy, &changed_code] {
+    let cases = [
+        (&changed_source, "source"),
+        (&changed_strategy, "strategy"),
+        (&changed_code, "code_version"),
+    ];
+    for (job, part) in cases {
         let err = runner.run(job).await.expect_err("different plan");
         match err {
             Error::FingerprintMismatch {
                 run,
                 stored: s,
                 given,
+                changed,
             } => {
+                assert_eq!(changed, vec![part.to_string()]);
                 assert_eq!(run, "changed");
                 assert_eq!(s, stored);
                 assert_eq!(given, job.fingerprint());
@@ -1432,6 +1439,9 @@ impl Ledger for FlakyLedger {
     }
     async fn run(&self, r: &RunId) -> Result<backfill_core::ledger::RunRecord> {
         self.inner.run(r).await
+    }
+    async fn runs_on(&self, t: &TableRef) -> Result<Vec<backfill_core::ledger::RunRecord>> {
+        self.inner.runs_on(t).await
     }
     async fn set_run_status(&self, r: &RunId, s: RunStatus, n: Option<&str>) -> Result<()> {
         self.inner.set_run_status(r, s, n).await

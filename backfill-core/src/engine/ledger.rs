@@ -719,6 +719,7 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                         run: run.run_id.to_string(),
                         stored,
                         given: run.fingerprint.clone(),
+                        changed: Vec::new(),
                     });
                 }
                 return Ok(RunStart::Resumed);
@@ -771,6 +772,19 @@ impl<E: Executor> Ledger for SqlLedger<E> {
     async fn run(&self, run_id: &RunId) -> Result<RunRecord> {
         let home = &self.home;
         ledger_tx!(self, |c| load_run(c, home, run_id, false).await)
+    }
+
+    async fn runs_on(&self, target: &TableRef) -> Result<Vec<RunRecord>> {
+        let home = &self.home;
+        let q = sql::select(
+            home.dialect,
+            &home.table(sql::RUNS),
+            RUN_COLUMNS,
+            &[("target", text(target.to_string()))],
+            &["started_at", "run_id"],
+        );
+        let rows = ledger_tx!(self, |c| c.query(&q).await)?;
+        rows.iter().map(|r| read_run(r)).collect()
     }
 
     async fn set_run_status(

@@ -731,6 +731,26 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
         describe(&mut *c, self.d(), table, true).await
     }
 
+    async fn resolve(&self, table: &TableRef) -> Result<TableRef> {
+        if table.schema.is_some() {
+            return Ok(table.clone());
+        }
+        let mut c = self.exec.connect().await?;
+        let rows = c.query(&stmt::current_schema(self.d())).await?;
+        let schema = rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| match v {
+                Value::Text(s) => Some(s.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| Error::engine("the session has no current schema"))?;
+        Ok(TableRef {
+            schema: Some(Ident::new(&schema)?),
+            name: table.name.clone(),
+        })
+    }
+
     async fn describe_source(&self, source: &Source) -> Result<TableSchema> {
         let mut c = self.exec.connect().await?;
         source_schema(&mut *c, self.d(), source).await

@@ -148,6 +148,7 @@ impl Ledger for MemoryLedger {
                     run: run.run_id.to_string(),
                     stored: existing.record.fingerprint.clone(),
                     given: run.fingerprint.clone(),
+                    changed: Vec::new(),
                 });
             }
             return Ok(RunStart::Resumed);
@@ -190,6 +191,20 @@ impl Ledger for MemoryLedger {
     async fn run(&self, run_id: &RunId) -> Result<RunRecord> {
         let mut st = self.lock();
         Ok(run_mut(&mut st, run_id)?.record.clone())
+    }
+
+    async fn runs_on(&self, target: &TableRef) -> Result<Vec<RunRecord>> {
+        let st = self.lock();
+        let mut runs: Vec<RunRecord> = st
+            .runs
+            .values()
+            .filter(|r| &r.record.target == target)
+            .map(|r| r.record.clone())
+            .collect();
+        runs.sort_by(|a, b| {
+            (a.started_at, a.run_id.as_str()).cmp(&(b.started_at, b.run_id.as_str()))
+        });
+        Ok(runs)
     }
 
     async fn set_run_status(

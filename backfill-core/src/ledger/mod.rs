@@ -613,6 +613,10 @@ pub trait Ledger: Send + Sync {
     /// The run's header.
     async fn run(&self, run_id: &RunId) -> Result<RunRecord>;
 
+    /// Every run recorded on `target` (as the runner records it: the
+    /// table the engine resolved its name to), oldest first.
+    async fn runs_on(&self, target: &TableRef) -> Result<Vec<RunRecord>>;
+
     /// Sets the run's status, appending a note if given.
     async fn set_run_status(
         &self,

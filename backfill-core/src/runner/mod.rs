@@ -25,6 +25,10 @@ pub use progress::{Event, Ewma};
 pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
 pub use validation::BASELINE_DOCUMENT;
 
+/// The ledger document holding a run's [`Backfill::definition`], kept
+/// when the run starts.
+pub const DEFINITION_DOCUMENT: &str = "definition";
+
 use crate::error::{Error, Result};
 pub use crate::job::Backfill;
 use crate::ledger::{
@@ -168,6 +172,8 @@ struct Shared<'a> {
 
 /// What opening a run found.
 struct Opened {
+    /// The target as the engine resolves it: the key of its lock.
+    key: TableRef,
     /// Whether the run was new or resumed.
     start: RunStart,
     /// The run as the ledger holds it.
@@ -457,8 +463,7 @@ impl Runner {
                     // Nothing of this run is on the target yet: it does
                     // not hold it (a later run resumes as ever).
                     if done_before == 0 {
-                        if let Err(u) = self.retried.unlock_target(job.target(), &job.run_id).await
-                        {
+                        if let Err(u) = self.retried.unlock_target(&opened.key, &job.run_id).await {
                             tracing::warn!(error = %u, "could not release the target");
                         }
                     }
@@ -500,7 +505,39 @@ impl Runner {
         } else {
             None
         };
-        self.release_target(job, status).await?;
+        // A blocking end-of-run check that failed fails the run: never a
+        // quiet `Ok` with the failure only inside the report.
+        let failure = match (failure, validation.as_ref()) {
+            (None, Some(v)) => v
+                .blocking_failures()
+                .next()
+                .map(|f| Error::ValidationFailed {
+                    check: f.outcome.check.clone(),
+                    detail: format!(
+                        "{}; the report is kept in the ledger (`Runner::validation_report`). \
+                     Roll the run back, or correct the source and run again after the rollback",
+                        f.outcome.detail
+                    ),
+                }),
+            (f, _) => f,
+        };
+        let status = match &failure {
+            Some(e @ Error::ValidationFailed { .. }) => {
+                self.retried
+                    .set_run_status(&job.run_id, RunStatus::Failed, Some(&e.to_string()))
+                    .await?;
+                RunStatus::Failed
+            }
+            _ => status,
+        };
+        // A failed run none of whose batches got written holds nothing on
+        // the target: it does not keep it (it resumes as ever).
+        let wrote_nothing = failure.is_some()
+            && after
+                .iter()
+                .all(|b| matches!(b.state, BatchState::Pending | BatchState::Failed));
+        self.release_target(job, &opened.key, status, wrote_nothing)
+            .await?;
         // A cancel ends this call only; the next `run` starts afresh.
         if self.control.state() == ControlState::Cancelled {
             self.control.reset();
@@ -582,26 +619,39 @@ impl Runner {
 
     /// Takes the target and records the run with its plan, or finds it.
     /// A finished run with the same plan has nothing to do and must not
-    /// take the target again; a rolled-back run is not run again.
+    /// take the target again (unless its ledger says a batch is still to
+    /// write: then it takes the lock like any run that writes); a
+    /// rolled-back run is not run again.
     async fn open_run(&self, job: &Backfill) -> Result<Opened> {
-        let (run_id, target) = (&job.run_id, job.target());
+        let run_id = &job.run_id;
+        let key = self.warehouse.resolve(job.target()).await?;
         let fingerprint = job.fingerprint();
         let existing = match self.retried.run(run_id).await {
             Ok(r) => Some(r),
             Err(Error::RunNotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let finished = existing.as_ref().is_some_and(|r| {
-            matches!(r.status, RunStatus::Completed | RunStatus::CutOver)
-                && r.fingerprint == fingerprint
-        });
+        if let Some(r) = &existing {
+            if r.fingerprint != fingerprint {
+                return Err(self.mismatch(job, &r.fingerprint).await);
+            }
+        }
+        let finished = match &existing {
+            Some(r) if matches!(r.status, RunStatus::Completed | RunStatus::CutOver) => self
+                .retried
+                .batches(run_id)
+                .await?
+                .iter()
+                .all(|b| b.state.is_done()),
+            _ => false,
+        };
         if !finished {
-            self.retried.lock_target(target, run_id).await?;
+            self.retried.lock_target(&key, run_id).await?;
         }
         let now = self.retried.now();
         let record = RunRecord {
             run_id: run_id.clone(),
-            target: target.clone(),
+            target: key.clone(),
             fingerprint,
             code_version: job.code_version.clone(),
             parameters: job.parameters.clone(),
@@ -612,7 +662,18 @@ impl Runner {
             rows_affected: 0,
             notes: Vec::new(),
         };
-        let start = self.retried.begin_run(&record, &job.plan.batches).await?;
+        let start = match self.retried.begin_run(&record, &job.plan.batches).await {
+            Err(Error::FingerprintMismatch { stored, .. }) => {
+                return Err(self.mismatch(job, &stored).await)
+            }
+            other => other?,
+        };
+        if start == RunStart::New {
+            let definition = serde_json::to_value(job.definition())?;
+            self.retried
+                .put_document_if_absent(run_id, DEFINITION_DOCUMENT, &definition)
+                .await?;
+        }
         // A plain run after a cancel resumes: it clears the cancel. A pause
         // stays until someone resumes the run.
         if start == RunStart::Resumed && self.retried.steering(run_id).await? == Steering::Cancel {
@@ -626,7 +687,33 @@ impl Runner {
                 "run {run_id} was rolled back; start a new run id to backfill again"
             )));
         }
-        Ok(Opened { start, stored, now })
+        Ok(Opened {
+            key,
+            start,
+            stored,
+            now,
+        })
+    }
+
+    /// The refusal of a resume whose definition differs from the run's,
+    /// naming the parts that changed where the ledger recorded them.
+    async fn mismatch(&self, job: &Backfill, stored: &str) -> Error {
+        let changed = match self
+            .retried
+            .document(&job.run_id, DEFINITION_DOCUMENT)
+            .await
+        {
+            Ok(Some(doc)) => serde_json::from_value(doc)
+                .map(|parts| job.changed_since(&parts))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Error::FingerprintMismatch {
+            run: job.run_id.to_string(),
+            stored: stored.to_string(),
+            given: job.fingerprint(),
+            changed,
+        }
     }
 
     /// Requeues failed batches: resume means "continue this plan".
@@ -886,20 +973,22 @@ impl Runner {
 
     /// Releases the target and clears the maintenance marks once the new
     /// data is what readers see.
-    async fn release_target(&self, job: &Backfill, status: RunStatus) -> Result<()> {
-        if status == RunStatus::Cancelled {
+    async fn release_target(
+        &self,
+        job: &Backfill,
+        key: &TableRef,
+        status: RunStatus,
+        wrote_nothing: bool,
+    ) -> Result<()> {
+        if status == RunStatus::Cancelled || wrote_nothing {
             // The next `run` resumes; until then the target is free.
-            self.retried
-                .unlock_target(job.target(), &job.run_id)
-                .await?;
+            self.retried.unlock_target(key, &job.run_id).await?;
             return Ok(());
         }
         let released = status == RunStatus::CutOver
             || (status == RunStatus::Completed && !job.brief.strategy.needs_cutover());
         if released {
-            self.retried
-                .unlock_target(job.target(), &job.run_id)
-                .await?;
+            self.retried.unlock_target(key, &job.run_id).await?;
             self.maintenance(job, false).await?;
         }
         Ok(())
@@ -1350,11 +1439,7 @@ impl Runner {
         let run_id = &job.run_id;
         let run = self.retried.run(run_id).await?;
         if run.fingerprint != job.fingerprint() {
-            return Err(Error::FingerprintMismatch {
-                run: run_id.to_string(),
-                stored: run.fingerprint,
-                given: job.fingerprint(),
-            });
+            return Err(self.mismatch(job, &run.fingerprint).await);
         }
         let missing = gaps(&self.retried.batches(run_id).await?);
         if !missing.is_empty() {
@@ -1366,13 +1451,14 @@ impl Runner {
         if run.status == RunStatus::CutOver {
             return Ok(());
         }
+        // A run failed by its end-of-run checks is refused for that reason.
+        self.require_validation(job).await?;
         if run.status != RunStatus::Completed {
             return Err(Error::NotAllowed(format!(
                 "cut-over of a run that is {}",
                 run.status.as_str()
             )));
         }
-        self.require_validation(job).await?;
         self.require_approval(job).await?;
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
@@ -1401,7 +1487,8 @@ impl Runner {
         self.retried
             .set_run_status(run_id, RunStatus::CutOver, Some("cut over"))
             .await?;
-        self.retried.unlock_target(job.target(), run_id).await?;
+        let key = self.warehouse.resolve(job.target()).await?;
+        self.retried.unlock_target(&key, run_id).await?;
         self.maintenance(job, false).await?;
         Ok(())
     }
@@ -1450,6 +1537,34 @@ impl Runner {
                     .unwrap_or("the restore point its brief names")
             )));
         }
+        if run.fingerprint != job.fingerprint() {
+            return Err(self.mismatch(job, &run.fingerprint).await);
+        }
+        // Restoring this run's pre-images over a later run's writes would
+        // lose them: later runs on the target are rolled back first.
+        let key = self.warehouse.resolve(job.target()).await?;
+        let later: Vec<String> = self
+            .retried
+            .runs_on(&key)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                &r.run_id != run_id
+                    && r.started_at > run.started_at
+                    && r.status != RunStatus::RolledBack
+            })
+            .map(|r| format!("{} ({})", r.run_id, r.status.as_str()))
+            .collect();
+        if !later.is_empty() {
+            return Err(Error::NotAllowed(format!(
+                "run {run_id} cannot be rolled back while later runs on {key} stand: {}. \
+                 Rolling it back would put its pre-images over their writes; roll those back \
+                 first, latest first",
+                later.join(", ")
+            )));
+        }
+        // Nobody writes the target while it is restored.
+        self.retried.lock_target(&key, run_id).await?;
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
         let records = self.retried.batches(run_id).await?;
@@ -1477,7 +1592,7 @@ impl Runner {
         self.retried
             .set_run_status(run_id, RunStatus::RolledBack, Some("rolled back"))
             .await?;
-        self.retried.unlock_target(job.target(), run_id).await?;
+        self.retried.unlock_target(&key, run_id).await?;
         self.maintenance(job, false).await?;
         Ok(())
     }

@@ -66,6 +66,10 @@ impl Ledger for Retrying {
         self.retry("read", || self.inner.run(run_id)).await
     }
 
+    async fn runs_on(&self, target: &TableRef) -> Result<Vec<RunRecord>> {
+        self.retry("read", || self.inner.runs_on(target)).await
+    }
+
     async fn set_run_status(
         &self,
         run_id: &RunId,

@@ -129,6 +129,14 @@ pub(crate) fn schema_of(b: &mut SqlBuilder<'_>, table: &TableRef) {
 // Catalog
 // ---------------------------------------------------------------------------
 
+/// The session's current schema, one row with one text value: where an
+/// unqualified name resolves.
+pub fn current_schema(d: &dyn Dialect) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT current_schema()");
+    b.finish()
+}
+
 /// The columns of a table or view, one row each `(column_name, data_type,
 /// is_nullable)` in table order, from `information_schema.columns` of the
 /// current database. An unqualified table is looked up in the current

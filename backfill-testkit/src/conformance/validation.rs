@@ -109,8 +109,15 @@ pub async fn planted_defects_are_found(env: Env, pattern: Pattern) {
     let mut case = case_with(env, pattern, "defects", &source).await;
     case.job.brief.validation.checks = checks(&case.env, Expectation::Unchanged, 5.0);
     let runner = case.runner();
-    let report = runner.run(&case.job).await.expect("run");
-    let v = report.validation.clone().expect("validation report");
+    // The run fails with the first blocking check that failed; the full
+    // report is in the ledger.
+    let err = runner.run(&case.job).await.expect_err("validation fails");
+    assert!(matches!(err, Error::ValidationFailed { .. }), "{err:?}");
+    let v = runner
+        .validation_report(&case.job)
+        .await
+        .expect("read")
+        .expect("validation report");
     assert!(!v.passed(), "{v}");
 
     let coverage = &finding(&v, "coverage").outcome;
