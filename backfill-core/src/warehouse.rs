@@ -180,6 +180,12 @@ pub trait Warehouse: Send + Sync {
     /// The SQL dialect, or `None` for an in-memory engine.
     fn dialect(&self) -> Option<&dyn Dialect>;
 
+    /// Whether a write given `mark` marks its batch in the ledger in the
+    /// same transaction as the data: the ledger lives in this engine's
+    /// database. Without it the runner marks the batch after the write,
+    /// so a crash between the two repeats the batch on resume.
+    fn marks_in_tx(&self, mark: &crate::ledger::TxMark) -> bool;
+
     /// The table's columns, or `None` when it does not exist.
     async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>>;
 
@@ -311,6 +317,10 @@ macro_rules! forward_warehouse {
             fn dialect(&self) -> Option<&dyn $crate::sql::Dialect> {
                 let $s = self;
                 $crate::Warehouse::dialect($inner)
+            }
+            fn marks_in_tx(&self, mark: &$crate::ledger::TxMark) -> bool {
+                let $s = self;
+                $crate::Warehouse::marks_in_tx($inner, mark)
             }
             async fn describe(
                 &self,

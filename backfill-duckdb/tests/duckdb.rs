@@ -79,6 +79,19 @@ backfill_testkit::conformance_tests!(|name: &str| {
     async move { Some(conformance_env(&name).await) }
 });
 
+/// The suite again with the ledger outside the database (in memory).
+mod separate_ledger {
+    use super::*;
+    backfill_testkit::conformance_tests!(|name: &str| {
+        let name = name.to_string();
+        async move {
+            Some(backfill_testkit::conformance::with_separate_ledger(
+                conformance_env(&name).await,
+            ))
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------
 // DuckDB's own
 // ---------------------------------------------------------------------------

@@ -187,6 +187,19 @@ backfill_testkit::conformance_tests!(|name: &str| {
     async move { conformance_env(&name).await }
 });
 
+/// The suite again with the ledger outside the database (in memory).
+mod separate_ledger {
+    use super::*;
+    backfill_testkit::conformance_tests!(|name: &str| {
+        let name = format!("m_{name}");
+        async move {
+            conformance_env(&name)
+                .await
+                .map(backfill_testkit::conformance::with_separate_ledger)
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Catalog and types
 // ---------------------------------------------------------------------------

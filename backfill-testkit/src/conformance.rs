@@ -225,6 +225,25 @@ pub fn fake_env_on(fake: crate::FakeWarehouse) -> Env {
     }
 }
 
+/// `env` with its ledger moved out of the engine, into memory: the same
+/// engine, with every batch marked after its write rather than in its
+/// transaction. Adapters run the suite this way too, so that both
+/// placements of the ledger meet the contract.
+pub fn with_separate_ledger(env: Env) -> Env {
+    Env {
+        ledger: Arc::new(backfill_core::MemoryLedger::new()),
+        clocked_ledger: Arc::new(|clock| {
+            let ledger: Arc<dyn Ledger> = Arc::new(backfill_core::MemoryLedger::with_clock(clock));
+            Box::pin(async move { ledger })
+        }),
+        capabilities: Capabilities {
+            ledger_in_data_tx: false,
+            ..env.capabilities
+        },
+        ..env
+    }
+}
+
 /// An env on a SQL engine built on [`SqlWarehouse`]: `warehouse` is the
 /// adapter as its users hold it, `sql` the SQL warehouse inside it, which
 /// seeds the case's tables and makes its ledgers in `ledger_schema` of the
@@ -1249,6 +1268,10 @@ macro_rules! conformance_tests {
             case!(
                 rollback_under_later_run,
                 c::exactness::rollback_refused_under_a_later_run
+            );
+            case!(
+                separate_ledger_is_warned,
+                c::exactness::separate_ledger_is_warned
             );
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)

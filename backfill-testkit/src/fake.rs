@@ -912,6 +912,10 @@ impl Warehouse for FakeWarehouse {
         None
     }
 
+    fn marks_in_tx(&self, _mark: &backfill_core::ledger::TxMark) -> bool {
+        false
+    }
+
     async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>> {
         Ok(self.lock().read(table).ok().map(|t| t.schema.clone()))
     }

@@ -253,6 +253,10 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         self.inner.dialect()
     }
 
+    fn marks_in_tx(&self, mark: &backfill_core::ledger::TxMark) -> bool {
+        self.inner.marks_in_tx(mark)
+    }
+
     async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>> {
         self.inner.describe(table).await
     }

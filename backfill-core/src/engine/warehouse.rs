@@ -726,6 +726,10 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
         Some(self.d())
     }
 
+    fn marks_in_tx(&self, mark: &TxMark) -> bool {
+        self.home_of(Some(mark)).is_some()
+    }
+
     async fn describe(&self, table: &TableRef) -> Result<Option<TableSchema>> {
         let mut c = self.exec.connect().await?;
         describe(&mut *c, self.d(), table, true).await

@@ -25,6 +25,13 @@ pub use progress::{Event, Ewma};
 pub use signal::{read_fail_closed, Load, LoadSignal, Reading};
 pub use validation::BASELINE_DOCUMENT;
 
+/// The preflight warning for a ledger outside the engine's database.
+pub const SEPARATE_LEDGER_WARNING: &str = "ledger: the ledger is not in the engine's database, so \
+     a batch is marked written after its data commits, not with it. A crash between the two \
+     writes the batch again on resume: harmless for a source that reads other tables, wrong for \
+     one that reads the target it writes (it would read its own output). Keep the ledger in the \
+     engine for such a source";
+
 /// The ledger document holding a run's [`Backfill::definition`], kept
 /// when the run starts.
 pub const DEFINITION_DOCUMENT: &str = "definition";
@@ -610,10 +617,18 @@ impl Runner {
         if blast_findings.iter().any(|f| f.blocking) {
             return Err(Error::Preflight(blast_findings));
         }
-        let warnings = blast_findings
+        let mut warnings: Vec<String> = blast_findings
             .into_iter()
             .map(|f| format!("{}: {}", f.section, f.message))
             .collect();
+        let in_tx = job.plan.batches.first().is_some_and(|b| {
+            self.retried
+                .tx_mark(&job.run_id, &b.id, 0)
+                .is_some_and(|m| self.warehouse.marks_in_tx(&m))
+        });
+        if !in_tx {
+            warnings.push(SEPARATE_LEDGER_WARNING.to_string());
+        }
         Ok((columns, warnings))
     }
 

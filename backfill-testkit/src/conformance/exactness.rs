@@ -293,3 +293,17 @@ pub async fn rollback_refused_under_a_later_run(env: Env) {
     runner.rollback(&case.job).await.expect("then the earlier");
     assert_eq!(checksum(&case.env, &case.target).await, original);
 }
+
+/// A ledger outside the engine's database cannot mark a batch in the
+/// data's transaction: preflight says so, with the consequence, exactly
+/// when the env's ledger is not in the engine.
+pub async fn separate_ledger_is_warned(env: Env) {
+    let in_tx = env.capabilities.ledger_in_data_tx;
+    let case = setup(env, Pattern::Overwrite, "warned").await;
+    let report = case.runner().run(&case.job).await.expect("run");
+    let warned = report
+        .warnings
+        .iter()
+        .any(|w| w == backfill_core::runner::SEPARATE_LEDGER_WARNING);
+    assert_eq!(warned, !in_tx, "{:?}", report.warnings);
+}
