@@ -1273,6 +1273,10 @@ macro_rules! conformance_tests {
                 separate_ledger_is_warned,
                 c::exactness::separate_ledger_is_warned
             );
+            case!(
+                merge_duplicate_target_keys,
+                c::exactness::merge_refuses_duplicate_target_keys
+            );
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)
             });

@@ -307,3 +307,24 @@ pub async fn separate_ledger_is_warned(env: Env) {
         .any(|w| w == backfill_core::runner::SEPARATE_LEDGER_WARNING);
     assert_eq!(warned, !in_tx, "{:?}", report.warnings);
 }
+
+/// A merge updates every target row with a source key. Keys unique in the
+/// source but not in the target (key 12 inside the scope, and again on a
+/// day outside it) would rewrite rows outside the scope: the run is
+/// refused before the first write, naming the key, and the table is
+/// unchanged.
+pub async fn merge_refuses_duplicate_target_keys(env: Env) {
+    let mut rows = super::original_rows();
+    rows.push(super::row(12, super::day(8), 999, "outside the scope"));
+    let target = super::seed_table(&env, "facts", &rows).await;
+    let fix = super::seed_table(&env, "facts_fix", &super::source_rows()).await;
+    let before = checksum(&env, &target).await;
+    let job = super::job_on(&env, Pattern::Merge, "dupes", Source::Table(fix));
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("refused");
+    assert!(
+        err.to_string().contains("12") && err.to_string().contains("target"),
+        "names the key and the target: {err}"
+    );
+    assert_eq!(checksum(&env, &target).await, before);
+}
