@@ -76,6 +76,27 @@ pub enum Error {
         /// A few of the duplicate keys, rendered as text.
         sample: Vec<String>,
     },
+    /// A merge's keys are not unique (or are null) in the target: the
+    /// merge would update every row with such a key, inside the scope or
+    /// not. Refused before any write.
+    #[error(
+        "merge keys ({}) are not unique in the target {target}: {duplicates} key(s) occur more \
+         than once (e.g. {sample:?}) and {nulls} row(s) have a null key; a merge would update \
+         every row with such a key, inside the scope or not. Nothing was written",
+        keys.join(", ")
+    )]
+    TargetKeysNotUnique {
+        /// The target.
+        target: String,
+        /// The merge keys.
+        keys: Vec<String>,
+        /// Keys that occur more than once.
+        duplicates: u64,
+        /// Rows with a null key.
+        nulls: u64,
+        /// A few of the duplicate keys, rendered as text.
+        sample: Vec<String>,
+    },
     /// Another run holds the target.
     #[error(
         "target {target} is locked by run {holder}: resume that run to finish it, or roll it \

@@ -48,7 +48,7 @@ pub use crate::report::{Held, SliceEstimate};
 use crate::strategy::{strategy_for, RunContext, StrategySpec, WriteStrategy};
 use crate::validate::{BatchCheck, CheckContext, Outcome, ValidationReport, Validator};
 use crate::warehouse::{Warehouse, WriteOutcome};
-use crate::{Ident, Source, TableRef};
+use crate::{Ident, Predicate, Source, TableRef};
 
 /// Retry policy for transient errors.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -612,6 +612,24 @@ impl Runner {
             }
         }
         let columns = self.check_schema(job).await?;
+        if let StrategySpec::Merge { keys } = &job.brief.strategy {
+            // A merge updates every target row with a source key, inside
+            // the scope or not: the target's keys must be unique.
+            let target = job.target();
+            let kr = self
+                .warehouse
+                .key_report(target, keys, &Predicate::All, crate::checks::SAMPLE_LIMIT)
+                .await?;
+            if kr.duplicate_keys > 0 || kr.null_keys > 0 {
+                return Err(Error::TargetKeysNotUnique {
+                    target: target.to_string(),
+                    keys: keys.iter().map(|k| k.to_string()).collect(),
+                    duplicates: kr.duplicate_keys,
+                    nulls: kr.null_keys,
+                    sample: kr.sample,
+                });
+            }
+        }
         let blast = crate::blast::blast_radius(self.warehouse.as_ref(), &job.brief).await?;
         let blast_findings = blast.findings(job.brief.risk);
         if blast_findings.iter().any(|f| f.blocking) {
