@@ -1277,6 +1277,7 @@ macro_rules! conformance_tests {
                 merge_duplicate_target_keys,
                 c::exactness::merge_refuses_duplicate_target_keys
             );
+            case!(non_finite_refused, c::exactness::non_finite_values_refused);
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)
             });

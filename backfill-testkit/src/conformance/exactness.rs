@@ -328,3 +328,70 @@ pub async fn merge_refuses_duplicate_target_keys(env: Env) {
     );
     assert_eq!(checksum(&env, &target).await, before);
 }
+
+/// A float metric whose corrected source holds NaN or infinity would be
+/// written to the live table and break every sum over it: the batch is
+/// refused before its write with a typed error naming the column, and
+/// the table is unchanged.
+pub async fn non_finite_values_refused(env: Env) {
+    use backfill_core::{Column, ColumnType, TableSchema, Value};
+    let schema = TableSchema {
+        columns: vec![
+            Column::new(ident("id"), ColumnType::Int).not_null(),
+            Column::new(ident("day"), ColumnType::Date),
+            Column::new(ident("amount"), ColumnType::Float),
+            Column::new(ident("note"), ColumnType::Text),
+        ],
+    };
+    let floats = |rows: Vec<Vec<Value>>| -> Vec<Vec<Value>> {
+        rows.into_iter()
+            .map(|mut r| {
+                r[2] = Value::Float(r[2].as_i64().unwrap_or(0) as f64);
+                r
+            })
+            .collect()
+    };
+    for (n, bad) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY]
+        .into_iter()
+        .enumerate()
+    {
+        let target = super::seed_table_as(
+            &env,
+            &format!("floats{n}"),
+            &schema,
+            &floats(super::original_rows()),
+        )
+        .await;
+        let mut fixed = floats(super::source_rows());
+        // Row 9, on the first day of the scope: nothing is written before it.
+        fixed[8][2] = Value::Float(bad);
+        let fix = super::seed_table_as(&env, &format!("floats{n}_fix"), &schema, &fixed).await;
+        let before = checksum(&env, &target).await;
+        let (s, e) = (super::day(2), super::day(7));
+        let scope = backfill_core::Scope::new(
+            target.clone(),
+            "day",
+            backfill_core::Bounds::dates(s, e),
+            "UTC",
+        )
+        .expect("scope");
+        let plan = Plan::build(
+            scope.clone(),
+            backfill_core::Planner::Windows {
+                grain: backfill_core::Grain::Day,
+            },
+        )
+        .expect("plan");
+        let job = Backfill::new(
+            RunId::new(&format!("nonfinite{n}")).expect("run id"),
+            brief(scope, StrategySpec::PartitionOverwrite),
+            plan,
+            Source::Table(fix),
+        );
+        let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+        let err = runner.run(&job).await.expect_err("refused");
+        assert!(err.to_string().contains("amount"), "{bad}: {err}");
+        assert_eq!(checksum(&env, &target).await, before, "{bad}");
+        runner.rollback(&job).await.expect("release");
+    }
+}
