@@ -97,6 +97,21 @@ pub enum Error {
         /// A few of the duplicate keys, rendered as text.
         sample: Vec<String>,
     },
+    /// A batch's source slice holds NaN or infinity in a float column:
+    /// written, it would break every sum over the live table. Nothing was
+    /// written.
+    #[error(
+        "batch {batch}: {rows} source row(s) hold NaN or infinity in column {column}; nothing \
+         was written. Correct the source (NULL, or a finite value) and resume"
+    )]
+    NonFinite {
+        /// The batch.
+        batch: String,
+        /// The float column.
+        column: String,
+        /// How many rows hold a non-finite value in it.
+        rows: u64,
+    },
     /// Another run holds the target.
     #[error(
         "target {target} is locked by run {holder}: resume that run to finish it, or roll it \

@@ -356,11 +356,40 @@ impl FakeWarehouse {
         Ok((schema, rows))
     }
 
+    /// Refuses NaN and infinity in the source rows of the target's float
+    /// columns being written, before the write.
+    fn finite_guard(
+        &self,
+        w: &SliceWrite<'_>,
+        src_idx: &[usize],
+        src_rows: &[Vec<Value>],
+    ) -> Result<()> {
+        let schema = self.lock().read(w.table)?.schema.clone();
+        for (col, s) in w.columns.iter().zip(src_idx) {
+            if schema.column(col).is_none_or(|c| c.ty != ColumnType::Float) {
+                continue;
+            }
+            let rows = src_rows
+                .iter()
+                .filter(|r| matches!(r[*s], Value::Float(f) if !f.is_finite()))
+                .count() as u64;
+            if rows > 0 {
+                return Err(Error::NonFinite {
+                    batch: w.batch.id.to_string(),
+                    column: col.to_string(),
+                    rows,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn overwrite(&self, w: &SliceWrite<'_>) -> Result<WriteOutcome> {
         let batch = w.batch;
         let id = batch.id.to_string();
         let (src_schema, src_rows) = self.source_slice(w.source, batch)?;
         let src_idx = source_indexes(&src_schema, w.columns, w.source)?;
+        self.finite_guard(w, &src_idx, &src_rows)?;
 
         let mut st = self.lock();
         let table = st.table(w.table)?;
@@ -432,6 +461,7 @@ impl FakeWarehouse {
         let (src_schema, src_rows) = self.source_slice(w.source, batch)?;
         let src_idx = source_indexes(&src_schema, w.columns, w.source)?;
         let src_key_idx = source_indexes(&src_schema, m.keys, w.source)?;
+        self.finite_guard(w, &src_idx, &src_rows)?;
 
         // Refuse null and duplicate source keys.
         let mut null_rows = 0u64;

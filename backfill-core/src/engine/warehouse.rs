@@ -405,6 +405,48 @@ async fn has_marker(
 // The batch-write protocol
 // ---------------------------------------------------------------------------
 
+/// Refuses a batch whose source rows (in `rel`, among those matching
+/// `predicate`) hold NaN or infinity in one of the target's float columns
+/// being written, before anything of it is written.
+async fn check_finite(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    w: &SliceWrite<'_>,
+    floats: &[Ident],
+    rel: &TableRef,
+    predicate: &Predicate,
+) -> Result<()> {
+    for column in floats {
+        let rows = query_count(c, &stmt::non_finite_count(d, rel, column, predicate)).await?;
+        if rows > 0 {
+            return Err(Error::NonFinite {
+                batch: w.batch.id.to_string(),
+                column: column.to_string(),
+                rows,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The float columns among those a write writes.
+async fn float_columns(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    w: &SliceWrite<'_>,
+) -> Result<Vec<Ident>> {
+    let target = require_table(c, d, w.table).await?;
+    Ok(w.columns
+        .iter()
+        .filter(|n| {
+            target
+                .column(n)
+                .is_some_and(|col| col.ty == ColumnType::Float)
+        })
+        .cloned()
+        .collect())
+}
+
 /// Checks, before any write, that the target is a table with the columns
 /// written, `keys` and the batch predicate's, and that the pre-image (if
 /// any) has the batch layout and target columns; returns its data
@@ -464,6 +506,16 @@ impl<E: Executor> SqlWarehouse<E> {
             true => None,
             false => Some(stage_slice(c, d, w.source, batch).await?),
         };
+        let floats = float_columns(c, d, w).await?;
+        if !floats.is_empty() {
+            match (&slice, w.source) {
+                (Some(s), _) => check_finite(c, d, w, &floats, s, &Predicate::All).await?,
+                (None, Source::Table(t)) => {
+                    check_finite(c, d, w, &floats, t, &batch.predicate).await?
+                }
+                (None, Source::Query(_)) => {}
+            }
+        }
         let mut snapshotted = 0;
         if let (Some(snap), Some(cols)) = (w.snapshot, &snap_cols) {
             if !has_marker(c, d, snap, &id).await? {
@@ -554,6 +606,8 @@ impl<E: Executor> SqlWarehouse<E> {
         check_source(&src, w.source, &needed, &batch.predicate)?;
 
         let slice = stage_slice(c, d, w.source, batch).await?;
+        let floats = float_columns(c, d, w).await?;
+        check_finite(c, d, w, &floats, &slice, &Predicate::All).await?;
         // Refuse null and duplicate source keys before any write.
         let (stats, sample) = stmt::key_report(d, &slice, keys, &Predicate::All, SAMPLE_LIMIT);
         let (nulls, dups) = match c.query(&stats).await?.first() {

@@ -39,6 +39,9 @@ pub trait Dialect: Send + Sync + Debug {
     /// rows where the condition holds, joined by U+001F (NULL for none).
     fn first_texts(&self, text: &str, order: &[String], n: usize) -> (String, String);
 
+    /// A condition true when the float `expr` is NaN or infinite.
+    fn non_finite(&self, expr: &str) -> String;
+
     /// Casts `expr` to text.
     fn text(&self, expr: &str) -> String {
         format!("CAST({expr} AS VARCHAR)")
@@ -138,6 +141,10 @@ pub trait Dialect: Send + Sync + Debug {
 pub struct DuckDbDialect;
 
 impl Dialect for DuckDbDialect {
+    fn non_finite(&self, expr: &str) -> String {
+        format!("(isnan({expr}) OR isinf({expr}))")
+    }
+
     fn name(&self) -> &'static str {
         "duckdb"
     }
@@ -254,6 +261,10 @@ impl Dialect for DuckDbDialect {
 pub struct PostgresDialect;
 
 impl Dialect for PostgresDialect {
+    fn non_finite(&self, expr: &str) -> String {
+        format!("({expr} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))")
+    }
+
     fn name(&self) -> &'static str {
         "postgres"
     }

@@ -485,6 +485,25 @@ pub fn outside(d: &dyn Dialect, table: &TableRef, predicate: &Predicate) -> Sql 
     b.finish()
 }
 
+/// Rows of `table` matching `predicate` whose float `column` is NaN or
+/// infinite: one row `(count)`.
+pub fn non_finite_count(
+    d: &dyn Dialect,
+    table: &TableRef,
+    column: &crate::Ident,
+    predicate: &Predicate,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT count(*) FROM ")
+        .table(table)
+        .push(" AS __t WHERE (");
+    b.predicate(predicate, Some("__t")).push(") AND ");
+    let mut col = SqlBuilder::new(d);
+    col.qualified("__t", column);
+    b.push(&d.non_finite(col.text()));
+    b.finish()
+}
+
 /// Whether a batch's marker exists in a pre-image or key-log table: one
 /// row `(count)`.
 pub fn marker_count(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sql {
