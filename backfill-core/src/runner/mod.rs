@@ -318,7 +318,11 @@ impl Runner {
     /// Everything that can be checked before a write is: preflight, the
     /// plan against the brief, tables and columns, the target lock, and
     /// the plan fingerprint on resume. A failed batch is recorded in the
-    /// ledger and returned as the error.
+    /// ledger and returned as the error; so is a blocking end-of-run check
+    /// that failed ([`Error::ValidationFailed`], with the full report kept
+    /// for [`Runner::validation_report`]): `Ok` means every batch is
+    /// written and every blocking check passed, or the report says why the
+    /// run is not finished (paused, held by another live worker).
     pub async fn run(&self, job: &Backfill) -> Result<RunReport> {
         self.execute(job, None).await.map(|(r, _)| r)
     }
@@ -667,6 +671,11 @@ impl Runner {
         if let Some(r) = &existing {
             if r.fingerprint != fingerprint {
                 return Err(self.mismatch(job, &r.fingerprint).await);
+            }
+            if r.status == RunStatus::RolledBack {
+                return Err(Error::NotAllowed(format!(
+                    "run {run_id} was rolled back; start a new run id to backfill again"
+                )));
             }
         }
         let finished = match &existing {
@@ -1596,8 +1605,13 @@ impl Runner {
                 later.join(", ")
             )));
         }
-        // Nobody writes the target while it is restored.
+        // Nobody writes the target while it is restored: no other run (the
+        // lock), and no other worker of this run, in any process (each
+        // reads the steering before its next claim).
         self.retried.lock_target(&key, run_id).await?;
+        self.retried
+            .steer(run_id, Steering::Cancel, &self.options.worker)
+            .await?;
         let columns = self.check_schema(job).await?;
         let ctx = self.context(job, &columns);
         let records = self.retried.batches(run_id).await?;

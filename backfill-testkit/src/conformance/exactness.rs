@@ -55,26 +55,7 @@ pub async fn cleanup_keeps_unfinished_runs(env: Env, pattern: Pattern) {
     let ledger = case.env.ledger.clone();
     let run = ledger.run(&case.job.run_id).await.expect("run");
     assert_eq!(run.status, RunStatus::Failed);
-    let later = ledger
-        .now()
-        .checked_add(SignedDuration::from_hours(24 * 400))
-        .expect("time");
-    let options = CleanupOptions {
-        now: Some(later),
-        ..CleanupOptions::default()
-    };
-    let swept = runner.cleanup(&options).await.expect("cleanup");
-    assert!(
-        swept.dropped.is_empty() && swept.missing.is_empty(),
-        "a failed run keeps its tables: {swept}"
-    );
-    assert!(
-        swept
-            .kept
-            .iter()
-            .any(|(_, why)| *why == Kept::RunUnfinished),
-        "{swept}"
-    );
+    assert_kept_unfinished(&runner, ledger.as_ref(), "a failed run").await;
     let w: &dyn Warehouse = case.env.warehouse.as_ref();
     let assets = ledger.assets(Some(&case.job.run_id)).await.expect("assets");
     let working = assets
@@ -114,9 +95,21 @@ pub async fn cleanup_keeps_runs_awaiting_cutover(env: Env, pattern: Pattern) {
     let runner = case.runner();
     let report = runner.run(&case.job).await.expect("run");
     assert_eq!(report.status, RunStatus::Completed, "{report}");
-    let later = case
-        .env
-        .ledger
+    assert_kept_unfinished(&runner, case.env.ledger.as_ref(), "a run awaiting cut-over").await;
+    approve_and_cut_over(&runner, &case.job)
+        .await
+        .expect("cut-over still works");
+    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
+}
+
+/// A cleanup long after every expiry drops nothing, keeping the tables
+/// as those of an unfinished run.
+async fn assert_kept_unfinished(
+    runner: &backfill_core::runner::Runner,
+    ledger: &dyn backfill_core::ledger::Ledger,
+    what: &str,
+) {
+    let later = ledger
         .now()
         .checked_add(SignedDuration::from_hours(24 * 400))
         .expect("time");
@@ -129,7 +122,7 @@ pub async fn cleanup_keeps_runs_awaiting_cutover(env: Env, pattern: Pattern) {
         .expect("cleanup");
     assert!(
         swept.dropped.is_empty() && swept.missing.is_empty(),
-        "a run awaiting cut-over keeps its tables: {swept}"
+        "{what} keeps its tables: {swept}"
     );
     assert!(
         swept
@@ -138,10 +131,6 @@ pub async fn cleanup_keeps_runs_awaiting_cutover(env: Env, pattern: Pattern) {
             .any(|(_, why)| *why == Kept::RunUnfinished),
         "{swept}"
     );
-    approve_and_cut_over(&runner, &case.job)
-        .await
-        .expect("cut-over still works");
-    assert_eq!(case.checksum(&case.visible()).await, case.expected().await);
 }
 
 /// A run whose end-of-run blocking check fails is an error that the
@@ -290,6 +279,15 @@ pub async fn rollback_refused_under_a_later_run(env: Env) {
     );
     assert_eq!(checksum(&case.env, &case.target).await, now);
     runner.rollback(&later).await.expect("later first");
+    assert_eq!(
+        case.env
+            .ledger
+            .steering(&later.run_id)
+            .await
+            .expect("steering"),
+        backfill_core::ledger::Steering::Cancel,
+        "every worker of a rolled-back run stops at its next batch"
+    );
     runner.rollback(&case.job).await.expect("then the earlier");
     assert_eq!(checksum(&case.env, &case.target).await, original);
 }
