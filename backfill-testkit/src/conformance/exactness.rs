@@ -381,7 +381,7 @@ pub async fn non_finite_values_refused(env: Env) {
         )
         .expect("plan");
         let job = Backfill::new(
-            RunId::new(&format!("nonfinite{n}")).expect("run id"),
+            RunId::new(format!("nonfinite{n}")).expect("run id"),
             brief(scope, StrategySpec::PartitionOverwrite),
             plan,
             Source::Table(fix),
