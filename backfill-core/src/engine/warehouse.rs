@@ -429,14 +429,19 @@ async fn check_finite(
     Ok(())
 }
 
-/// The float columns among those a write writes.
-async fn float_columns(
+/// Checks, before any write, that the target is a table with the columns
+/// written, `keys` and the batch predicate's, and that the pre-image (if
+/// any) has the batch layout and target columns. Returns what the write
+/// needs from that one catalog lookup.
+async fn check_write(
     c: &mut dyn Conn,
     d: &dyn Dialect,
     w: &SliceWrite<'_>,
-) -> Result<Vec<Ident>> {
+    keys: &[Ident],
+) -> Result<Checked> {
     let target = require_table(c, d, w.table).await?;
-    Ok(w.columns
+    let floats = w
+        .columns
         .iter()
         .filter(|n| {
             target
@@ -444,20 +449,7 @@ async fn float_columns(
                 .is_some_and(|col| col.ty == ColumnType::Float)
         })
         .cloned()
-        .collect())
-}
-
-/// Checks, before any write, that the target is a table with the columns
-/// written, `keys` and the batch predicate's, and that the pre-image (if
-/// any) has the batch layout and target columns; returns its data
-/// columns.
-async fn check_write(
-    c: &mut dyn Conn,
-    d: &dyn Dialect,
-    w: &SliceWrite<'_>,
-    keys: &[Ident],
-) -> Result<Option<Vec<Ident>>> {
-    let target = require_table(c, d, w.table).await?;
+        .collect();
     let tname = w.table.to_string();
     check_columns(
         &target,
@@ -467,14 +459,24 @@ async fn check_write(
             .chain(w.batch.predicate.columns()),
         &tname,
     )?;
-    match w.snapshot {
+    let snapshot = match w.snapshot {
         Some(s) => {
             let cols = snapshot_columns(c, d, s).await?;
             check_columns(&target, &cols, &tname)?;
-            Ok(Some(cols))
+            Some(cols)
         }
-        None => Ok(None),
-    }
+        None => None,
+    };
+    Ok(Checked { snapshot, floats })
+}
+
+/// What [`check_write`] found.
+struct Checked {
+    /// The pre-image's data columns, if the write keeps one.
+    snapshot: Option<Vec<Ident>>,
+    /// The float columns among those written (checked for NaN and
+    /// infinity before the write).
+    floats: Vec<Ident>,
 }
 
 impl<E: Executor> SqlWarehouse<E> {
@@ -484,7 +486,10 @@ impl<E: Executor> SqlWarehouse<E> {
         let (table, batch) = (w.table, w.batch);
         let id = batch.id.to_string();
         lock_batch_write(c, d, table, &id).await?;
-        let snap_cols = check_write(c, d, w, &[]).await?;
+        let Checked {
+            snapshot: snap_cols,
+            floats,
+        } = check_write(c, d, w, &[]).await?;
         // The run's staged snapshot was checked when the run made it.
         let direct = w.straight_from_source();
         if !direct {
@@ -506,13 +511,14 @@ impl<E: Executor> SqlWarehouse<E> {
             true => None,
             false => Some(stage_slice(c, d, w.source, batch).await?),
         };
-        let floats = float_columns(c, d, w).await?;
         if !floats.is_empty() {
             match (&slice, w.source) {
                 (Some(s), _) => check_finite(c, d, w, &floats, s, &Predicate::All).await?,
                 (None, Source::Table(t)) => {
                     check_finite(c, d, w, &floats, t, &batch.predicate).await?
                 }
+                // Without a staged slice the write reads the run's staged
+                // snapshot, which is a table: a query never gets here.
                 (None, Source::Query(_)) => {}
             }
         }
@@ -594,7 +600,10 @@ impl<E: Executor> SqlWarehouse<E> {
             ));
         }
         lock_batch_write(c, d, table, &id).await?;
-        let snap_cols = check_write(c, d, w, keys).await?;
+        let Checked {
+            snapshot: snap_cols,
+            floats,
+        } = check_write(c, d, w, keys).await?;
         let log_cols = match m.key_log {
             Some(l) => Some(snapshot_columns(c, d, l).await?),
             None => None,
@@ -606,7 +615,6 @@ impl<E: Executor> SqlWarehouse<E> {
         check_source(&src, w.source, &needed, &batch.predicate)?;
 
         let slice = stage_slice(c, d, w.source, batch).await?;
-        let floats = float_columns(c, d, w).await?;
         check_finite(c, d, w, &floats, &slice, &Predicate::All).await?;
         // Refuse null and duplicate source keys before any write.
         let (stats, sample) = stmt::key_report(d, &slice, keys, &Predicate::All, SAMPLE_LIMIT);
