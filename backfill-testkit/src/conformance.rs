@@ -1278,6 +1278,7 @@ macro_rules! conformance_tests {
                 c::exactness::merge_refuses_duplicate_target_keys
             );
             case!(non_finite_refused, c::exactness::non_finite_values_refused);
+            case!(source_types_compared, c::exactness::source_types_compared);
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)
             });

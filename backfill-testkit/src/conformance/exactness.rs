@@ -396,3 +396,76 @@ pub async fn non_finite_values_refused(env: Env) {
         runner.rollback(&job).await.expect("release");
     }
 }
+
+/// A source column whose type the target's column does not hold (text
+/// into an integer amount) is refused before any write, naming the column
+/// and both types, where an engine would otherwise cast it silently or
+/// fail inside the first batch; a safe widening (integer into float) runs;
+/// and a source column the target does not have is named in a warning
+/// rather than dropped without a word.
+pub async fn source_types_compared(env: Env) {
+    use backfill_core::{Column, ColumnType, Value};
+    let facts = super::facts_schema();
+    let target = super::seed_table(&env, "facts", &super::original_rows()).await;
+    let before = checksum(&env, &target).await;
+    let mut text_schema = facts.clone();
+    text_schema.columns[2] = Column::new(ident("amount"), ColumnType::Text);
+    let texts: Vec<Vec<Value>> = super::source_rows()
+        .into_iter()
+        .map(|mut r| {
+            r[2] = Value::Text(r[2].as_i64().unwrap_or(0).to_string());
+            r
+        })
+        .collect();
+    let fix = super::seed_table_as(&env, "facts_text", &text_schema, &texts).await;
+    let job = super::job_on(&env, Pattern::Overwrite, "texts", Source::Table(fix));
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("amount") && message.contains("text") && message.contains("int"),
+        "names the column and both types: {err:?}"
+    );
+    assert_eq!(checksum(&env, &target).await, before);
+    assert!(
+        env.ledger.run(&job.run_id).await.is_err(),
+        "nothing recorded for a refused run"
+    );
+
+    // Integer into float is a safe widening; an extra source column is
+    // named in a warning.
+    let mut float_schema = facts.clone();
+    float_schema.columns[2] = Column::new(ident("amount"), ColumnType::Float);
+    let floats: Vec<Vec<Value>> = super::original_rows()
+        .into_iter()
+        .map(|mut r| {
+            r[2] = Value::Float(r[2].as_i64().unwrap_or(0) as f64);
+            r
+        })
+        .collect();
+    let target = super::seed_table_as(&env, "floats", &float_schema, &floats).await;
+    let mut wide = facts.clone();
+    wide.columns
+        .push(Column::new(ident("extra"), ColumnType::Text));
+    let rows: Vec<Vec<Value>> = super::source_rows()
+        .into_iter()
+        .map(|mut r| {
+            r.push(Value::Text("dropped".into()));
+            r
+        })
+        .collect();
+    let fix = super::seed_table_as(&env, "wide_fix", &wide, &rows).await;
+    let plan = super::daily_plan(target.clone());
+    let job = Backfill::new(
+        RunId::new("widened").expect("run id"),
+        brief(plan.scope.clone(), StrategySpec::PartitionOverwrite),
+        plan,
+        Source::Table(fix),
+    );
+    let report = runner.run(&job).await.expect("a widening runs");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("extra")),
+        "the extra column is named: {:?}",
+        report.warnings
+    );
+}
