@@ -46,6 +46,27 @@ pub enum Error {
     /// Source and target do not have compatible columns.
     #[error("schema mismatch: {0}")]
     SchemaMismatch(String),
+    /// A source column's type is not one the target's column holds, nor a
+    /// safe widening into it (see [`ColumnType::widens_to`]); nothing was
+    /// written.
+    ///
+    /// [`ColumnType::widens_to`]: crate::ColumnType::widens_to
+    #[error(
+        "source column {column} is {source_type} but {target}.{column} is {target_type}, and \
+         {source_type} does not widen safely into {target_type}: the engine would cast it \
+         silently or fail mid-run. Cast it in the source query (CAST({column} AS ...)); \
+         nothing was written"
+    )]
+    ColumnTypeMismatch {
+        /// The target table.
+        target: String,
+        /// The column.
+        column: String,
+        /// The source column's type.
+        source_type: crate::ColumnType,
+        /// The target column's type.
+        target_type: crate::ColumnType,
+    },
     /// The source yielded rows outside the batch's bounds; nothing was written.
     #[error(
         "batch {batch}: source yielded {rows} row(s) outside the batch bounds; nothing was written"

@@ -184,6 +184,59 @@ pub enum ColumnType {
     Other,
 }
 
+impl ColumnType {
+    /// The type's name in messages: `int`, `decimal`, `text`, ….
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Bool => "bool",
+            ColumnType::Int => "int",
+            ColumnType::Float => "float",
+            ColumnType::Decimal => "decimal",
+            ColumnType::Text => "text",
+            ColumnType::Date => "date",
+            ColumnType::DateTime => "timestamp (no zone)",
+            ColumnType::Timestamp => "timestamptz (an instant)",
+            ColumnType::Other => "another engine type",
+        }
+    }
+
+    /// Whether a source value of this type can be written into a target
+    /// column of type `target` without a silent change of meaning: the
+    /// same type, or one of the safe widenings
+    ///
+    /// | source  | target            |
+    /// |---------|-------------------|
+    /// | int     | decimal, float    |
+    /// | decimal | float             |
+    /// | date    | timestamp (no zone), at midnight |
+    ///
+    /// Two types backfill does not interpret ([`ColumnType::Other`]) are
+    /// left to the engine. Everything else (text into a number, float into
+    /// decimal, a date into an instant, whose zone would be the server's)
+    /// needs an explicit cast in the source.
+    ///
+    /// ```
+    /// use backfill_core::ColumnType;
+    /// assert!(ColumnType::Int.widens_to(ColumnType::Decimal));
+    /// assert!(!ColumnType::Text.widens_to(ColumnType::Int));
+    /// assert!(!ColumnType::Date.widens_to(ColumnType::Timestamp));
+    /// ```
+    pub fn widens_to(self, target: ColumnType) -> bool {
+        use ColumnType::*;
+        self == target
+            || matches!(
+                (self, target),
+                (Int, Decimal) | (Int, Float) | (Decimal, Float) | (Date, DateTime)
+            )
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One column of a table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {

@@ -47,6 +47,7 @@ use crate::report::RunReport;
 pub use crate::report::{Held, SliceEstimate};
 use crate::strategy::{strategy_for, RunContext, StrategySpec, WriteStrategy};
 use crate::validate::{BatchCheck, CheckContext, Outcome, ValidationReport, Validator};
+use crate::value::TableSchema;
 use crate::warehouse::{Warehouse, WriteOutcome};
 use crate::{Ident, Predicate, Source, TableRef};
 
@@ -357,8 +358,9 @@ impl Runner {
         })
     }
 
-    /// Checks tables and columns; returns the columns written.
-    async fn check_schema(&self, job: &Backfill) -> Result<Vec<Ident>> {
+    /// Checks the target's tables and columns against the brief; returns
+    /// the columns written and the target's schema.
+    async fn target_columns(&self, job: &Backfill) -> Result<(Vec<Ident>, TableSchema)> {
         let scope = &job.brief.scope;
         let target = &scope.target;
         let schema = self
@@ -417,14 +419,49 @@ impl Runner {
                 )]));
             }
         }
+        Ok((columns, schema))
+    }
+
+    /// Checks the source against the target: every written column, of a
+    /// type that the target's column holds; returns a warning for each
+    /// source column that is not written.
+    async fn check_source(
+        &self,
+        job: &Backfill,
+        columns: &[Ident],
+        schema: &TableSchema,
+    ) -> Result<Vec<String>> {
+        let scope = &job.brief.scope;
+        let target = &scope.target;
         let src = self.warehouse.describe_source(&job.source).await?;
-        for c in &columns {
-            if src.column(c).is_none() {
+        for c in columns {
+            let Some(from) = src.column(c) else {
                 return Err(Error::SchemaMismatch(format!(
                     "source ({}) has no column {c} that the target needs",
                     job.source.describe()
                 )));
+            };
+            let into = schema.column(c).map_or(from.ty, |t| t.ty);
+            if !from.ty.widens_to(into) {
+                return Err(Error::ColumnTypeMismatch {
+                    target: target.to_string(),
+                    column: c.to_string(),
+                    source_type: from.ty,
+                    target_type: into,
+                });
             }
+        }
+        let mut warnings = Vec::new();
+        for extra in src.columns.iter().filter(|c| !columns.contains(&c.name)) {
+            let why = if schema.column(&extra.name).is_some() {
+                "the scope's columns leave it out"
+            } else {
+                "the target has no such column (a misspelt name?)"
+            };
+            warnings.push(format!(
+                "source: column {} of the source is not written: {why}",
+                extra.name
+            ));
         }
         if !job.source.is_bounded() && src.column(&scope.batch_column).is_none() {
             return Err(Error::SchemaMismatch(format!(
@@ -432,7 +469,7 @@ impl Runner {
                 scope.batch_column
             )));
         }
-        Ok(columns)
+        Ok(warnings)
     }
 
     /// The runbook of one call to [`Runner::run`] or
@@ -615,7 +652,8 @@ impl Runner {
                 )));
             }
         }
-        let columns = self.check_schema(job).await?;
+        let (columns, schema) = self.target_columns(job).await?;
+        let mut warnings = self.check_source(job, &columns, &schema).await?;
         if let StrategySpec::Merge { keys } = &job.brief.strategy {
             // A merge updates every target row with a source key, inside
             // the scope or not: the target's keys must be unique.
@@ -639,10 +677,11 @@ impl Runner {
         if blast_findings.iter().any(|f| f.blocking) {
             return Err(Error::Preflight(blast_findings));
         }
-        let mut warnings: Vec<String> = blast_findings
-            .into_iter()
-            .map(|f| format!("{}: {}", f.section, f.message))
-            .collect();
+        warnings.extend(
+            blast_findings
+                .into_iter()
+                .map(|f| format!("{}: {}", f.section, f.message)),
+        );
         let in_tx = job.plan.batches.first().is_some_and(|b| {
             self.retried
                 .tx_mark(&job.run_id, &b.id, 0)
@@ -1502,7 +1541,7 @@ impl Runner {
             )));
         }
         self.require_approval(job).await?;
-        let columns = self.check_schema(job).await?;
+        let (columns, _) = self.target_columns(job).await?;
         let ctx = self.context(job, &columns);
         strategy_for(&job.brief.strategy).cutover(&ctx).await?;
         if job.brief.strategy == StrategySpec::StagingSwap {
@@ -1612,7 +1651,7 @@ impl Runner {
         self.retried
             .steer(run_id, Steering::Cancel, &self.options.worker)
             .await?;
-        let columns = self.check_schema(job).await?;
+        let (columns, _) = self.target_columns(job).await?;
         let ctx = self.context(job, &columns);
         let records = self.retried.batches(run_id).await?;
         let touched: Vec<&crate::ledger::BatchRecord> = records
