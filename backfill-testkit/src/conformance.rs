@@ -792,6 +792,21 @@ pub async fn crash_then_resume(env: Env, pattern: Pattern, point: FaultPoint) {
                 err.expect("cut-over");
             }
         }
+        FaultPoint::AfterCutoverBeforeLedger => {
+            // The cut-over lands but its record does not: a second
+            // cut-over finds it done and records it.
+            faults.fail_once(point);
+            runner.run(&case.job).await.expect("run");
+            let err = approve_and_cut_over(&runner, &case.job).await;
+            if pattern.needs_cutover() {
+                assert!(matches!(err, Err(Error::InjectedFault(_))), "{err:?}");
+                approve_and_cut_over(&case.runner(), &case.job)
+                    .await
+                    .expect("cut-over retried");
+            } else {
+                err.expect("cut-over");
+            }
+        }
         FaultPoint::DuringInspect => {
             faults.fail_once(point);
             // A check that cannot run loses nothing: the run finishes, or
@@ -1279,6 +1294,16 @@ macro_rules! conformance_tests {
             );
             case!(non_finite_refused, c::exactness::non_finite_values_refused);
             case!(source_types_compared, c::exactness::source_types_compared);
+            case!(staging_unrecorded_cutover, |e| {
+                c::exactness::unrecorded_cutover_is_rolled_back(e, Pattern::Staging)
+            });
+            case!(parallel_unrecorded_cutover, |e| {
+                c::exactness::unrecorded_cutover_is_rolled_back(e, Pattern::Parallel)
+            });
+            case!(
+                instant_column_bounds,
+                c::exactness::instant_column_needs_instant_bounds
+            );
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)
             });

@@ -56,21 +56,28 @@ pub enum FaultPoint {
     DuringCutover,
     /// Before `inspect` is delegated: a validation query fails.
     DuringInspect,
+    /// After the wrapped `swap` or `point_view` succeeded, before the
+    /// caller can record it: the new data is live but the caller sees an
+    /// error (a crash or a lost connection between the cut-over and its
+    /// record).
+    AfterCutoverBeforeLedger,
 }
 
 impl FaultPoint {
     /// Every point.
-    pub const ALL: [FaultPoint; 5] = [
+    pub const ALL: [FaultPoint; 6] = [
         FaultPoint::BeforeWrite,
         FaultPoint::AfterWriteBeforeLedger,
         FaultPoint::DuringSwap,
         FaultPoint::DuringCutover,
         FaultPoint::DuringInspect,
+        FaultPoint::AfterCutoverBeforeLedger,
     ];
 
     /// The point's name, as carried by [`Error::InjectedFault`]
     /// (`"before_write"`, `"after_write_before_ledger"`, `"during_swap"`,
-    /// `"during_cutover"`, `"during_inspect"`).
+    /// `"during_cutover"`, `"during_inspect"`,
+    /// `"after_cutover_before_ledger"`).
     pub fn name(self) -> &'static str {
         match self {
             FaultPoint::BeforeWrite => "before_write",
@@ -78,6 +85,7 @@ impl FaultPoint {
             FaultPoint::DuringSwap => "during_swap",
             FaultPoint::DuringCutover => "during_cutover",
             FaultPoint::DuringInspect => "during_inspect",
+            FaultPoint::AfterCutoverBeforeLedger => "after_cutover_before_ledger",
         }
     }
 }
@@ -351,12 +359,14 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         keep_as: &TableRef,
     ) -> Result<()> {
         self.reach(FaultPoint::DuringSwap)?;
-        self.inner.swap(target, replacement, keep_as).await
+        self.inner.swap(target, replacement, keep_as).await?;
+        self.reach(FaultPoint::AfterCutoverBeforeLedger)
     }
 
     async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()> {
         self.reach(FaultPoint::DuringCutover)?;
-        self.inner.point_view(view, table).await
+        self.inner.point_view(view, table).await?;
+        self.reach(FaultPoint::AfterCutoverBeforeLedger)
     }
 
     async fn drop_table(&self, table: &TableRef) -> Result<bool> {

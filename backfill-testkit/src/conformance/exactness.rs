@@ -468,3 +468,160 @@ pub async fn source_types_compared(env: Env) {
         report.warnings
     );
 }
+
+/// A scope in calendar dates on a column that holds instants
+/// (`timestamptz`) would compare its bounds in the server's zone, not the
+/// scope's: rows inside the scope left uncorrected and rows outside it
+/// rewritten. It is refused before any write, naming the column, its type
+/// and the bounds to use; with instant bounds in `America/New_York`, the
+/// rows written are exactly those whose local day is in scope.
+pub async fn instant_column_needs_instant_bounds(env: Env) {
+    use backfill_core::jiff::civil::date;
+    use backfill_core::jiff::Timestamp;
+    use backfill_core::{Bounds, Column, ColumnType, Grain, Planner, Scope, TableSchema, Value};
+    let schema = TableSchema {
+        columns: vec![
+            Column::new(ident("id"), ColumnType::Int).not_null(),
+            Column::new(ident("at"), ColumnType::Timestamp),
+            Column::new(ident("amount"), ColumnType::Int),
+        ],
+    };
+    let at = |s: &str| Value::Timestamp(s.parse::<Timestamp>().expect("instant"));
+    // New York is UTC-5 in early March 2026.
+    let rows = |amount: i64| {
+        vec![
+            // 2026-03-02 22:00 in New York: outside a scope from 03-03.
+            vec![
+                Value::Int(1),
+                at("2026-03-03T03:00:00Z"),
+                Value::Int(amount),
+            ],
+            // 2026-03-03 01:00 in New York: inside.
+            vec![
+                Value::Int(2),
+                at("2026-03-03T06:00:00Z"),
+                Value::Int(amount),
+            ],
+            // 2026-03-04 23:00 in New York: inside.
+            vec![
+                Value::Int(3),
+                at("2026-03-05T04:00:00Z"),
+                Value::Int(amount),
+            ],
+            // 2026-03-05 00:30 in New York: outside a scope to 03-05.
+            vec![
+                Value::Int(4),
+                at("2026-03-05T05:30:00Z"),
+                Value::Int(amount),
+            ],
+        ]
+    };
+    let target = super::seed_table_as(&env, "events", &schema, &rows(1)).await;
+    let fix = super::seed_table_as(&env, "events_fix", &schema, &rows(2)).await;
+    let before = checksum(&env, &target).await;
+    let job_for = |run: &str, bounds: Bounds| {
+        let scope = Scope::new(target.clone(), "at", bounds, "America/New_York").expect("scope");
+        let plan =
+            Plan::build(scope.clone(), Planner::Windows { grain: Grain::Day }).expect("plan");
+        Backfill::new(
+            RunId::new(run).expect("run id"),
+            brief(scope, StrategySpec::PartitionOverwrite),
+            plan,
+            Source::Table(fix.clone()),
+        )
+    };
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let dates = job_for("dates", Bounds::dates(date(2026, 3, 3), date(2026, 3, 5)));
+    let err = runner.run(&dates).await.expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("at") && message.contains("instant"),
+        "names the column and what it holds: {err:?}"
+    );
+    assert_eq!(checksum(&env, &target).await, before);
+    assert!(env.ledger.run(&dates.run_id).await.is_err());
+
+    let instants = job_for(
+        "instants",
+        Bounds::instants(
+            date(2026, 3, 3).at(0, 0, 0, 0),
+            date(2026, 3, 5).at(0, 0, 0, 0),
+        ),
+    );
+    runner.run(&instants).await.expect("instant bounds run");
+    let mut expected = rows(1);
+    expected[1][2] = Value::Int(2);
+    expected[2][2] = Value::Int(2);
+    let want = super::seed_table_as(&env, "events_expected", &schema, &expected).await;
+    assert_eq!(
+        checksum(&env, &target).await,
+        checksum(&env, &want).await,
+        "exactly the rows whose New York day is in scope"
+    );
+}
+
+/// A cut-over that happened in the engine but was never recorded (the
+/// process lost its connection, or died, between the swap or view move and
+/// the ledger's record) is still undone by rollback: rollback decides from
+/// the engine's state, not only the ledger's, and the table readers see is
+/// the original again. A second cut-over finishes the first one's record.
+pub async fn unrecorded_cutover_is_rolled_back(env: Env, pattern: Pattern) {
+    let case = setup(env, pattern, "unrecorded").await;
+    let original = checksum(&case.env, &case.visible()).await;
+    let (runner, faults) = case.faulty_runner();
+    runner.run(&case.job).await.expect("run");
+    runner
+        .approve(&case.job, &case.job.brief.reviewer, "report read")
+        .await
+        .expect("approve");
+    faults.fail_nth(FaultPoint::AfterCutoverBeforeLedger, 1);
+    runner
+        .cutover(&case.job)
+        .await
+        .expect_err("the record is lost");
+    assert_ne!(
+        checksum(&case.env, &case.visible()).await,
+        original,
+        "the new data is live"
+    );
+    case.runner().rollback(&case.job).await.expect("rollback");
+    assert_eq!(
+        checksum(&case.env, &case.visible()).await,
+        original,
+        "rollback undid the unrecorded cut-over"
+    );
+    let run = case.env.ledger.run(&case.job.run_id).await.expect("run");
+    assert_eq!(run.status, RunStatus::RolledBack);
+
+    // The same loss, then a second cut-over: it completes and records.
+    let case = setup_again(&case, "recorded").await;
+    let (runner, faults) = case.faulty_runner();
+    runner.run(&case.job).await.expect("run");
+    runner
+        .approve(&case.job, &case.job.brief.reviewer, "report read")
+        .await
+        .expect("approve");
+    faults.fail_nth(FaultPoint::AfterCutoverBeforeLedger, 1);
+    runner.cutover(&case.job).await.expect_err("lost");
+    let live = checksum(&case.env, &case.visible()).await;
+    case.runner()
+        .cutover(&case.job)
+        .await
+        .expect("cut over again");
+    let run = case.env.ledger.run(&case.job.run_id).await.expect("run");
+    assert_eq!(run.status, RunStatus::CutOver);
+    assert_eq!(checksum(&case.env, &case.visible()).await, live);
+    case.runner().rollback(&case.job).await.expect("rollback");
+    assert_eq!(checksum(&case.env, &case.visible()).await, original);
+}
+
+/// The same case's tables and pattern under a new run id (after the
+/// first run was rolled back, the target is as seeded).
+async fn setup_again(case: &super::Case, run: &str) -> super::Case {
+    super::Case {
+        env: case.env.clone(),
+        target: case.target.clone(),
+        job: super::job_on(&case.env, case.pattern, run, case.job.source.clone()),
+        pattern: case.pattern,
+    }
+}
