@@ -46,6 +46,26 @@ pub enum Error {
     /// Source and target do not have compatible columns.
     #[error("schema mismatch: {0}")]
     SchemaMismatch(String),
+    /// The scope's bounds are of a kind the batch column does not hold
+    /// (calendar dates on an instant column, say): compared anyway, the
+    /// engine would convert them in its own session's zone or by its own
+    /// casts, and the batches would cover other rows than the scope says.
+    #[error(
+        "the scope bounds {table}.{column} with {bounds}, but the column holds {column_type}: \
+         {hint}. Nothing was written"
+    )]
+    ScopeColumnMismatch {
+        /// The target table.
+        table: String,
+        /// The batch column.
+        column: String,
+        /// What the column holds.
+        column_type: crate::ColumnType,
+        /// What the scope's bounds are.
+        bounds: String,
+        /// The bounds to use instead.
+        hint: String,
+    },
     /// A source column's type is not one the target's column holds, nor a
     /// safe widening into it (see [`ColumnType::widens_to`]); nothing was
     /// written.

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::{Ident, Predicate, TableRef, Value};
+use crate::{ColumnType, Ident, Predicate, TableRef, Value};
 
 /// How the batch column stores time; decides which values bound a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -225,6 +225,87 @@ impl Scope {
         Ok(())
     }
 
+    /// Checks that the bounds are of the kind the batch column holds, of
+    /// type `ty` in the target: calendar dates on a `DATE`, wall-clock
+    /// times on a `TIMESTAMP`, instants on a `TIMESTAMPTZ` (rendered as
+    /// the instants at which the scope's zone crosses each bound, never in
+    /// the server's zone), integer keys on an integer or decimal column,
+    /// partition values of the column's type. A column of a type backfill
+    /// does not interpret ([`ColumnType::Other`]) takes partition values
+    /// and nothing else.
+    ///
+    /// ```
+    /// use backfill_core::{Bounds, ColumnType, Scope, TableRef};
+    /// use jiff::civil::date;
+    /// let scope = Scope::new(
+    ///     TableRef::parse("events").unwrap(),
+    ///     "at",
+    ///     Bounds::dates(date(2026, 3, 1), date(2026, 3, 8)),
+    ///     "America/New_York",
+    /// ).unwrap();
+    /// assert!(scope.check_column(ColumnType::Date).is_ok());
+    /// // An instant column needs `Bounds::instants`.
+    /// assert!(scope.check_column(ColumnType::Timestamp).is_err());
+    /// ```
+    pub fn check_column(&self, ty: ColumnType) -> Result<()> {
+        let (bounds, fits, hint): (&str, bool, &str) = match &self.bounds {
+            Bounds::Time { column, .. } => {
+                let fits = matches!(
+                    (column, ty),
+                    (TimeColumn::Date, ColumnType::Date)
+                        | (TimeColumn::Local, ColumnType::DateTime)
+                        | (TimeColumn::Instant, ColumnType::Timestamp)
+                );
+                let bounds = match column {
+                    TimeColumn::Date => "calendar dates",
+                    TimeColumn::Local => "wall-clock times (no zone)",
+                    TimeColumn::Instant => "instants",
+                };
+                (bounds, fits, time_hint(ty))
+            }
+            Bounds::Keys { .. } => (
+                "integer keys",
+                matches!(ty, ColumnType::Int | ColumnType::Decimal),
+                "integer key ranges need an integer column; use a partition list or time \
+                 bounds for this one",
+            ),
+            Bounds::Partitions { values } => {
+                let fits = ty == ColumnType::Other
+                    || values.iter().all(|v| match v {
+                        Value::Int(_) => {
+                            matches!(
+                                ty,
+                                ColumnType::Int | ColumnType::Decimal | ColumnType::Float
+                            )
+                        }
+                        Value::Float(_) => matches!(ty, ColumnType::Float | ColumnType::Decimal),
+                        Value::Bool(_) => ty == ColumnType::Bool,
+                        Value::Text(_) => ty == ColumnType::Text,
+                        Value::Date(_) => ty == ColumnType::Date,
+                        Value::DateTime(_) => ty == ColumnType::DateTime,
+                        Value::Timestamp(_) => ty == ColumnType::Timestamp,
+                        Value::Null => false,
+                    });
+                (
+                    "partition values of another type",
+                    fits,
+                    "list partition values of the column's own type",
+                )
+            }
+            Bounds::All => return Ok(()),
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(Error::ScopeColumnMismatch {
+            table: self.target.to_string(),
+            column: self.batch_column.to_string(),
+            column_type: ty,
+            bounds: bounds.to_string(),
+            hint: hint.to_string(),
+        })
+    }
+
     /// The predicate selecting the whole scope (the union of every batch).
     pub fn predicate(&self) -> Result<Predicate> {
         let tz = self.zone()?;
@@ -250,6 +331,19 @@ impl Scope {
             Some(f) => base.and(f.clone()),
             None => base,
         })
+    }
+}
+
+/// The time bounds that fit a column of type `ty`.
+fn time_hint(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Date => "use Bounds::dates",
+        ColumnType::DateTime => "use Bounds::local (wall-clock times in the scope's zone)",
+        ColumnType::Timestamp => {
+            "use Bounds::instants, whose bounds are the instants at which the scope's zone \
+             crosses them"
+        }
+        _ => "time bounds need a DATE, TIMESTAMP or TIMESTAMPTZ column",
     }
 }
 

@@ -1972,6 +1972,24 @@ mod sql {
         Ident::new(s).unwrap()
     }
 
+    /// Engine type names map to what they hold, whatever precision or
+    /// length they carry and wherever it is written.
+    #[test]
+    fn column_types_ignore_precision() {
+        use backfill_core::ColumnType as T;
+        for (name, ty) in [
+            ("timestamp(3) with time zone", T::Timestamp),
+            ("TIMESTAMP WITH TIME ZONE", T::Timestamp),
+            ("timestamp(6) without time zone", T::DateTime),
+            ("NUMERIC(18, 2)", T::Decimal),
+            ("character varying(20)", T::Text),
+            ("DOUBLE  PRECISION", T::Float),
+            ("uuid", T::Other),
+        ] {
+            assert_eq!(stmt::column_type(name), ty, "{name}");
+        }
+    }
+
     /// The values a predicate binds, in rendering order.
     fn bound_values(p: &Predicate, out: &mut Vec<Value>) {
         match p {

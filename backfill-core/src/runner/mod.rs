@@ -398,6 +398,9 @@ impl Runner {
                 return Err(unknown(c));
             }
         }
+        if let Some(c) = schema.column(&scope.batch_column) {
+            scope.check_column(c.ty)?;
+        }
         if job.brief.strategy.replaces_rows() {
             let left_out: Vec<String> = schema
                 .names()

@@ -181,9 +181,20 @@ pub fn relation_kind_standard(d: &dyn Dialect, table: &TableRef) -> Sql {
 /// Maps an engine's type name (`information_schema.columns.data_type`)
 /// to a [`ColumnType`].
 pub fn column_type(data_type: &str) -> ColumnType {
-    let t = data_type.trim().to_ascii_uppercase();
-    let base = t.split('(').next().unwrap_or("").trim();
-    match base {
+    // Without precision or length, wherever it is written
+    // (`TIMESTAMP(3) WITH TIME ZONE`, `NUMERIC(18, 2)`).
+    let mut t = String::new();
+    let mut depth = 0usize;
+    for ch in data_type.trim().to_ascii_uppercase().chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 => t.push(c),
+            _ => {}
+        }
+    }
+    let base = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    match base.as_str() {
         "BOOLEAN" | "BOOL" | "LOGICAL" => ColumnType::Bool,
         "TINYINT" | "SMALLINT" | "INTEGER" | "INT" | "BIGINT" | "HUGEINT" | "UTINYINT"
         | "USMALLINT" | "UINTEGER" | "UBIGINT" | "UHUGEINT" | "INT1" | "INT2" | "INT4" | "INT8"
