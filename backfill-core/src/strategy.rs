@@ -304,17 +304,21 @@ impl WriteStrategy for StagingSwap {
         _written: &[Batch],
         cut_over: bool,
     ) -> Result<()> {
+        // The engine says whether the swap happened, whatever the ledger
+        // recorded: a cut-over whose record was lost (a crash between the
+        // two) left the stage name empty and the old table kept.
         let stage = ctx.stage_table()?;
-        if cut_over {
-            let old = ctx.kept_old_table()?;
-            if ctx.warehouse.describe(&old).await?.is_none() {
-                return Err(Error::NotAllowed(format!(
-                    "kept old table {old} is gone; cannot roll back"
-                )));
-            }
+        let old = ctx.kept_old_table()?;
+        let old_kept = ctx.warehouse.describe(&old).await?.is_some();
+        let staged = ctx.warehouse.describe(&stage).await?.is_some();
+        if old_kept && !staged {
             // The new table goes back to the stage name, the old one back
             // to the target name.
             ctx.warehouse.swap(ctx.target, &old, &stage).await
+        } else if cut_over {
+            Err(Error::NotAllowed(format!(
+                "kept old table {old} is gone; cannot roll back"
+            )))
         } else {
             ctx.warehouse.drop_table(&stage).await.map(|_| ())
         }
@@ -447,12 +451,12 @@ impl WriteStrategy for ParallelVersion {
         &self,
         ctx: &RunContext<'_>,
         _written: &[Batch],
-        cut_over: bool,
+        _cut_over: bool,
     ) -> Result<()> {
-        if cut_over {
-            ctx.warehouse.point_view(&self.view, ctx.target).await?;
-        }
-        Ok(())
+        // The view goes back to the target whatever the ledger recorded: a
+        // view move whose record was lost (a crash between the two) is
+        // undone too, and moving a view that never moved changes nothing.
+        ctx.warehouse.point_view(&self.view, ctx.target).await
     }
 }
 

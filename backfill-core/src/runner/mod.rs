@@ -1546,11 +1546,13 @@ impl Runner {
         self.require_approval(job).await?;
         let (columns, _) = self.target_columns(job).await?;
         let ctx = self.context(job, &columns);
-        strategy_for(&job.brief.strategy).cutover(&ctx).await?;
+        let now = self.retried.now();
         if job.brief.strategy == StrategySpec::StagingSwap {
-            // The stage is now the target; the old table is kept beside it
-            // as the rollback handle, with an owner and an expiry.
-            let now = self.retried.now();
+            // Intent first: the old table will be kept beside the target as
+            // the rollback handle, with an owner and an expiry. Recorded
+            // before the swap, so that a swap whose own record is lost
+            // still leaves the handle known to cleanup (rollback reads the
+            // engine to learn whether the swap happened).
             let retention =
                 jiff::SignedDuration::from_hours(24 * i64::from(job.brief.rollback.retention_days));
             self.retried
@@ -1564,6 +1566,10 @@ impl Runner {
                     dropped_at: None,
                 })
                 .await?;
+        }
+        strategy_for(&job.brief.strategy).cutover(&ctx).await?;
+        if job.brief.strategy == StrategySpec::StagingSwap {
+            // The stage is now the target.
             self.retried
                 .asset_dropped(run_id, &ctx.stage_table()?, now)
                 .await?;
