@@ -1294,6 +1294,12 @@ macro_rules! conformance_tests {
             );
             case!(non_finite_refused, c::exactness::non_finite_values_refused);
             case!(source_types_compared, c::exactness::source_types_compared);
+            case!(staging_concurrent_writes, |e| {
+                c::exactness::concurrent_writes_refuse_cutover(e, Pattern::Staging)
+            });
+            case!(parallel_concurrent_writes, |e| {
+                c::exactness::concurrent_writes_refuse_cutover(e, Pattern::Parallel)
+            });
             case!(staging_unrecorded_cutover, |e| {
                 c::exactness::unrecorded_cutover_is_rolled_back(e, Pattern::Staging)
             });
