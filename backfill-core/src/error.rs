@@ -66,6 +66,29 @@ pub enum Error {
         /// The bounds to use instead.
         hint: String,
     },
+    /// Rows of the target changed after the run copied it (staging,
+    /// parallel version): a cut-over would drop them into the kept old
+    /// table or hide them behind the moved view. Nothing was cut over.
+    #[error(
+        "{target} changed after run {run} copied it: {rows_then} row(s) then, {rows_now} now \
+         (checksum {hash_then} then, {hash_now} now). A cut-over would lose what was written \
+         since. Nothing was cut over: pause the writers and roll this run back, then run it \
+         again"
+    )]
+    TargetChangedSinceCopy {
+        /// The run.
+        run: String,
+        /// The target.
+        target: String,
+        /// Rows when the copy was taken.
+        rows_then: u64,
+        /// Rows now.
+        rows_now: u64,
+        /// Checksum when the copy was taken.
+        hash_then: String,
+        /// Checksum now.
+        hash_now: String,
+    },
     /// A source column's type is not one the target's column holds, nor a
     /// safe widening into it (see [`ColumnType::widens_to`]); nothing was
     /// written.

@@ -36,6 +36,13 @@ pub const SEPARATE_LEDGER_WARNING: &str = "ledger: the ledger is not in the engi
 /// when the run starts.
 pub const DEFINITION_DOCUMENT: &str = "definition";
 
+/// The ledger document holding the target's [`Checksum`] taken just before
+/// a run copied it (staging, parallel version), which the cut-over
+/// compares with the target's then.
+///
+/// [`Checksum`]: crate::warehouse::Checksum
+pub const COPY_DOCUMENT: &str = "copied_from";
+
 use crate::error::{Error, Result};
 pub use crate::job::Backfill;
 use crate::ledger::{
@@ -877,6 +884,7 @@ impl Runner {
                 .await?;
         }
         self.check_working_tables(run_id).await?;
+        self.record_copy_baseline(job, ctx, strategy).await?;
         let mut assets = strategy.prepare(ctx).await?;
         let mut source = (job.source.clone(), false);
         if self.options.stage_source {
@@ -907,6 +915,65 @@ impl Runner {
             self.retried.record_asset(a).await?;
         }
         Ok(source)
+    }
+
+    /// For a pattern that copies the target beside it, the target's
+    /// checksum just before the copy is made (taken before, so a write
+    /// between the two can only refuse a cut-over, never slip past it).
+    async fn record_copy_baseline(
+        &self,
+        job: &Backfill,
+        ctx: &RunContext<'_>,
+        strategy: &dyn WriteStrategy,
+    ) -> Result<()> {
+        if !job.brief.strategy.needs_cutover() {
+            return Ok(());
+        }
+        let copy = strategy.write_table(ctx)?;
+        if self.warehouse.describe(&copy).await?.is_some() {
+            return Ok(());
+        }
+        let sum = self
+            .warehouse
+            .checksum(job.target(), &Predicate::All)
+            .await?;
+        let body = serde_json::to_value(&sum).map_err(|e| Error::engine(e.to_string()))?;
+        self.retried
+            .put_document(&job.run_id, COPY_DOCUMENT, &body)
+            .await
+    }
+
+    /// Refuses a cut-over when the target changed since the run copied it.
+    /// After a swap whose record was lost, the table that was the target
+    /// is the kept old one, and that is the one compared.
+    async fn check_copy_baseline(&self, job: &Backfill, ctx: &RunContext<'_>) -> Result<()> {
+        let Some(doc) = self.retried.document(&job.run_id, COPY_DOCUMENT).await? else {
+            return Ok(());
+        };
+        let then: crate::warehouse::Checksum =
+            serde_json::from_value(doc).map_err(|e| Error::engine(e.to_string()))?;
+        let mut table = job.target().clone();
+        if job.brief.strategy == StrategySpec::StagingSwap
+            && self
+                .warehouse
+                .describe(&ctx.stage_table()?)
+                .await?
+                .is_none()
+        {
+            table = ctx.kept_old_table()?;
+        }
+        let now = self.warehouse.checksum(&table, &Predicate::All).await?;
+        if now == then {
+            return Ok(());
+        }
+        Err(Error::TargetChangedSinceCopy {
+            run: job.run_id.to_string(),
+            target: job.target().to_string(),
+            rows_then: then.rows,
+            rows_now: now.rows,
+            hash_then: then.hash,
+            hash_now: now.hash,
+        })
     }
 
     /// Refuses to go on when a working table this run made before (a
@@ -1546,6 +1613,7 @@ impl Runner {
         self.require_approval(job).await?;
         let (columns, _) = self.target_columns(job).await?;
         let ctx = self.context(job, &columns);
+        self.check_copy_baseline(job, &ctx).await?;
         let now = self.retried.now();
         if job.brief.strategy == StrategySpec::StagingSwap {
             // Intent first: the old table will be kept beside the target as
