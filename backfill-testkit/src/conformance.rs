@@ -1294,6 +1294,10 @@ macro_rules! conformance_tests {
             );
             case!(non_finite_refused, c::exactness::non_finite_values_refused);
             case!(source_types_compared, c::exactness::source_types_compared);
+            case!(
+                blocking_check_before_commit,
+                c::exactness::blocking_batch_check_before_commit
+            );
             case!(staging_concurrent_writes, |e| {
                 c::exactness::concurrent_writes_refuse_cutover(e, Pattern::Staging)
             });

@@ -668,3 +668,34 @@ pub async fn concurrent_writes_refuse_cutover(env: Env, pattern: Pattern) {
     runner.rollback(&case.job).await.expect("rollback");
     assert_eq!(checksum(&case.env, &case.visible()).await, visible);
 }
+
+/// A blocking per-batch check that fails (a duplicated key in the first
+/// day's corrected rows) stops the run before that day is live: the check
+/// runs inside the batch's transaction, before its commit, so the table
+/// readers see is unchanged and the batch is not written.
+pub async fn blocking_batch_check_before_commit(env: Env) {
+    let target = super::seed_table(&env, "facts", &super::original_rows()).await;
+    let mut rows = super::source_rows();
+    // Key 9 twice on the first day of the scope.
+    rows.push(super::row(9, super::day(2), 1, "duplicate"));
+    let fix = super::seed_table(&env, "facts_fix", &rows).await;
+    let before = checksum(&env, &target).await;
+    let job = super::job_on(&env, Pattern::Overwrite, "guarded", Source::Table(fix));
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("stopped");
+    assert!(
+        matches!(&err, Error::ValidationFailed { check, .. } if check.contains("unique")),
+        "{err:?}"
+    );
+    assert_eq!(
+        checksum(&env, &target).await,
+        before,
+        "the failing day never went live"
+    );
+    let batches = env.ledger.batches(&job.run_id).await.expect("batches");
+    assert!(
+        batches.iter().all(|b| !b.state.is_done()),
+        "no batch counts as written: {:?}",
+        batches.iter().map(|b| b.state).collect::<Vec<_>>()
+    );
+}
