@@ -244,6 +244,30 @@ pub enum Error {
         /// What was observed.
         detail: String,
     },
+    /// A blocking check of a batch's slice failed inside the batch's
+    /// transaction, before its commit: the write was rolled back, so
+    /// nothing of the batch was written. The runner reports it as a
+    /// failed check and stops with [`Error::ValidationFailed`].
+    #[error(
+        "batch {batch}: check {check} failed before the commit ({detail}); nothing of the batch \
+         was written"
+    )]
+    GuardFailed {
+        /// The batch.
+        batch: String,
+        /// The check's name.
+        check: String,
+        /// What was measured.
+        observed: f64,
+        /// What was expected.
+        expected: Option<f64>,
+        /// The limit it was judged by.
+        threshold: Option<crate::checks::Threshold>,
+        /// What was observed, in words.
+        detail: String,
+        /// Offending keys, for a uniqueness check.
+        sample: Vec<String>,
+    },
     /// A working table a run made (a pre-image, key log, stage or
     /// version) is gone, so the run cannot go on without losing what its
     /// rollback or cut-over needs. Roll the run back as far as its

@@ -38,6 +38,8 @@ pub struct RunContext<'a> {
     pub now: Timestamp,
     /// Expiry recorded on assets.
     pub expires_at: Timestamp,
+    /// Blocking per-batch checks each write runs before its commit.
+    pub guards: &'a [crate::validate::Guard],
 }
 
 impl RunContext<'_> {
@@ -166,6 +168,7 @@ fn slice<'a>(
         columns: ctx.columns,
         snapshot: pre,
         mark,
+        guards: ctx.guards,
     }
 }
 

@@ -42,6 +42,12 @@ pub struct SliceWrite<'a> {
     /// Ledger update to commit in the same transaction, if the ledger
     /// lives in this engine.
     pub mark: Option<&'a TxMark>,
+    /// Blocking checks of the written slice to run after the write and
+    /// before the commit; a failure is [`Error::ValidationFailed`] and
+    /// nothing of the write stays.
+    ///
+    /// [`Error::ValidationFailed`]: crate::Error::ValidationFailed
+    pub guards: &'a [crate::validate::Guard],
 }
 
 impl SliceWrite<'_> {

@@ -138,6 +138,9 @@ impl State {
 #[derive(Clone, Default)]
 pub struct FakeWarehouse {
     state: Arc<Mutex<State>>,
+    /// Slice writes one at a time, so that a write whose guards fail can
+    /// be undone before another write lands (a transaction's rollback).
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for FakeWarehouse {
@@ -382,6 +385,52 @@ impl FakeWarehouse {
             }
         }
         Ok(())
+    }
+
+    /// The tables a slice write changes, as they are before it.
+    fn saved(
+        &self,
+        w: &SliceWrite<'_>,
+        key_log: Option<&TableRef>,
+    ) -> Vec<(TableRef, Option<Table>)> {
+        let st = self.lock();
+        let mut names = vec![w.table.clone()];
+        names.extend(w.snapshot.cloned());
+        names.extend(key_log.cloned());
+        names
+            .into_iter()
+            .map(|t| {
+                let table = st.tables.get(&t).cloned();
+                (t, table)
+            })
+            .collect()
+    }
+
+    /// Runs a write's guards on what it wrote; when one fails, puts the
+    /// tables back as they were (the write's transaction rolls back).
+    async fn guarded(
+        &self,
+        w: &SliceWrite<'_>,
+        out: WriteOutcome,
+        saved: Vec<(TableRef, Option<Table>)>,
+    ) -> Result<WriteOutcome> {
+        match backfill_core::validate::guard::check_guards(self, w, out.rows_before).await {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                let mut st = self.lock();
+                for (name, table) in saved {
+                    match table {
+                        Some(t) => {
+                            st.tables.insert(name, t);
+                        }
+                        None => {
+                            st.tables.remove(&name);
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     fn overwrite(&self, w: &SliceWrite<'_>) -> Result<WriteOutcome> {
@@ -1079,11 +1128,17 @@ impl Warehouse for FakeWarehouse {
     }
 
     async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome> {
-        self.overwrite(write)
+        let _one = self.writing.lock().await;
+        let before = self.saved(write, None);
+        let out = self.overwrite(write)?;
+        self.guarded(write, out, before).await
     }
 
     async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
-        self.merge(write)
+        let _one = self.writing.lock().await;
+        let before = self.saved(&write.slice, write.key_log);
+        let out = self.merge(write)?;
+        self.guarded(&write.slice, out, before).await
     }
 
     async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {

@@ -138,6 +138,7 @@ async fn overwrite(
         columns: &columns,
         snapshot,
         mark: None,
+        guards: &[],
     })
     .await
 }
@@ -164,6 +165,7 @@ async fn merge(
             columns: &columns,
             snapshot: snapshots.then_some(&pre),
             mark: None,
+            guards: &[],
         },
         keys: &keys,
         key_log: snapshots.then_some(&log),
@@ -308,6 +310,7 @@ async fn overwrite_validates_tables_and_columns() {
             columns: &columns,
             snapshot: None,
             mark: None,
+            guards: &[],
         })
         .await
         .unwrap_err();
@@ -325,6 +328,7 @@ async fn overwrite_validates_tables_and_columns() {
             columns: &columns,
             snapshot: None,
             mark: None,
+            guards: &[],
         })
         .await
         .unwrap_err();

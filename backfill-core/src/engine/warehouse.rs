@@ -20,6 +20,7 @@ use crate::inspect::{Answer, Inspect};
 use crate::ledger::{Clock, SystemClock, TxMark, DEFAULT_SCHEMA};
 use crate::plan::Batch;
 use crate::sql::{stmt, Dialect, Sql};
+use crate::validate::Guard;
 use crate::warehouse::{
     check_columns, check_source, Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite,
     Warehouse, WriteOutcome, BATCH_COLUMN, MARKER_COLUMN,
@@ -470,6 +471,63 @@ async fn check_write(
     Ok(Checked { snapshot, floats })
 }
 
+/// Null and duplicate keys of `table`'s rows matching `predicate`, on
+/// connection `c` (inside its transaction, if one is open).
+async fn key_report(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    table: &TableRef,
+    keys: &[Ident],
+    predicate: &Predicate,
+    sample: usize,
+) -> Result<KeyReport> {
+    let (stats, samples) = stmt::key_report(d, table, keys, predicate, sample);
+    let (rows, null_keys, duplicate_keys) = match c.query(&stats).await?.first() {
+        Some(r) => (exec::count(r, 0)?, exec::count(r, 1)?, exec::count(r, 2)?),
+        None => (0, 0, 0),
+    };
+    let sample = if duplicate_keys > 0 && sample > 0 {
+        c.query(&samples)
+            .await?
+            .iter()
+            .map(|r| Ok(exec::text(r, 0)?.unwrap_or_default()))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(KeyReport {
+        rows,
+        null_keys,
+        duplicate_keys,
+        sample,
+    })
+}
+
+/// Runs a write's guards on its own connection, after the write and
+/// before its commit: a failure is returned and the caller's transaction
+/// rolls the write back.
+async fn run_guards(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    w: &SliceWrite<'_>,
+    rows_before: u64,
+) -> Result<()> {
+    let (table, batch) = (w.table, w.batch);
+    for g in w.guards {
+        match g {
+            Guard::Unique { keys } => {
+                let r = key_report(c, d, table, keys, &batch.predicate, SAMPLE_LIMIT).await?;
+                g.judge_keys(&batch.id, &r)?;
+            }
+            Guard::RowCount { .. } => {
+                let after = query_count(c, &stmt::count(d, table, &batch.predicate)).await?;
+                g.judge_count(&batch.id, rows_before, after)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What [`check_write`] found.
 struct Checked {
     /// The pre-image's data columns, if the write keeps one.
@@ -560,7 +618,7 @@ impl<E: Executor> SqlWarehouse<E> {
         }
         self.settle(
             c,
-            w.mark,
+            w,
             WriteOutcome {
                 rows_before: before,
                 rows_written: written,
@@ -571,15 +629,16 @@ impl<E: Executor> SqlWarehouse<E> {
         .await
     }
 
-    /// Marks the batch written in the same transaction, when its ledger
-    /// lives in this database.
+    /// Runs the write's guards, then marks the batch written in the same
+    /// transaction, when its ledger lives in this database.
     async fn settle(
         &self,
         c: &mut dyn Conn,
-        mark: Option<&TxMark>,
+        w: &SliceWrite<'_>,
         mut out: WriteOutcome,
     ) -> Result<WriteOutcome> {
-        if let Some((mark, home)) = self.home_of(mark) {
+        run_guards(c, self.d(), w, out.rows_before).await?;
+        if let Some((mark, home)) = self.home_of(w.mark) {
             crate::engine::ledger::mark_written(c, &home, &mark, out.rows_before, out.rows_written)
                 .await?;
             out.ledger_marked = true;
@@ -683,7 +742,7 @@ impl<E: Executor> SqlWarehouse<E> {
         c.execute(&stmt::drop_table(d, &slice)).await?;
         self.settle(
             c,
-            w.mark,
+            w,
             WriteOutcome {
                 rows_before: updated,
                 rows_written: updated + inserted,
@@ -878,26 +937,7 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
                 "a key report needs at least one key column".into(),
             ));
         }
-        let (stats, samples) = stmt::key_report(d, table, keys, predicate, sample);
-        let (rows, null_keys, duplicate_keys) = match c.query(&stats).await?.first() {
-            Some(r) => (exec::count(r, 0)?, exec::count(r, 1)?, exec::count(r, 2)?),
-            None => (0, 0, 0),
-        };
-        let sample = if duplicate_keys > 0 && sample > 0 {
-            c.query(&samples)
-                .await?
-                .iter()
-                .map(|r| Ok(exec::text(r, 0)?.unwrap_or_default()))
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            Vec::new()
-        };
-        Ok(KeyReport {
-            rows,
-            null_keys,
-            duplicate_keys,
-            sample,
-        })
+        key_report(&mut *c, d, table, keys, predicate, sample).await
     }
 
     async fn checksum(&self, table: &TableRef, predicate: &Predicate) -> Result<Checksum> {

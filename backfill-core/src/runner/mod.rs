@@ -531,9 +531,19 @@ impl Runner {
         } else {
             (job.source.clone(), false)
         };
+        // Blocking checks of a batch's own slice run before its commit.
+        let guards: Vec<crate::validate::Guard> = job
+            .brief
+            .validation
+            .checks
+            .iter()
+            .filter_map(|c| c.validator())
+            .filter_map(|v| v.guard())
+            .collect();
         let ctx = RunContext {
             source: &source,
             staged_source: staged,
+            guards: &guards,
             ..ctx0
         };
         self.emit(Event::RunStarted {
@@ -860,6 +870,7 @@ impl Runner {
             owner,
             now,
             expires_at: now.checked_add(retention).unwrap_or(jiff::Timestamp::MAX),
+            guards: &[],
         }
     }
 
@@ -1447,8 +1458,47 @@ impl Runner {
         let beat = self.heartbeat(run_id, &batch.id, token);
         tokio::pin!(beat);
         let written = tokio::select! {
-            r = &mut write => r?,
-            () = &mut beat => write.await?,
+            r = &mut write => r,
+            () = &mut beat => write.await,
+        };
+        let written = match written {
+            Ok(w) => w,
+            Err(Error::GuardFailed {
+                batch: id,
+                check,
+                observed,
+                expected,
+                threshold,
+                detail,
+                sample,
+            }) => {
+                // A blocking check failed before the commit: the batch is
+                // not written (write_batch marked it failed), and the run
+                // stops on a failed check.
+                let o = Outcome {
+                    check: check.clone(),
+                    batch: Some(batch.id.clone()),
+                    status: crate::validate::Status::Fail,
+                    blocking: true,
+                    observed,
+                    expected,
+                    threshold,
+                    detail: format!("{detail}; checked before the commit, nothing written"),
+                    sample,
+                    query: "before the batch's commit".into(),
+                };
+                self.emit(Event::Checked { outcome: o.clone() });
+                shared
+                    .outcomes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(o);
+                return Err(Error::ValidationFailed {
+                    check,
+                    detail: format!("batch {id}: {detail}; nothing of the batch was written"),
+                });
+            }
+            Err(e) => return Err(e),
         };
         if !written.ledger_marked {
             self.retried
@@ -1480,7 +1530,16 @@ impl Runner {
         };
         let mut blocking_failure = None;
         for v in &shared.validators {
-            let o = match v.check_batch(&cctx, &check).await {
+            // A guard that passed before the commit may say all there is.
+            let guarded = match v.guard() {
+                Some(_) => v.guarded_outcome(&batch.id),
+                None => None,
+            };
+            let checked = match guarded {
+                Some(o) => Ok(o),
+                None => v.check_batch(&cctx, &check).await,
+            };
+            let o = match checked {
                 Ok(o) => o,
                 Err(e) => Outcome {
                     check: v.name(),
@@ -1664,6 +1723,7 @@ impl Runner {
             owner: &job.brief.operator,
             now,
             expires_at: now,
+            guards: &[],
         }
     }
 

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{
-    verdict, BatchCheck, CheckContext, Expectation, Outcome, ScopeCheck, ScopeContext, Threshold,
-    Validator,
+    guard::Guard, verdict, BatchCheck, CheckContext, Expectation, Outcome, ScopeCheck,
+    ScopeContext, Threshold, Validator,
 };
 use crate::checks::SAMPLE_LIMIT;
 use crate::error::Result;
@@ -39,6 +39,12 @@ impl Validator for RowCountCheck {
 
     fn blocking(&self) -> bool {
         self.blocking
+    }
+
+    fn guard(&self) -> Option<Guard> {
+        self.blocking.then_some(Guard::RowCount {
+            expect: self.expect,
+        })
     }
 
     async fn check_batch(&self, ctx: &CheckContext<'_>, b: &BatchCheck<'_>) -> Result<Outcome> {
@@ -77,12 +83,34 @@ pub struct UniquenessCheck {
 #[async_trait]
 impl Validator for UniquenessCheck {
     fn name(&self) -> String {
-        let keys: Vec<&str> = self.keys.iter().map(Ident::as_str).collect();
-        format!("unique({})", keys.join(", "))
+        super::guard::unique_name(&self.keys)
     }
 
     fn blocking(&self) -> bool {
         self.blocking
+    }
+
+    fn guard(&self) -> Option<Guard> {
+        self.blocking.then(|| Guard::Unique {
+            keys: self.keys.clone(),
+        })
+    }
+
+    fn guarded_outcome(&self, batch: &crate::BatchId) -> Option<Outcome> {
+        Some(Outcome {
+            check: self.name(),
+            batch: Some(batch.clone()),
+            status: verdict(true, self.blocking),
+            blocking: self.blocking,
+            observed: 0.0,
+            expected: Some(0.0),
+            threshold: Some(Threshold::Absolute(0.0)),
+            detail: "0 duplicate key(s), 0 null key(s), checked in the batch's transaction before \
+                     its commit"
+                .into(),
+            sample: Vec::new(),
+            query: "group by key having count(*) > 1 (before commit)".into(),
+        })
     }
 
     async fn check_batch(&self, ctx: &CheckContext<'_>, b: &BatchCheck<'_>) -> Result<Outcome> {

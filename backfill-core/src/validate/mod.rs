@@ -18,11 +18,13 @@ use crate::warehouse::{Warehouse, WriteOutcome};
 use crate::TableRef;
 
 mod batch;
+pub mod guard;
 pub mod report;
 mod scope;
 
 pub use crate::checks::{CheckSpec, Expectation, Threshold, SAMPLE_LIMIT};
 pub use batch::{RowCountCheck, SliceCheck, UniquenessCheck};
+pub use guard::Guard;
 pub use report::{Detail, EdgeCase, Finding, ReconRow, SchemaChanges, ValidationReport};
 pub use scope::{
     CompletenessCheck, CoverageCheck, EdgeCaseCheck, NullRateCheck, OrphanCheck, ReconcileCheck,
@@ -229,4 +231,18 @@ pub trait Validator: Send + Sync {
 
     /// Checks one batch just written.
     async fn check_batch(&self, ctx: &CheckContext<'_>, batch: &BatchCheck<'_>) -> Result<Outcome>;
+
+    /// The check as a [`Guard`] the engine runs inside each batch's
+    /// transaction, before its commit, if it is blocking and needs only
+    /// the batch's own slice. None by default.
+    fn guard(&self) -> Option<Guard> {
+        None
+    }
+
+    /// The outcome of this check for a batch whose guard passed before its
+    /// commit, when that says all there is to say (no query after the
+    /// commit). None by default: the check runs after the commit too.
+    fn guarded_outcome(&self, _batch: &crate::BatchId) -> Option<Outcome> {
+        None
+    }
 }

@@ -41,6 +41,7 @@ pub fn slice_write<'a>(
         columns,
         snapshot,
         mark: None,
+        guards: &[],
     }
 }
 
