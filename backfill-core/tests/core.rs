@@ -415,6 +415,25 @@ mod planner {
         }
     }
 
+    proptest! {
+        #![proptest_config(cfg(128))]
+
+        /// NaN and infinity are not partitions: a batch `IN (NaN)` matches
+        /// nothing on one engine and every NaN row on another. Refused
+        /// wherever they are in the list.
+        #[test]
+        fn non_finite_partitions_are_refused(
+            finite in prop::collection::hash_set(-1_000_000i64..1_000_000, 0..20),
+            bad in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut values: Vec<Value> = finite.into_iter().map(|v| Value::Float(v as f64 / 4.0)).collect();
+            values.insert(at.index(values.len() + 1), Value::Float(bad));
+            let r = Scope::new(target(), "part", Bounds::Partitions { values }, "UTC");
+            prop_assert!(matches!(&r, Err(Error::InvalidScope(m)) if m.contains("finite")), "{:?}", r);
+        }
+    }
+
     fn arb_partition_values() -> impl Strategy<Value = Vec<Value>> {
         prop_oneof![
             prop::collection::hash_set(any::<i64>(), 1..40)

@@ -1298,6 +1298,10 @@ macro_rules! conformance_tests {
                 blocking_check_before_commit,
                 c::exactness::blocking_batch_check_before_commit
             );
+            case!(
+                existing_table_not_adopted,
+                c::exactness::existing_table_is_not_adopted
+            );
             case!(staging_concurrent_writes, |e| {
                 c::exactness::concurrent_writes_refuse_cutover(e, Pattern::Staging)
             });

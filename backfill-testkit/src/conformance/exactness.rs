@@ -699,3 +699,32 @@ pub async fn blocking_batch_check_before_commit(env: Env) {
         batches.iter().map(|b| b.state).collect::<Vec<_>>()
     );
 }
+
+/// A table that already exists under the name of a working table a run
+/// would create (a user's table that happens to carry the name) is not
+/// adopted: the run is refused before any write, naming it, and neither
+/// it nor the target changes. Only what the library created is recorded
+/// as the run's, so cleanup never drops such a table.
+pub async fn existing_table_is_not_adopted(env: Env) {
+    let case = setup(env, Pattern::Staging, "owned").await;
+    let name = format!("{}__bf_stage_owned", case.target.name);
+    let theirs = super::seed_table(
+        &case.env,
+        &name,
+        &[super::row(1, super::day(0), 1, "theirs")],
+    )
+    .await;
+    let (mine, before) = (
+        checksum(&case.env, &theirs).await,
+        checksum(&case.env, &case.target).await,
+    );
+    let err = case.runner().run(&case.job).await.expect_err("refused");
+    assert!(err.to_string().contains(name.as_str()), "names it: {err}");
+    assert_eq!(checksum(&case.env, &theirs).await, mine, "theirs untouched");
+    assert_eq!(checksum(&case.env, &case.target).await, before);
+    let assets = case.env.ledger.assets(None).await.expect("assets");
+    assert!(
+        assets.iter().all(|a| a.table != theirs),
+        "never recorded as the run's: {assets:?}"
+    );
+}
