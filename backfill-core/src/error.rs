@@ -268,6 +268,21 @@ pub enum Error {
         /// Offending keys, for a uniqueness check.
         sample: Vec<String>,
     },
+    /// A table already holds the name of a working table a run would
+    /// make, and the run did not make it: it is not adopted (the run would
+    /// write into it, and cleanup would drop it). Nothing was written.
+    #[error(
+        "run {run} would make its {kind} table {table}, but a table of that name exists and is \
+         not the run's: rename or drop that table, or use another run id. Nothing was written"
+    )]
+    NameTaken {
+        /// The run.
+        run: String,
+        /// The working table's kind.
+        kind: String,
+        /// The table.
+        table: String,
+    },
     /// A working table a run made (a pre-image, key log, stage or
     /// version) is gone, so the run cannot go on without losing what its
     /// rollback or cut-over needs. Roll the run back as far as its

@@ -191,6 +191,15 @@ impl Scope {
                 if values.iter().any(Value::is_null) {
                     return Err(Error::InvalidScope("NULL in partition list".into()));
                 }
+                if let Some(v) = values
+                    .iter()
+                    .find(|v| matches!(v, Value::Float(f) if !f.is_finite()))
+                {
+                    return Err(Error::InvalidScope(format!(
+                        "partition value {v} is not finite: engines disagree on which rows \
+                         IN ({v}) matches"
+                    )));
+                }
                 let kind = std::mem::discriminant(&values[0]);
                 if values.iter().any(|v| std::mem::discriminant(v) != kind) {
                     return Err(Error::InvalidScope(

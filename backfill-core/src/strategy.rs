@@ -43,6 +43,11 @@ pub struct RunContext<'a> {
 }
 
 impl RunContext<'_> {
+    /// The record of working table `table`, of `kind`, as this run's.
+    pub fn asset_for(&self, kind: AssetKind, table: TableRef) -> Asset {
+        self.asset(kind, table)
+    }
+
     fn asset(&self, kind: AssetKind, table: TableRef) -> Asset {
         Asset {
             run_id: self.run_id.clone(),
@@ -119,6 +124,31 @@ pub trait WriteStrategy: Send + Sync {
     /// happened.
     async fn rollback(&self, ctx: &RunContext<'_>, written: &[Batch], cut_over: bool)
         -> Result<()>;
+}
+
+/// The working tables that `spec`'s preparation makes for a run, with
+/// their kinds: the stage or the version, the pre-image and key log when
+/// pre-images are kept.
+pub fn working_tables(
+    spec: &StrategySpec,
+    ctx: &RunContext<'_>,
+) -> Result<Vec<(AssetKind, TableRef)>> {
+    let mut tables = Vec::new();
+    match spec {
+        StrategySpec::StagingSwap => tables.push((AssetKind::Stage, ctx.stage_table()?)),
+        StrategySpec::ParallelVersion { .. } => {
+            tables.push((AssetKind::Version, ctx.version_table()?))
+        }
+        StrategySpec::PartitionOverwrite | StrategySpec::Merge { .. } => {
+            if ctx.keep_pre_image {
+                tables.push((AssetKind::PreImage, ctx.pre_image_table()?));
+            }
+            if ctx.keep_pre_image && matches!(spec, StrategySpec::Merge { .. }) {
+                tables.push((AssetKind::KeyLog, ctx.key_log_table()?));
+            }
+        }
+    }
+    Ok(tables)
 }
 
 /// The strategy implementing `spec`.

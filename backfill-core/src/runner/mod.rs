@@ -895,6 +895,7 @@ impl Runner {
                 .await?;
         }
         self.check_working_tables(run_id).await?;
+        self.claim_working_tables(job, ctx).await?;
         self.record_copy_baseline(job, ctx, strategy).await?;
         let mut assets = strategy.prepare(ctx).await?;
         let mut source = (job.source.clone(), false);
@@ -926,6 +927,40 @@ impl Runner {
             self.retried.record_asset(a).await?;
         }
         Ok(source)
+    }
+
+    /// Records the working tables this call will make as the run's
+    /// before making them, so that only tables the library made are ever
+    /// the run's (and cleanup's to drop); a table that already holds one
+    /// of the names and is not the run's is refused, never adopted.
+    async fn claim_working_tables(&self, job: &Backfill, ctx: &RunContext<'_>) -> Result<()> {
+        let mine: Vec<TableRef> = self
+            .retried
+            .assets(Some(&job.run_id))
+            .await?
+            .into_iter()
+            .map(|a| a.table)
+            .collect();
+        let mut tables = crate::strategy::working_tables(&job.brief.strategy, ctx)?;
+        if self.options.stage_source {
+            tables.push((AssetKind::StagedSource, ctx.staged_source_table()?));
+        }
+        for (kind, table) in tables {
+            if mine.contains(&table) {
+                continue;
+            }
+            if self.warehouse.describe(&table).await?.is_some() {
+                return Err(Error::NameTaken {
+                    run: job.run_id.to_string(),
+                    kind: kind.as_str().to_string(),
+                    table: table.to_string(),
+                });
+            }
+            self.retried
+                .record_asset(&ctx.asset_for(kind, table))
+                .await?;
+        }
+        Ok(())
     }
 
     /// For a pattern that copies the target beside it, the target's
@@ -992,13 +1027,21 @@ impl Runner {
     /// would lose what a rollback or the cut-over needs, silently. The
     /// staged source is made anew on every call, so it may be gone.
     async fn check_working_tables(&self, run_id: &RunId) -> Result<()> {
+        // Working tables are recorded before they are made: until a batch
+        // is touched, one that is not there yet is made now.
+        let touched = self
+            .retried
+            .batches(run_id)
+            .await?
+            .iter()
+            .any(|b| b.state != BatchState::Pending);
         for a in self.retried.assets(Some(run_id)).await? {
             if a.kind == AssetKind::StagedSource {
                 continue;
             }
             let gone = if a.dropped_at.is_some() {
                 Some("cleanup dropped it")
-            } else if self.warehouse.describe(&a.table).await?.is_none() {
+            } else if touched && self.warehouse.describe(&a.table).await?.is_none() {
                 Some("it no longer exists")
             } else {
                 None

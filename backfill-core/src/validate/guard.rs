@@ -12,10 +12,10 @@
 //! pattern their blocking failure stops the run with that day written,
 //! and rollback restores it from its pre-image.
 
+use crate::checks::Threshold;
 use crate::error::{Error, Result};
 use crate::plan::BatchId;
 use crate::warehouse::{KeyReport, SliceWrite, Warehouse};
-use crate::checks::Threshold;
 use crate::{Expectation, Ident};
 
 /// A blocking per-batch check run before the batch commits.
