@@ -59,8 +59,10 @@ pub enum Error {
         table: String,
         /// The batch column.
         column: String,
-        /// What the column holds.
-        column_type: crate::ColumnType,
+        /// What the column holds (a [`ColumnType`] name).
+        ///
+        /// [`ColumnType`]: crate::ColumnType
+        column_type: String,
         /// What the scope's bounds are.
         bounds: String,
         /// The bounds to use instead.
@@ -90,10 +92,8 @@ pub enum Error {
         hash_now: String,
     },
     /// A source column's type is not one the target's column holds, nor a
-    /// safe widening into it (see [`ColumnType::widens_to`]); nothing was
+    /// safe widening into it (see `ColumnType::widens_to`); nothing was
     /// written.
-    ///
-    /// [`ColumnType::widens_to`]: crate::ColumnType::widens_to
     #[error(
         "source column {column} is {source_type} but {target}.{column} is {target_type}, and \
          {source_type} does not widen safely into {target_type}: the engine would cast it \
@@ -105,10 +105,14 @@ pub enum Error {
         target: String,
         /// The column.
         column: String,
-        /// The source column's type.
-        source_type: crate::ColumnType,
-        /// The target column's type.
-        target_type: crate::ColumnType,
+        /// The source column's type (a [`ColumnType`] name).
+        ///
+        /// [`ColumnType`]: crate::ColumnType
+        source_type: String,
+        /// The target column's type (a [`ColumnType`] name).
+        ///
+        /// [`ColumnType`]: crate::ColumnType
+        target_type: String,
     },
     /// The source yielded rows outside the batch's bounds; nothing was written.
     #[error(
@@ -261,8 +265,6 @@ pub enum Error {
         observed: f64,
         /// What was expected.
         expected: Option<f64>,
-        /// The limit it was judged by.
-        threshold: Option<crate::checks::Threshold>,
         /// What was observed, in words.
         detail: String,
         /// Offending keys, for a uniqueness check.

@@ -309,7 +309,7 @@ impl Scope {
         Err(Error::ScopeColumnMismatch {
             table: self.target.to_string(),
             column: self.batch_column.to_string(),
-            column_type: ty,
+            column_type: ty.name().to_string(),
             bounds: bounds.to_string(),
             hint: hint.to_string(),
         })

@@ -39,7 +39,7 @@ pub struct RunContext<'a> {
     /// Expiry recorded on assets.
     pub expires_at: Timestamp,
     /// Blocking per-batch checks each write runs before its commit.
-    pub guards: &'a [crate::validate::Guard],
+    pub guards: &'a [crate::warehouse::Guard],
 }
 
 impl RunContext<'_> {

@@ -8,10 +8,11 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::checks::{Expectation, Threshold};
 use crate::error::{Error, Result};
 use crate::inspect::{Answer, Inspect};
 use crate::ledger::{RunId, TxMark};
-use crate::plan::Batch;
+use crate::plan::{Batch, BatchId};
 use crate::sql::Dialect;
 use crate::{Ident, Predicate, Source, TableRef, TableSchema, Value};
 
@@ -47,7 +48,7 @@ pub struct SliceWrite<'a> {
     /// nothing of the write stays.
     ///
     /// [`Error::ValidationFailed`]: crate::Error::ValidationFailed
-    pub guards: &'a [crate::validate::Guard],
+    pub guards: &'a [Guard],
 }
 
 impl SliceWrite<'_> {
@@ -73,6 +74,86 @@ pub struct MergeWrite<'a> {
     /// Table recording which keys each batch touched (for rollback), if
     /// snapshots are on.
     pub key_log: Option<&'a TableRef>,
+}
+
+/// A blocking per-batch check run before the batch commits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Guard {
+    /// No null and no duplicate key among the slice's rows after the write.
+    Unique {
+        /// The grain.
+        keys: Vec<Ident>,
+    },
+    /// The slice's row count after the write, against the rows it held
+    /// before.
+    RowCount {
+        /// The allowed change.
+        expect: Expectation,
+    },
+}
+
+impl Guard {
+    /// The check's name, as its `Validator` reports
+    /// it: `unique(id)`, `row_count`.
+    pub fn name(&self) -> String {
+        match self {
+            Guard::Unique { keys } => unique_name(keys),
+            Guard::RowCount { .. } => "row_count".into(),
+        }
+    }
+
+    /// The limit the check is judged by.
+    pub fn threshold(&self) -> Threshold {
+        match self {
+            Guard::Unique { .. } => Threshold::Absolute(0.0),
+            Guard::RowCount { expect } => expect.judge(0, 0).1,
+        }
+    }
+
+    /// Judges a key report of the slice after the write:
+    /// [`Error::GuardFailed`] for a null or duplicate key.
+    pub fn judge_keys(&self, batch: &BatchId, r: &KeyReport) -> Result<()> {
+        let bad = r.duplicate_keys + r.null_keys;
+        if bad == 0 {
+            return Ok(());
+        }
+        Err(Error::GuardFailed {
+            batch: batch.to_string(),
+            check: self.name(),
+            observed: bad as f64,
+            expected: Some(0.0),
+            detail: format!(
+                "{} duplicate key(s), {} null key(s) in {} row(s)",
+                r.duplicate_keys, r.null_keys, r.rows
+            ),
+            sample: r.sample.clone(),
+        })
+    }
+
+    /// Judges the slice's rows after the write against before:
+    /// [`Error::GuardFailed`] beyond the expected change.
+    pub fn judge_count(&self, batch: &BatchId, before: u64, after: u64) -> Result<()> {
+        let Guard::RowCount { expect } = self else {
+            return Ok(());
+        };
+        if expect.judge(before, after).0 {
+            return Ok(());
+        }
+        Err(Error::GuardFailed {
+            batch: batch.to_string(),
+            check: self.name(),
+            observed: after as f64,
+            expected: Some(before as f64),
+            detail: format!("{before} rows before, {after} after"),
+            sample: Vec::new(),
+        })
+    }
+}
+
+/// The name of a uniqueness check on `keys`.
+pub(crate) fn unique_name(keys: &[Ident]) -> String {
+    let keys: Vec<&str> = keys.iter().map(Ident::as_str).collect();
+    format!("unique({})", keys.join(", "))
 }
 
 /// What a slice write did.

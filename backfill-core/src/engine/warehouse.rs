@@ -20,7 +20,7 @@ use crate::inspect::{Answer, Inspect};
 use crate::ledger::{Clock, SystemClock, TxMark, DEFAULT_SCHEMA};
 use crate::plan::Batch;
 use crate::sql::{stmt, Dialect, Sql};
-use crate::validate::Guard;
+use crate::warehouse::Guard;
 use crate::warehouse::{
     check_columns, check_source, Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite,
     Warehouse, WriteOutcome, BATCH_COLUMN, MARKER_COLUMN,

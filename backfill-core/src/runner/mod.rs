@@ -456,8 +456,8 @@ impl Runner {
                 return Err(Error::ColumnTypeMismatch {
                     target: target.to_string(),
                     column: c.to_string(),
-                    source_type: from.ty,
-                    target_type: into,
+                    source_type: from.ty.name().to_string(),
+                    target_type: into.name().to_string(),
                 });
             }
         }
@@ -532,7 +532,7 @@ impl Runner {
             (job.source.clone(), false)
         };
         // Blocking checks of a batch's own slice run before its commit.
-        let guards: Vec<crate::validate::Guard> = job
+        let guards: Vec<crate::warehouse::Guard> = job
             .brief
             .validation
             .checks
@@ -1511,10 +1511,15 @@ impl Runner {
                 check,
                 observed,
                 expected,
-                threshold,
                 detail,
                 sample,
             }) => {
+                let threshold = shared
+                    .ctx
+                    .guards
+                    .iter()
+                    .find(|g| g.name() == check)
+                    .map(crate::warehouse::Guard::threshold);
                 // A blocking check failed before the commit: the batch is
                 // not written (write_batch marked it failed), and the run
                 // stops on a failed check.

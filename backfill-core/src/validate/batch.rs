@@ -83,7 +83,7 @@ pub struct UniquenessCheck {
 #[async_trait]
 impl Validator for UniquenessCheck {
     fn name(&self) -> String {
-        super::guard::unique_name(&self.keys)
+        crate::warehouse::unique_name(&self.keys)
     }
 
     fn blocking(&self) -> bool {

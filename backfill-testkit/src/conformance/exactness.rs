@@ -422,7 +422,8 @@ pub async fn source_types_compared(env: Env) {
     let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
     let err = runner.run(&job).await.expect_err("refused");
     assert!(
-        matches!(&err, Error::ColumnTypeMismatch { column, source_type: ColumnType::Text, target_type: ColumnType::Int, .. } if column == "amount"),
+        matches!(&err, Error::ColumnTypeMismatch { column, source_type, target_type, .. }
+            if column == "amount" && source_type == "text" && target_type == "int"),
         "names the column and both types: {err:?}"
     );
     assert_eq!(checksum(&env, &target).await, before);
@@ -534,8 +535,8 @@ pub async fn instant_column_needs_instant_bounds(env: Env) {
     let dates = job_for("dates", Bounds::dates(date(2026, 3, 3), date(2026, 3, 5)));
     let err = runner.run(&dates).await.expect_err("refused");
     assert!(
-        matches!(&err, Error::ScopeColumnMismatch { column, column_type: ColumnType::Timestamp, hint, .. }
-            if column == "at" && hint.contains("Bounds::instants")),
+        matches!(&err, Error::ScopeColumnMismatch { column, column_type, hint, .. }
+            if column == "at" && column_type.starts_with("timestamptz") && hint.contains("Bounds::instants")),
         "names the column, what it holds and the bounds to use: {err:?}"
     );
     assert_eq!(checksum(&env, &target).await, before);
