@@ -51,12 +51,10 @@ pub enum Error {
     /// engine would convert them in its own session's zone or by its own
     /// casts, and the batches would cover other rows than the scope says.
     #[error(
-        "the scope bounds {table}.{column} with {bounds}, but the column holds {column_type}: \
-         {hint}. Nothing was written"
+        "the scope bounds its batch column {column} with {bounds}, but the column holds \
+         {column_type}: {hint}. Nothing was written"
     )]
     ScopeColumnMismatch {
-        /// The target table.
-        table: String,
         /// The batch column.
         column: String,
         /// What the column holds (a [`ColumnType`] name).
@@ -253,12 +251,10 @@ pub enum Error {
     /// nothing of the batch was written. The runner reports it as a
     /// failed check and stops with [`Error::ValidationFailed`].
     #[error(
-        "batch {batch}: check {check} failed before the commit ({detail}); nothing of the batch \
-         was written"
+        "check {check} failed before the batch's commit ({detail}); nothing of the batch was \
+         written"
     )]
     GuardFailed {
-        /// The batch.
-        batch: String,
         /// The check's name.
         check: String,
         /// What was measured.

@@ -307,7 +307,6 @@ impl Scope {
             return Ok(());
         }
         Err(Error::ScopeColumnMismatch {
-            table: self.target.to_string(),
             column: self.batch_column.to_string(),
             column_type: ty.name().to_string(),
             bounds: bounds.to_string(),

@@ -12,7 +12,7 @@ use crate::checks::{Expectation, Threshold};
 use crate::error::{Error, Result};
 use crate::inspect::{Answer, Inspect};
 use crate::ledger::{RunId, TxMark};
-use crate::plan::{Batch, BatchId};
+use crate::plan::Batch;
 use crate::sql::Dialect;
 use crate::{Ident, Predicate, Source, TableRef, TableSchema, Value};
 
@@ -112,13 +112,12 @@ impl Guard {
 
     /// Judges a key report of the slice after the write:
     /// [`Error::GuardFailed`] for a null or duplicate key.
-    pub fn judge_keys(&self, batch: &BatchId, r: &KeyReport) -> Result<()> {
+    pub fn judge_keys(&self, r: &KeyReport) -> Result<()> {
         let bad = r.duplicate_keys + r.null_keys;
         if bad == 0 {
             return Ok(());
         }
         Err(Error::GuardFailed {
-            batch: batch.to_string(),
             check: self.name(),
             observed: bad as f64,
             expected: Some(0.0),
@@ -132,7 +131,7 @@ impl Guard {
 
     /// Judges the slice's rows after the write against before:
     /// [`Error::GuardFailed`] beyond the expected change.
-    pub fn judge_count(&self, batch: &BatchId, before: u64, after: u64) -> Result<()> {
+    pub fn judge_count(&self, before: u64, after: u64) -> Result<()> {
         let Guard::RowCount { expect } = self else {
             return Ok(());
         };
@@ -140,7 +139,6 @@ impl Guard {
             return Ok(());
         }
         Err(Error::GuardFailed {
-            batch: batch.to_string(),
             check: self.name(),
             observed: after as f64,
             expected: Some(before as f64),

@@ -517,11 +517,11 @@ async fn run_guards(
         match g {
             Guard::Unique { keys } => {
                 let r = key_report(c, d, table, keys, &batch.predicate, SAMPLE_LIMIT).await?;
-                g.judge_keys(&batch.id, &r)?;
+                g.judge_keys(&r)?;
             }
             Guard::RowCount { .. } => {
                 let after = query_count(c, &stmt::count(d, table, &batch.predicate)).await?;
-                g.judge_count(&batch.id, rows_before, after)?;
+                g.judge_count(rows_before, after)?;
             }
         }
     }

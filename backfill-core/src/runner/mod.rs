@@ -1507,7 +1507,6 @@ impl Runner {
         let written = match written {
             Ok(w) => w,
             Err(Error::GuardFailed {
-                batch: id,
                 check,
                 observed,
                 expected,
@@ -1543,7 +1542,10 @@ impl Runner {
                     .push(o);
                 return Err(Error::ValidationFailed {
                     check,
-                    detail: format!("batch {id}: {detail}; nothing of the batch was written"),
+                    detail: format!(
+                        "batch {}: {detail}; nothing of the batch was written",
+                        batch.id
+                    ),
                 });
             }
             Err(e) => return Err(e),

@@ -32,11 +32,11 @@ pub async fn check_guards(
                 let r = warehouse
                     .key_report(table, keys, &batch.predicate, crate::checks::SAMPLE_LIMIT)
                     .await?;
-                g.judge_keys(&batch.id, &r)?;
+                g.judge_keys(&r)?;
             }
             Guard::RowCount { .. } => {
                 let after = warehouse.count(table, &batch.predicate).await?;
-                g.judge_count(&batch.id, rows_before, after)?;
+                g.judge_count(rows_before, after)?;
             }
         }
     }
