@@ -281,6 +281,41 @@ pub enum Error {
         /// The table.
         table: String,
     },
+    /// A merge source repeats keys across the scope (a key on two days):
+    /// each batch would upsert it again, the last one silently winning.
+    /// Refused before the first write.
+    #[error(
+        "the source repeats {duplicates} key(s) of ({}) across the scope, for example {}: each \
+         batch would upsert them again and the last would win. Keep one row per key in the \
+         source; nothing was written",
+        keys.join(", "),
+        sample.join("; ")
+    )]
+    SourceKeysNotUnique {
+        /// The key columns.
+        keys: Vec<String>,
+        /// How many keys repeat.
+        duplicates: u64,
+        /// Some of them.
+        sample: Vec<String>,
+    },
+    /// A merge batch's source holds keys whose target rows lie outside the
+    /// run's scope: the merge would rewrite rows the backfill does not
+    /// own. Nothing of the batch was written.
+    #[error(
+        "batch {batch}: {rows} source key(s) match target rows outside the scope (for example \
+         {}); a merge would rewrite them. Widen the scope or drop those keys from the source; \
+         nothing was written",
+        sample.join(", ")
+    )]
+    KeysOutsideScope {
+        /// The batch.
+        batch: String,
+        /// How many target rows outside the scope match.
+        rows: u64,
+        /// Some of their keys.
+        sample: Vec<String>,
+    },
     /// A working table a run made (a pre-image, key log, stage or
     /// version) is gone, so the run cannot go on without losing what its
     /// rollback or cut-over needs. Roll the run back as far as its

@@ -40,6 +40,8 @@ pub struct RunContext<'a> {
     pub expires_at: Timestamp,
     /// Blocking per-batch checks each write runs before its commit.
     pub guards: &'a [crate::warehouse::Guard],
+    /// The run's whole scope, which a merge stays inside.
+    pub scope: Option<&'a crate::Predicate>,
 }
 
 impl RunContext<'_> {
@@ -404,6 +406,7 @@ impl WriteStrategy for Merge {
                 slice: slice(ctx, batch, ctx.target, pre.as_ref(), mark),
                 keys: &self.keys,
                 key_log: log.as_ref(),
+                scope: ctx.scope,
             })
             .await
     }

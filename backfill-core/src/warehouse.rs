@@ -74,6 +74,12 @@ pub struct MergeWrite<'a> {
     /// Table recording which keys each batch touched (for rollback), if
     /// snapshots are on.
     pub key_log: Option<&'a TableRef>,
+    /// The run's whole scope, if the merge must stay inside it: a source
+    /// key whose target row lies outside it is refused before the write
+    /// ([`Error::KeysOutsideScope`]).
+    ///
+    /// [`Error::KeysOutsideScope`]: crate::Error::KeysOutsideScope
+    pub scope: Option<&'a Predicate>,
 }
 
 /// A blocking per-batch check run before the batch commits.

@@ -1302,6 +1302,18 @@ macro_rules! conformance_tests {
                 existing_table_not_adopted,
                 c::exactness::existing_table_is_not_adopted
             );
+            case!(
+                merge_rerun_logs_keys,
+                c::exactness::merge_rerun_logs_every_key
+            );
+            case!(
+                merge_keys_outside_scope,
+                c::exactness::merge_refuses_keys_outside_the_scope
+            );
+            case!(
+                merge_keys_across_batches,
+                c::exactness::merge_refuses_keys_repeated_across_batches
+            );
             case!(staging_concurrent_writes, |e| {
                 c::exactness::concurrent_writes_refuse_cutover(e, Pattern::Staging)
             });

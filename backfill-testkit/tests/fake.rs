@@ -169,6 +169,7 @@ async fn merge(
         },
         keys: &keys,
         key_log: snapshots.then_some(&log),
+        scope: None,
     })
     .await
 }

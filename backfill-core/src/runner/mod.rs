@@ -540,10 +540,12 @@ impl Runner {
             .filter_map(|c| c.validator())
             .filter_map(|v| v.guard())
             .collect();
+        let scope = job.plan.scope.predicate()?;
         let ctx = RunContext {
             source: &source,
             staged_source: staged,
             guards: &guards,
+            scope: Some(&scope),
             ..ctx0
         };
         self.emit(Event::RunStarted {
@@ -871,6 +873,7 @@ impl Runner {
             now,
             expires_at: now.checked_add(retention).unwrap_or(jiff::Timestamp::MAX),
             guards: &[],
+            scope: None,
         }
     }
 
@@ -1774,6 +1777,7 @@ impl Runner {
             now,
             expires_at: now,
             guards: &[],
+            scope: None,
         }
     }
 

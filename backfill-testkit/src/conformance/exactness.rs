@@ -732,3 +732,95 @@ pub async fn existing_table_is_not_adopted(env: Env) {
         "never recorded as the run's: {assets:?}"
     );
 }
+
+/// A merge batch written again from a source whose slice changed (a key
+/// added since) logs the key it adds, so restoring the batch removes it:
+/// the table is exactly as before the first write.
+pub async fn merge_rerun_logs_every_key(env: Env) {
+    use super::writes::slice_write;
+    use backfill_core::warehouse::{Footprint, MergeWrite, Restore};
+    let facts = super::seed_table(&env, "facts", &super::original_rows()).await;
+    let fix = super::seed_table(&env, "facts_fix", &super::source_rows()).await;
+    let mut later = super::source_rows();
+    later.push(super::row(2000, super::day(4), 9, "arrived since"));
+    let later = super::seed_table(&env, "facts_fix_later", &later).await;
+    let w = env.warehouse.as_ref();
+    let original = checksum(&env, &facts).await;
+    let run = RunId::new("mgrerun").expect("run id");
+    let plan = super::daily_plan(facts.clone());
+    let b = &plan.batches[2]; // day 4
+    let columns = super::facts_schema().names();
+    let keys = vec![ident("id")];
+    let (pre, log) = (env.table("facts_pre"), env.table("facts_keys"));
+    w.create_snapshot_table(&facts, &columns, &pre)
+        .await
+        .expect("pre-image");
+    w.create_snapshot_table(&facts, &keys, &log)
+        .await
+        .expect("key log");
+    for source in [Source::Table(fix), Source::Table(later)] {
+        w.merge_slice(&MergeWrite {
+            slice: slice_write(&run, b, &facts, &source, &columns, Some(&pre)),
+            keys: &keys,
+            key_log: Some(&log),
+            scope: None,
+        })
+        .await
+        .expect("merge");
+    }
+    w.restore_slice(&Restore {
+        table: &facts,
+        snapshot: &pre,
+        batch: b,
+        footprint: Footprint::Keys {
+            keys: &keys,
+            key_log: &log,
+        },
+        columns: &columns,
+    })
+    .await
+    .expect("restore");
+    assert_eq!(
+        checksum(&env, &facts).await,
+        original,
+        "the key added by the second write is gone too"
+    );
+}
+
+/// A merge whose source carries, inside the scope, a key whose target row
+/// lies outside it (order 1, from the first day, moved into the scope)
+/// would rewrite that row: the batch is refused before its write, naming
+/// the key, and the table is unchanged.
+pub async fn merge_refuses_keys_outside_the_scope(env: Env) {
+    let target = super::seed_table(&env, "facts", &super::original_rows()).await;
+    let mut rows = super::source_rows();
+    rows.retain(|r| r[0] != backfill_core::Value::Int(1));
+    rows.push(super::row(1, super::day(3), 1, "moved into the scope"));
+    let fix = super::seed_table(&env, "facts_fix", &rows).await;
+    let before = checksum(&env, &target).await;
+    let job = super::job_on(&env, Pattern::Merge, "outside", Source::Table(fix));
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("refused");
+    assert!(
+        err.to_string().contains("outside") && err.to_string().contains('1'),
+        "names the key: {err:?}"
+    );
+    assert_eq!(checksum(&env, &target).await, before);
+}
+
+/// A key that occurs on two days of the scope in a merge's source would be
+/// upserted twice, the later day silently winning: refused before the
+/// first write, naming the key.
+pub async fn merge_refuses_keys_repeated_across_batches(env: Env) {
+    let target = super::seed_table(&env, "facts", &super::original_rows()).await;
+    let mut rows = super::source_rows();
+    rows.push(super::row(2000, super::day(3), 1, "first"));
+    rows.push(super::row(2000, super::day(5), 2, "again"));
+    let fix = super::seed_table(&env, "facts_fix", &rows).await;
+    let before = checksum(&env, &target).await;
+    let job = super::job_on(&env, Pattern::Merge, "twice", Source::Table(fix));
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("refused");
+    assert!(err.to_string().contains("2000"), "names the key: {err:?}");
+    assert_eq!(checksum(&env, &target).await, before);
+}

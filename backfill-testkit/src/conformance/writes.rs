@@ -283,6 +283,7 @@ pub async fn merge_refuses_bad_keys_then_upserts_and_restores(env: Env) {
         slice: slice_write(&run, b, &facts, source, &columns, snapshot),
         keys: &keys,
         key_log,
+        scope: None,
     };
 
     // Null keys.
@@ -619,6 +620,7 @@ pub async fn writes_mark_the_ledger_in_the_same_transaction(env: Env) {
             slice: sw,
             keys: &keys,
             key_log: None,
+            scope: None,
         })
         .await
         .expect_err("stale");
