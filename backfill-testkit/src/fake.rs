@@ -587,7 +587,48 @@ impl FakeWarehouse {
         check_not_null(&table.schema, &updated_rows, w.table)?;
         check_not_null(&table.schema, &inserts, w.table)?;
 
-        // Pre-image and key log, only while the batch has no marker.
+        if let Some(scope) = m.scope {
+            check_predicate(&table.schema, scope, w.table)?;
+            let outside: Vec<Vec<Value>> = updates
+                .iter()
+                .map(|(i, _)| &table.rows[*i])
+                .filter(|r| !row_matches(scope, &table.schema, r))
+                .map(|r| tgt_key_idx.iter().map(|k| r[*k].clone()).collect())
+                .collect();
+            if !outside.is_empty() {
+                return Err(Error::KeysOutsideScope {
+                    batch: id,
+                    rows: outside.len() as u64,
+                    sample: render_keys(outside, SAMPLE_LIMIT),
+                });
+            }
+        }
+        if let Some(log) = m.key_log {
+            // A key an earlier batch of the run wrote is not upserted again.
+            let l = st.table(log)?;
+            let layout = Layout::of(&l.schema, log)?;
+            let idx = indexes(&l.schema, m.keys, log)?;
+            let elsewhere: HashSet<String> = l
+                .rows
+                .iter()
+                .filter(|r| !layout.is_batch(r, &id) && r[layout.marker] != Value::Bool(true))
+                .filter_map(|r| key_of(r, &idx))
+                .collect();
+            let again: Vec<Vec<Value>> = src_rows
+                .iter()
+                .filter(|r| key_of(r, &src_key_idx).is_some_and(|k| elsewhere.contains(&k)))
+                .map(|r| src_key_idx.iter().map(|k| r[*k].clone()).collect())
+                .collect();
+            if !again.is_empty() {
+                return Err(Error::SourceKeysNotUnique {
+                    keys: m.keys.iter().map(|k| k.to_string()).collect(),
+                    duplicates: again.len() as u64,
+                    sample: render_keys(again, SAMPLE_LIMIT),
+                });
+            }
+        }
+        // Pre-image and key log: every key this write touches that the
+        // batch has not logged yet; with no key log, once.
         let first_time = match (w.snapshot, m.key_log) {
             (Some(snap), _) => {
                 let s = st.table(snap)?;
@@ -599,40 +640,56 @@ impl FakeWarehouse {
             }
             (None, None) => false,
         };
+        let logged: HashSet<String> = match m.key_log {
+            Some(log) => {
+                let l = st.table(log)?;
+                let layout = Layout::of(&l.schema, log)?;
+                let idx = indexes(&l.schema, m.keys, log)?;
+                l.rows
+                    .iter()
+                    .filter(|r| layout.is_data_of(r, &id))
+                    .filter_map(|r| key_of(r, &idx))
+                    .collect()
+            }
+            None => HashSet::new(),
+        };
+        let unlogged = |k: Option<String>| k.is_some_and(|k| !logged.contains(&k));
         let mut pre: Option<(&TableRef, Vec<Vec<Value>>)> = None;
-        let mut logged: Option<(&TableRef, Vec<Vec<Value>>)> = None;
-        if first_time {
-            if let Some(snap) = w.snapshot {
-                let layout = Layout::of(&st.table(snap)?.schema, snap)?;
-                let from = layout.project_from(&table.schema, w.table)?;
-                let mut rows: Vec<Vec<Value>> = updates
-                    .iter()
-                    .map(|(i, _)| layout.data_row(&id, &table.rows[*i], &from))
-                    .collect();
+        let mut logged_rows: Option<(&TableRef, Vec<Vec<Value>>)> = None;
+        if let Some(snap) = w.snapshot.filter(|_| first_time || m.key_log.is_some()) {
+            let layout = Layout::of(&st.table(snap)?.schema, snap)?;
+            let from = layout.project_from(&table.schema, w.table)?;
+            let mut rows: Vec<Vec<Value>> = updates
+                .iter()
+                .filter(|(i, _)| unlogged(key_of(&table.rows[*i], &tgt_key_idx)))
+                .map(|(i, _)| layout.data_row(&id, &table.rows[*i], &from))
+                .collect();
+            if first_time {
                 rows.push(layout.marker_row(&id));
-                pre = Some((snap, rows));
             }
-            if let Some(log) = m.key_log {
-                let layout = Layout::of(&st.table(log)?.schema, log)?;
-                let from = layout.project_from(&src_schema, &query_name(w.source))?;
-                let mut rows: Vec<Vec<Value>> = src_rows
-                    .iter()
-                    .map(|r| layout.data_row(&id, r, &from))
-                    .collect();
-                if w.snapshot.is_none() {
-                    rows.push(layout.marker_row(&id));
-                }
-                logged = Some((log, rows));
+            pre = Some((snap, rows));
+        }
+        if let Some(log) = m.key_log {
+            let layout = Layout::of(&st.table(log)?.schema, log)?;
+            let from = layout.project_from(&src_schema, &query_name(w.source))?;
+            let mut rows: Vec<Vec<Value>> = src_rows
+                .iter()
+                .filter(|r| unlogged(key_of(r, &src_key_idx)))
+                .map(|r| layout.data_row(&id, r, &from))
+                .collect();
+            if w.snapshot.is_none() && first_time {
+                rows.push(layout.marker_row(&id));
             }
+            logged_rows = Some((log, rows));
         }
 
         // Everything is checked: apply.
         let mut snapshotted = 0;
         if let Some((snap, rows)) = pre {
-            snapshotted = rows.len() as u64 - 1;
+            snapshotted = rows.len() as u64 - u64::from(first_time);
             st.table_mut(snap)?.rows.extend(rows);
         }
-        if let Some((log, rows)) = logged {
+        if let Some((log, rows)) = logged_rows {
             st.table_mut(log)?.rows.extend(rows);
         }
         let table = st.table_mut(w.table)?;

@@ -471,6 +471,15 @@ async fn check_write(
     Ok(Checked { snapshot, floats })
 }
 
+/// The first column of each row of `query`, as text.
+async fn texts(c: &mut dyn Conn, query: &Sql) -> Result<Vec<String>> {
+    c.query(query)
+        .await?
+        .iter()
+        .map(|r| Ok(exec::text(r, 0)?.unwrap_or_default()))
+        .collect()
+}
+
 /// Null and duplicate keys of `table`'s rows matching `predicate`, on
 /// connection `c` (inside its transaction, if one is open).
 async fn key_report(
@@ -487,11 +496,7 @@ async fn key_report(
         None => (0, 0, 0),
     };
     let sample = if duplicate_keys > 0 && sample > 0 {
-        c.query(&samples)
-            .await?
-            .iter()
-            .map(|r| Ok(exec::text(r, 0)?.unwrap_or_default()))
-            .collect::<Result<Vec<_>>>()?
+        texts(c, &samples).await?
     } else {
         Vec::new()
     };
@@ -688,12 +693,7 @@ impl<E: Executor> SqlWarehouse<E> {
             });
         }
         if dups > 0 {
-            let sample = c
-                .query(&sample)
-                .await?
-                .iter()
-                .map(|r| Ok(exec::text(r, 0)?.unwrap_or_default()))
-                .collect::<Result<Vec<_>>>()?;
+            let sample = texts(c, &sample).await?;
             return Err(Error::DuplicateKeys {
                 batch: id,
                 groups: dups,
@@ -701,25 +701,55 @@ impl<E: Executor> SqlWarehouse<E> {
             });
         }
         execute_all(c, &d.analyze(&slice)).await?;
-        // Pre-image and key log, only while the batch has no marker.
+        if let Some(scope) = m.scope {
+            // Target rows outside the scope are not the run's to rewrite.
+            let (count, sample) = stmt::keys_outside(d, table, keys, &slice, scope, SAMPLE_LIMIT);
+            let rows = query_count(c, &count).await?;
+            if rows > 0 {
+                let sample = texts(c, &sample).await?;
+                return Err(Error::KeysOutsideScope {
+                    batch: id,
+                    rows,
+                    sample,
+                });
+            }
+        }
+        if let Some(log) = m.key_log {
+            // A key an earlier batch of the run wrote is not upserted again.
+            let (count, sample) =
+                stmt::keys_logged_elsewhere(d, log, keys, &slice, &id, SAMPLE_LIMIT);
+            let duplicates = query_count(c, &count).await?;
+            if duplicates > 0 {
+                return Err(Error::SourceKeysNotUnique {
+                    keys: keys.iter().map(|k| k.to_string()).collect(),
+                    duplicates,
+                    sample: texts(c, &sample).await?,
+                });
+            }
+        }
+        // Pre-image and key log: every key this write touches that the
+        // batch has not logged yet (a batch written again from a source
+        // that gained keys logs those too); with no key log, once.
         let marker_table = w.snapshot.or(m.key_log);
         let first_time = match marker_table {
             Some(t) => !has_marker(c, d, t, &id).await?,
             None => false,
         };
         let mut snapshotted = 0;
-        if first_time {
-            if let (Some(snap), Some(cols)) = (w.snapshot, &snap_cols) {
+        if let (Some(snap), Some(cols)) = (w.snapshot, &snap_cols) {
+            if first_time || m.key_log.is_some() {
                 snapshotted = c
                     .execute(&stmt::snapshot_keys(
-                        d, snap, cols, table, keys, &slice, &id,
+                        d, snap, cols, table, keys, &slice, &id, m.key_log,
                     ))
                     .await?;
             }
-            if let (Some(log), Some(cols)) = (m.key_log, &log_cols) {
-                c.execute(&stmt::log_keys(d, log, cols, &slice, &id))
-                    .await?;
-            }
+        }
+        if let (Some(log), Some(cols)) = (m.key_log, &log_cols) {
+            c.execute(&stmt::log_keys(d, log, cols, &slice, &id))
+                .await?;
+        }
+        if first_time {
             if let Some(t) = marker_table {
                 c.execute(&stmt::insert_marker(d, t, &id)).await?;
             }

@@ -693,6 +693,28 @@ impl Runner {
                     sample: kr.sample,
                 });
             }
+            // Nor may a key repeat across the scope's batches in the
+            // source. A table source is checked over the whole scope here;
+            // every source is checked batch by batch against the keys the
+            // run's earlier batches logged.
+            if let Source::Table(t) = &job.source {
+                let kr = self
+                    .warehouse
+                    .key_report(
+                        t,
+                        keys,
+                        &job.plan.scope.predicate()?,
+                        crate::checks::SAMPLE_LIMIT,
+                    )
+                    .await?;
+                if kr.duplicate_keys > 0 {
+                    return Err(Error::SourceKeysNotUnique {
+                        keys: keys.iter().map(|k| k.to_string()).collect(),
+                        duplicates: kr.duplicate_keys,
+                        sample: kr.sample,
+                    });
+                }
+            }
         }
         let blast = crate::blast::blast_radius(self.warehouse.as_ref(), &job.brief).await?;
         let blast_findings = blast.findings(job.brief.risk);

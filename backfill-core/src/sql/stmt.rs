@@ -65,6 +65,87 @@ pub fn key_report(
     (s.finish(), m.finish())
 }
 
+/// The target rows of `table` outside `scope` whose key occurs in
+/// `source` (a merge would rewrite them): their count, and a query for up
+/// to `limit` of their keys as text.
+pub fn keys_outside(
+    d: &dyn Dialect,
+    table: &TableRef,
+    keys: &[crate::Ident],
+    source: &TableRef,
+    scope: &Predicate,
+    limit: usize,
+) -> (Sql, Sql) {
+    let from = |b: &mut SqlBuilder<'_>| {
+        b.push(" FROM ")
+            .table(table)
+            .push(" AS __t WHERE NOT COALESCE((");
+        b.predicate(scope, Some("__t"))
+            .push("), FALSE) AND EXISTS (SELECT 1 FROM ");
+        b.table(source).push(" AS __s WHERE ");
+        keys_equal(b, keys, "__s", "__t");
+        b.push(")");
+    };
+    let mut c = SqlBuilder::new(d);
+    c.push("SELECT count(*)");
+    from(&mut c);
+    let mut m = SqlBuilder::new(d);
+    m.push("SELECT ");
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            m.push(" || ', ' || ");
+        }
+        let q = format!("__t.{}", d.quote_ident(k));
+        m.push(&d.text(&q));
+    }
+    from(&mut m);
+    m.push(" ORDER BY ").idents(keys, Some("__t"));
+    m.push(&format!(" LIMIT {limit}"));
+    (c.finish(), m.finish())
+}
+
+/// The keys of `source` that `log` holds for another batch than
+/// `batch_id` (a key a run's earlier batch wrote): their count, and a
+/// query for up to `limit` of them as text.
+pub fn keys_logged_elsewhere(
+    d: &dyn Dialect,
+    log: &TableRef,
+    keys: &[crate::Ident],
+    source: &TableRef,
+    batch_id: &str,
+    limit: usize,
+) -> (Sql, Sql) {
+    let from = |b: &mut SqlBuilder<'_>| {
+        b.push(" FROM ")
+            .table(source)
+            .push(" AS __s WHERE EXISTS (SELECT 1 FROM ");
+        b.table(log)
+            .push(" AS __l WHERE ")
+            .qualified("__l", &batch_ident())
+            .push(" <> ");
+        text_param(b, batch_id);
+        b.push(" AND ");
+        keys_equal(b, keys, "__l", "__s");
+        b.push(")");
+    };
+    let mut c = SqlBuilder::new(d);
+    c.push("SELECT count(*)");
+    from(&mut c);
+    let mut m = SqlBuilder::new(d);
+    m.push("SELECT ");
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            m.push(" || ', ' || ");
+        }
+        let q = format!("__s.{}", d.quote_ident(k));
+        m.push(&d.text(&q));
+    }
+    from(&mut m);
+    m.push(" ORDER BY ").idents(keys, Some("__s"));
+    m.push(&format!(" LIMIT {limit}"));
+    (c.finish(), m.finish())
+}
+
 fn not_null(b: &mut SqlBuilder<'_>, keys: &[crate::Ident]) {
     for (i, k) in keys.iter().enumerate() {
         if i > 0 {
@@ -612,6 +693,7 @@ pub fn snapshot_keys(
     keys: &[Ident],
     source: &TableRef,
     batch_id: &str,
+    unlogged_in: Option<&TableRef>,
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
     snapshot_head(&mut b, snapshot, columns, batch_id);
@@ -621,12 +703,30 @@ pub fn snapshot_keys(
         .push(" AS __t WHERE EXISTS (SELECT 1 FROM ");
     b.table(source).push(" AS __s WHERE ");
     keys_equal(&mut b, keys, "__s", "__t");
+    if let Some(log) = unlogged_in {
+        not_logged(&mut b, log, keys, batch_id);
+    }
     b.push(")");
     b.finish()
 }
 
-/// Logs the keys of every row of `source` as data rows of `batch_id` in a
-/// key-log table.
+/// ` AND NOT EXISTS (…)`: the key of `__s` is not yet in `log` for
+/// `batch_id`.
+fn not_logged(b: &mut SqlBuilder<'_>, log: &TableRef, keys: &[Ident], batch_id: &str) {
+    b.push(" AND NOT EXISTS (SELECT 1 FROM ")
+        .table(log)
+        .push(" AS __l WHERE ")
+        .qualified("__l", &batch_ident())
+        .push(" = ");
+    text_param(b, batch_id);
+    b.push(" AND ");
+    keys_equal(b, keys, "__l", "__s");
+    b.push(")");
+}
+
+/// Logs the keys of the rows of `source` that the key log does not hold
+/// for `batch_id` yet, as data rows of `batch_id`: every key a write
+/// touches is logged once, however often the batch is written.
 pub fn log_keys(
     d: &dyn Dialect,
     key_log: &TableRef,
@@ -639,7 +739,8 @@ pub fn log_keys(
     b.idents(keys, Some("__s"))
         .push(" FROM ")
         .table(source)
-        .push(" AS __s");
+        .push(" AS __s WHERE TRUE");
+    not_logged(&mut b, key_log, keys, batch_id);
     b.finish()
 }
 

@@ -795,7 +795,8 @@ pub async fn merge_refuses_keys_outside_the_scope(env: Env) {
     let target = super::seed_table(&env, "facts", &super::original_rows()).await;
     let mut rows = super::source_rows();
     rows.retain(|r| r[0] != backfill_core::Value::Int(1));
-    rows.push(super::row(1, super::day(3), 1, "moved into the scope"));
+    // On the scope's first day, so nothing is written before it.
+    rows.push(super::row(1, super::day(2), 1, "moved into the scope"));
     let fix = super::seed_table(&env, "facts_fix", &rows).await;
     let before = checksum(&env, &target).await;
     let job = super::job_on(&env, Pattern::Merge, "outside", Source::Table(fix));
