@@ -358,6 +358,7 @@ async fn timing_of_one_large_batch() {
         slice: write(&p.batches[1]),
         keys: &keys,
         key_log: Some(&log),
+        scope: None,
     };
     let out = w.merge_slice(&merge).await.unwrap();
     println!("merge {out:?} in {:?}", t.elapsed());

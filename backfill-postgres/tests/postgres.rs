@@ -1150,6 +1150,7 @@ async fn timing_of_10k_row_batches() {
                 slice: slice_write(&run, b, &facts, &src, &columns, Some(&pre)),
                 keys: &keys,
                 key_log: Some(&log),
+                scope: None,
             })
             .await
             .unwrap();
