@@ -138,6 +138,10 @@ pub struct Env {
     pub clocked_ledger: ClockedLedgerFn,
     /// What the engine can do where engines differ.
     pub capabilities: Capabilities,
+    /// The ledger's table of batches, where the ledger is SQL tables in
+    /// the engine, for cases that edit the ledger by hand as a careless
+    /// operator might (None for a ledger in memory).
+    pub ledger_batches: Option<TableRef>,
 }
 
 impl Env {
@@ -222,6 +226,7 @@ pub fn fake_env_on(fake: crate::FakeWarehouse) -> Env {
             views_bind_by_name: true,
             ..Capabilities::default()
         },
+        ledger_batches: None,
     }
 }
 
@@ -240,6 +245,7 @@ pub fn with_separate_ledger(env: Env) -> Env {
             ledger_in_data_tx: false,
             ..env.capabilities
         },
+        ledger_batches: None,
         ..env
     }
 }
@@ -257,8 +263,10 @@ pub async fn sql_env<E: Executor>(
     capabilities: Capabilities,
 ) -> Env {
     let ledger = sql.ledger(ledger_schema).await.expect("ledger");
+    let batches = ledger.table("batches").expect("the ledger's batches");
     let (maker, home) = (sql.clone(), ledger_schema.to_string());
     Env {
+        ledger_batches: Some(batches),
         warehouse,
         ledger: Arc::new(ledger),
         seed: Arc::new(sql.clone()),
@@ -1307,6 +1315,10 @@ macro_rules! conformance_tests {
             case!(
                 existing_table_not_adopted,
                 c::exactness::existing_table_is_not_adopted
+            );
+            case!(
+                edited_ledger_refused,
+                c::exactness::edited_ledger_is_refused
             );
             case!(
                 merge_rerun_logs_keys,

@@ -828,3 +828,33 @@ pub async fn merge_refuses_keys_repeated_across_batches(env: Env) {
     );
     assert_eq!(checksum(&env, &target).await, before);
 }
+
+/// A ledger edited by hand (a written batch set back to `pending`, so a
+/// rerun would write it again) disagrees with its own history: the run is
+/// refused before any write, naming the batch, both states and what to
+/// do, and the table is unchanged.
+pub async fn edited_ledger_is_refused(env: Env) {
+    let Some(batches) = env.ledger_batches.clone() else {
+        env.gate(false, "ledger_batches", "a ledger edited by hand");
+        return;
+    };
+    let case = setup(env, Pattern::Overwrite, "edited").await;
+    let runner = case.runner();
+    runner.run(&case.job).await.expect("run");
+    let after = checksum(&case.env, &case.target).await;
+    let batch = case.job.plan.batches[2].id.to_string();
+    case.env
+        .warehouse
+        .execute(&format!(
+            "UPDATE {} SET \"state\" = 'pending' WHERE \"run_id\" = 'edited' AND \"batch_id\" = '{batch}'",
+            super::quoted(&batches)
+        ))
+        .await
+        .expect("an edit by hand");
+    let err = runner.run(&case.job).await.expect_err("refused");
+    assert!(
+        err.to_string().contains(&batch) && err.to_string().contains("pending"),
+        "names the batch and its state: {err:?}"
+    );
+    assert_eq!(checksum(&case.env, &case.target).await, after);
+}
