@@ -316,6 +316,24 @@ pub enum Error {
         /// Some of their keys.
         sample: Vec<String>,
     },
+    /// The ledger disagrees with its own history: a batch's state is not
+    /// the one its last recorded transition reached, so the ledger was
+    /// edited by hand. Nothing was written.
+    #[error(
+        "the ledger of run {run} was edited: batch {batch} is {state}, but its history ends in \
+         {history}. Put the state back as its history says, or roll the run back and start a \
+         new one; nothing was written"
+    )]
+    LedgerInconsistent {
+        /// The run.
+        run: String,
+        /// The batch.
+        batch: String,
+        /// Its state in the ledger.
+        state: String,
+        /// The state its last transition reached.
+        history: String,
+    },
     /// A working table a run made (a pre-image, key log, stage or
     /// version) is gone, so the run cannot go on without losing what its
     /// rollback or cut-over needs. Roll the run back as far as its

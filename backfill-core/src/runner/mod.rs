@@ -493,6 +493,7 @@ impl Runner {
     ) -> Result<(RunReport, Option<Vec<(BatchId, u64, Duration)>>)> {
         let started = Instant::now();
         let (columns, warnings) = self.preflight(job).await?;
+        self.check_history(&job.run_id).await?;
         let opened = self.open_run(job).await?;
         self.requeue_failed(job, only).await?;
         let before = self.retried.batches(&job.run_id).await?;
@@ -735,6 +736,40 @@ impl Runner {
             warnings.push(SEPARATE_LEDGER_WARNING.to_string());
         }
         Ok((columns, warnings))
+    }
+
+    /// Refuses a run whose ledger disagrees with its own history: every
+    /// change of a batch's state is recorded as a transition, so a batch
+    /// whose state is not the one its last transition reached was edited
+    /// by hand (a written batch set back to `pending` would be written
+    /// again over whatever followed it). A run not recorded yet has no
+    /// history to disagree with.
+    async fn check_history(&self, run_id: &RunId) -> Result<()> {
+        match self.retried.run(run_id).await {
+            Ok(_) => {}
+            Err(Error::RunNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let mut last: std::collections::HashMap<BatchId, String> = std::collections::HashMap::new();
+        for t in self.retried.transitions(run_id).await? {
+            if let Some(b) = t.batch_id {
+                last.insert(b, t.to);
+            }
+        }
+        for b in self.retried.batches(run_id).await? {
+            let recorded = last
+                .get(&b.batch.id)
+                .map_or(BatchState::Pending.as_str(), String::as_str);
+            if recorded != b.state.as_str() {
+                return Err(Error::LedgerInconsistent {
+                    run: run_id.to_string(),
+                    batch: b.batch.id.to_string(),
+                    state: b.state.as_str().to_string(),
+                    history: recorded.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Takes the target and records the run with its plan, or finds it.

@@ -853,8 +853,9 @@ pub async fn edited_ledger_is_refused(env: Env) {
         .expect("an edit by hand");
     let err = runner.run(&case.job).await.expect_err("refused");
     assert!(
-        err.to_string().contains(&batch) && err.to_string().contains("pending"),
-        "names the batch and its state: {err:?}"
+        matches!(&err, Error::LedgerInconsistent { batch: b, state, history, .. }
+            if b == &batch && state == "pending" && history != "pending"),
+        "names the batch, its state and its history: {err:?}"
     );
     assert_eq!(checksum(&case.env, &case.target).await, after);
 }
