@@ -738,34 +738,58 @@ impl Runner {
         Ok((columns, warnings))
     }
 
-    /// Refuses a run whose ledger disagrees with its own history: every
-    /// change of a batch's state is recorded as a transition, so a batch
-    /// whose state is not the one its last transition reached was edited
-    /// by hand (a written batch set back to `pending` would be written
-    /// again over whatever followed it). A run not recorded yet has no
-    /// history to disagree with.
+    /// Refuses a run whose ledger disagrees with its own history. Every
+    /// change of a batch's state is recorded as a transition in the same
+    /// transaction, so while other workers move batches on, two reads of
+    /// the history around one read of the batches bound what each state
+    /// may be: a batch not done whose history already reached `written`
+    /// (before the read) was set back by hand, and would be written again
+    /// over whatever followed; a batch in a state its history never
+    /// reached (after the read), `written` say, was moved on by hand and
+    /// its day would be skipped. A run not recorded yet has no history.
     async fn check_history(&self, run_id: &RunId) -> Result<()> {
         match self.retried.run(run_id).await {
             Ok(_) => {}
             Err(Error::RunNotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let mut last: std::collections::HashMap<BatchId, String> = std::collections::HashMap::new();
-        for t in self.retried.transitions(run_id).await? {
-            if let Some(b) = t.batch_id {
-                last.insert(b, t.to);
+        type Reached = std::collections::HashMap<BatchId, Vec<String>>;
+        let reached = |ts: Vec<crate::ledger::Transition>| {
+            let mut m: Reached = std::collections::HashMap::new();
+            for t in ts {
+                if let Some(b) = t.batch_id {
+                    m.entry(b).or_default().push(t.to);
+                }
             }
-        }
-        for b in self.retried.batches(run_id).await? {
-            let recorded = last
+            m
+        };
+        let before = reached(self.retried.transitions(run_id).await?);
+        let batches = self.retried.batches(run_id).await?;
+        let after = reached(self.retried.transitions(run_id).await?);
+        let done =
+            |s: &str| s == BatchState::Written.as_str() || s == BatchState::Validated.as_str();
+        for b in batches {
+            let state = b.state.as_str();
+            let last_before = before
                 .get(&b.batch.id)
-                .map_or(BatchState::Pending.as_str(), String::as_str);
-            if recorded != b.state.as_str() {
+                .and_then(|v| v.last())
+                .map(String::as_str);
+            let set_back = last_before.is_some_and(done)
+                && matches!(b.state, BatchState::Pending | BatchState::Running);
+            let never_reached = b.state != BatchState::Pending
+                && !after
+                    .get(&b.batch.id)
+                    .is_some_and(|v| v.iter().any(|to| to == state));
+            if set_back || never_reached {
+                let history = after
+                    .get(&b.batch.id)
+                    .and_then(|v| v.last())
+                    .map_or(BatchState::Pending.as_str(), String::as_str);
                 return Err(Error::LedgerInconsistent {
                     run: run_id.to_string(),
                     batch: b.batch.id.to_string(),
-                    state: b.state.as_str().to_string(),
-                    history: recorded.to_string(),
+                    state: state.to_string(),
+                    history: history.to_string(),
                 });
             }
         }
