@@ -180,6 +180,52 @@ async fn file_database_keeps_the_ledger() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A DuckDB copy is `CREATE TABLE AS` with its NOT NULLs: a primary key,
+/// checks, defaults and indexes stay behind, so a staging swap would drop
+/// them from the live table. Preflight names them and refuses before any
+/// write; the same data in a table without them runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_refuses_what_a_copy_would_not_carry() {
+    let w = DuckDbWarehouse::in_memory().unwrap();
+    w.execute_batch(
+        "CREATE TABLE keyed (id BIGINT PRIMARY KEY, day DATE, amount BIGINT DEFAULT 0, \
+         note VARCHAR CHECK (note <> ''))",
+    )
+    .await
+    .unwrap();
+    let keyed = tr("keyed");
+    w.insert_rows(&keyed, &original_rows()).await.unwrap();
+    let fix = seed(&w, "facts_fix", &source_rows()).await;
+    let ledger: Arc<dyn Ledger> = Arc::new(w.ledger("backfill").await.unwrap());
+    let runner = Runner::new(Arc::new(w.clone()), ledger.clone()).with_options(fast_options());
+    let job_on = |target: TableRef, run: &str| {
+        let plan = daily_plan(target);
+        backfill_core::Backfill::new(
+            RunId::new(run).unwrap(),
+            backfill_testkit::conformance::brief(
+                plan.scope.clone(),
+                backfill_core::StrategySpec::StagingSwap,
+            ),
+            plan,
+            Source::Table(fix.clone()),
+        )
+    };
+    let before = w.checksum(&keyed, &Predicate::All).await.unwrap();
+    let err = runner
+        .run(&job_on(keyed.clone(), "keyed"))
+        .await
+        .expect_err("refused");
+    let message = err.to_string();
+    for named in ["primary key", "check", "default of amount"] {
+        assert!(message.contains(named), "names the {named}: {message}");
+    }
+    assert!(matches!(err, backfill_core::Error::Preflight(_)), "{err:?}");
+    assert_eq!(w.checksum(&keyed, &Predicate::All).await.unwrap(), before);
+
+    let plain = seed(&w, "plain", &original_rows()).await;
+    runner.run(&job_on(plain, "plain")).await.expect("runs");
+}
+
 /// A process that dies inside a batch leaves it `running` under an
 /// hour-long lease. One process writes a DuckDB file at a time, so the
 /// next process to open the file knows the holder is dead and takes the

@@ -347,6 +347,59 @@ async fn copies_keep_keys_and_indexes() {
     );
 }
 
+/// A staging swap replaces the target by a copy of it, and a copy made
+/// with `LIKE` carries neither the views that read the target (they bind
+/// by identity and would keep reading the old table), nor its grants,
+/// triggers, foreign keys or identity sequence. Each is named at
+/// preflight and the run refused before any write; the same target
+/// without them runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_refuses_what_a_copy_would_not_carry() {
+    let test = "staging_refuses_what_a_copy_would_not_carry";
+    let Some((w, facts, fix)) = setup(test).await else {
+        return;
+    };
+    w.execute_batch(
+        "ALTER TABLE facts ADD PRIMARY KEY (id); \
+         CREATE VIEW facts_report AS SELECT day, sum(amount) AS total FROM facts GROUP BY day; \
+         CREATE TABLE refs (fact_id BIGINT REFERENCES facts (id)); \
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; \
+         CREATE TRIGGER facts_touch BEFORE UPDATE ON facts FOR EACH ROW EXECUTE FUNCTION touch(); \
+         GRANT SELECT ON facts TO PUBLIC",
+    )
+    .await
+    .unwrap();
+    let before = checksum(&w, &facts).await;
+    let env = env_in(&w, &schema_name(test)).await;
+    let job = backfill_testkit::conformance::job_on(
+        &env,
+        backfill_testkit::conformance::Pattern::Staging,
+        "carry",
+        Source::Table(fix.clone()),
+    );
+    let runner = Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("refused");
+    let message = err.to_string();
+    for named in ["facts_report", "refs", "facts_touch", "PUBLIC"] {
+        assert!(message.contains(named), "names {named}: {message}");
+    }
+    assert!(matches!(err, Error::Preflight(_)), "{err:?}");
+    assert_eq!(checksum(&w, &facts).await, before);
+    assert!(
+        env.ledger.run(&job.run_id).await.is_err(),
+        "nothing recorded"
+    );
+
+    // Without them, the same run goes ahead.
+    w.execute_batch(
+        "DROP VIEW facts_report; DROP TABLE refs; DROP TRIGGER facts_touch ON facts; \
+         REVOKE SELECT ON facts FROM PUBLIC",
+    )
+    .await
+    .unwrap();
+    runner.run(&job).await.expect("runs");
+}
+
 // ---------------------------------------------------------------------------
 // Timeouts and locks
 // ---------------------------------------------------------------------------
