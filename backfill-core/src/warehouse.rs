@@ -363,6 +363,16 @@ pub trait Warehouse: Send + Sync {
     /// Creates or replaces `view` as `SELECT * FROM table`.
     async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()>;
 
+    /// What a copy of `table` made by [`Warehouse::create_copy`] would not
+    /// carry, so that [`Warehouse::swap`]ping the copy in for `table` would
+    /// lose it: views that read `table` by identity, grants, triggers,
+    /// foreign keys, constraints, sequences. One line each, naming it; none
+    /// by default (an engine whose copies carry everything, or whose
+    /// tables have none of these).
+    async fn swap_hazards(&self, _table: &TableRef) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Drops a table if it exists; returns whether it existed.
     async fn drop_table(&self, table: &TableRef) -> Result<bool>;
 
@@ -535,6 +545,13 @@ macro_rules! forward_warehouse {
             ) -> $crate::Result<()> {
                 let $s = self;
                 $crate::Warehouse::point_view($inner, view, table).await
+            }
+            async fn swap_hazards(
+                &self,
+                table: &$crate::TableRef,
+            ) -> $crate::Result<Vec<String>> {
+                let $s = self;
+                $crate::Warehouse::swap_hazards($inner, table).await
             }
             async fn drop_table(&self, table: &$crate::TableRef) -> $crate::Result<bool> {
                 let $s = self;

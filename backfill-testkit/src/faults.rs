@@ -369,6 +369,10 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         self.reach(FaultPoint::AfterCutoverBeforeLedger)
     }
 
+    async fn swap_hazards(&self, table: &TableRef) -> Result<Vec<String>> {
+        self.inner.swap_hazards(table).await
+    }
+
     async fn drop_table(&self, table: &TableRef) -> Result<bool> {
         self.inner.drop_table(table).await
     }

@@ -911,6 +911,11 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
         source_schema(&mut *c, self.d(), source).await
     }
 
+    async fn swap_hazards(&self, table: &TableRef) -> Result<Vec<String>> {
+        let (d, mut c) = (self.d(), self.exec.connect().await?);
+        texts(&mut *c, &d.swap_hazards(table)).await
+    }
+
     async fn count(&self, table: &TableRef, predicate: &Predicate) -> Result<u64> {
         let (d, mut c) = (self.d(), self.exec.connect().await?);
         let schema = require_relation(&mut *c, d, table).await?;

@@ -717,6 +717,21 @@ impl Runner {
                 }
             }
         }
+        if job.brief.strategy == StrategySpec::StagingSwap {
+            let target = job.target();
+            let hazards = self.warehouse.swap_hazards(target).await?;
+            if !hazards.is_empty() {
+                return Err(Error::Preflight(vec![crate::Finding::block(
+                    "strategy",
+                    format!(
+                        "a staging swap puts a copy of {target} in its place, and the copy would \
+                         not carry: {}. They would stay with the old table. Use a partition \
+                         overwrite or a merge, which write in place, or move them first",
+                        hazards.join("; ")
+                    ),
+                )]));
+            }
+        }
         let blast = crate::blast::blast_radius(self.warehouse.as_ref(), &job.brief).await?;
         let blast_findings = blast.findings(job.brief.risk);
         if blast_findings.iter().any(|f| f.blocking) {

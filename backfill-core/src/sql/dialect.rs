@@ -72,6 +72,10 @@ pub trait Dialect: Send + Sync + Debug {
     /// `(schema, name, kind)` with kind `view` or `materialized view`.
     fn dependents(&self, table: &TableRef) -> Sql;
 
+    /// What this engine's copy of `table` ([`Dialect::copy_shape`]) would
+    /// not carry, one text row each (see `Warehouse::swap_hazards`).
+    fn swap_hazards(&self, table: &TableRef) -> Sql;
+
     /// A lock on a text key, held until the transaction ends, for engines
     /// where several sessions write at once; `None` where the engine lets
     /// one session write at a time, so transactions already serialize.
@@ -228,6 +232,27 @@ impl Dialect for DuckDbDialect {
         b.finish()
     }
 
+    fn swap_hazards(&self, table: &TableRef) -> Sql {
+        // A copy is `CREATE TABLE AS` plus NOT NULL: keys, checks,
+        // defaults and indexes stay behind. (Views bind by name, so they
+        // read the new table.)
+        let mut b = SqlBuilder::new(self);
+        let whose = |b: &mut SqlBuilder<'_>| {
+            b.push(" WHERE schema_name = ");
+            schema_of(b, table);
+            b.push(" AND table_name = ")
+                .param(Value::Text(table.name.to_string()));
+        };
+        b.push("SELECT lower(constraint_type) || ' ' || constraint_text FROM duckdb_constraints()");
+        whose(&mut b);
+        b.push(" AND constraint_type IN ('PRIMARY KEY', 'UNIQUE', 'CHECK', 'FOREIGN KEY') UNION ALL SELECT 'default of ' || column_name || ': ' || column_default FROM duckdb_columns()");
+        whose(&mut b);
+        b.push(" AND column_default IS NOT NULL UNION ALL SELECT 'index ' || index_name FROM duckdb_indexes()");
+        whose(&mut b);
+        b.push(" ORDER BY 1");
+        b.finish()
+    }
+
     fn dependents(&self, table: &TableRef) -> Sql {
         // DuckDB binds views lazily and records no dependency on their
         // tables, so a view depends on a table when its SQL names it as a
@@ -366,6 +391,26 @@ impl Dialect for PostgresDialect {
 
     fn estimates_by_explain(&self) -> bool {
         true
+    }
+
+    fn swap_hazards(&self, table: &TableRef) -> Sql {
+        // A copy is `LIKE … INCLUDING` defaults, constraints and indexes;
+        // what stays with the old table (views bind it by identity) is
+        // listed here.
+        let mut b = SqlBuilder::new(self);
+        b.push("WITH t AS (SELECT c.oid, c.relowner, c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ");
+        schema_of(&mut b, table);
+        b.push(" AND c.relname = ")
+            .param(Value::Text(table.name.to_string()))
+            .push(") ");
+        b.push("SELECT 'view ' || vn.nspname::text || '.' || v.relname::text FROM t JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class AND v.oid <> t.oid JOIN pg_namespace vn ON vn.oid = v.relnamespace ");
+        b.push("UNION SELECT 'trigger ' || tg.tgname::text FROM t JOIN pg_trigger tg ON tg.tgrelid = t.oid AND NOT tg.tgisinternal ");
+        b.push("UNION SELECT 'foreign key ' || co.conname::text FROM t JOIN pg_constraint co ON co.contype = 'f' AND (co.conrelid = t.oid OR co.confrelid = t.oid) ");
+        b.push("UNION SELECT 'grant of ' || lower(acl.privilege_type) || ' to ' || COALESCE(ro.rolname::text, 'PUBLIC') FROM t CROSS JOIN LATERAL aclexplode(t.relacl) acl LEFT JOIN pg_roles ro ON ro.oid = acl.grantee WHERE acl.grantee <> t.relowner ");
+        b.push("UNION SELECT 'sequence ' || s.relname::text || ' (owned by a column)' FROM t JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' ");
+        b.push("UNION SELECT 'row security policy ' || p.polname::text FROM t JOIN pg_policy p ON p.polrelid = t.oid ");
+        b.push("ORDER BY 1");
+        b.finish()
     }
 
     fn dependents(&self, table: &TableRef) -> Sql {
