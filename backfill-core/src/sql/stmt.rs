@@ -53,13 +53,7 @@ pub fn key_report(
     let mut m = SqlBuilder::new(d);
     dup_cte(&mut m);
     m.push("SELECT ");
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            m.push(" || ', ' || ");
-        }
-        let q = d.quote_ident(k);
-        m.push(&d.text(&q));
-    }
+    keys_as_text(&mut m, keys, None);
     m.push(" FROM __g ORDER BY ").idents(keys, None);
     m.push(&format!(" LIMIT {limit}"));
     (s.finish(), m.finish())
@@ -86,22 +80,7 @@ pub fn keys_outside(
         keys_equal(b, keys, "__s", "__t");
         b.push(")");
     };
-    let mut c = SqlBuilder::new(d);
-    c.push("SELECT count(*)");
-    from(&mut c);
-    let mut m = SqlBuilder::new(d);
-    m.push("SELECT ");
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            m.push(" || ', ' || ");
-        }
-        let q = format!("__t.{}", d.quote_ident(k));
-        m.push(&d.text(&q));
-    }
-    from(&mut m);
-    m.push(" ORDER BY ").idents(keys, Some("__t"));
-    m.push(&format!(" LIMIT {limit}"));
-    (c.finish(), m.finish())
+    count_and_sample(d, keys, "__t", from, limit)
 }
 
 /// The keys of `source` that `log` holds for another batch than
@@ -128,20 +107,41 @@ pub fn keys_logged_elsewhere(
         keys_equal(b, keys, "__l", "__s");
         b.push(")");
     };
+    count_and_sample(d, keys, "__s", from, limit)
+}
+
+/// `k1 || ', ' || k2 …` as text, each key qualified by `alias` if given.
+fn keys_as_text(b: &mut SqlBuilder<'_>, keys: &[crate::Ident], alias: Option<&str>) {
+    let d = b.dialect();
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            b.push(" || ', ' || ");
+        }
+        let q = match alias {
+            Some(a) => format!("{a}.{}", d.quote_ident(k)),
+            None => d.quote_ident(k),
+        };
+        b.push(&d.text(&q));
+    }
+}
+
+/// `SELECT count(*)` over the rows `from` gives, and a query for up to
+/// `limit` of their keys (qualified by `alias`) as text, in key order.
+fn count_and_sample(
+    d: &dyn Dialect,
+    keys: &[crate::Ident],
+    alias: &str,
+    from: impl Fn(&mut SqlBuilder<'_>),
+    limit: usize,
+) -> (Sql, Sql) {
     let mut c = SqlBuilder::new(d);
     c.push("SELECT count(*)");
     from(&mut c);
     let mut m = SqlBuilder::new(d);
     m.push("SELECT ");
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            m.push(" || ', ' || ");
-        }
-        let q = format!("__s.{}", d.quote_ident(k));
-        m.push(&d.text(&q));
-    }
+    keys_as_text(&mut m, keys, Some(alias));
     from(&mut m);
-    m.push(" ORDER BY ").idents(keys, Some("__s"));
+    m.push(" ORDER BY ").idents(keys, Some(alias));
     m.push(&format!(" LIMIT {limit}"));
     (c.finish(), m.finish())
 }
