@@ -489,7 +489,9 @@ pub async fn crash_and_resume_as(
         // Preflight refuses a swap under a view that binds the target by
         // identity (PostgreSQL): the staged case runs without the view.
         let (w, _) = rig.parent().await;
-        w.execute("DROP VIEW facts_view").await.expect("drop the view");
+        w.execute("DROP VIEW facts_view")
+            .await
+            .expect("drop the view");
     }
     let status = rig.spawn_child(point, pattern_name(pattern));
     assert_eq!(

@@ -740,7 +740,13 @@ impl<E: Executor> SqlWarehouse<E> {
             if first_time || m.key_log.is_some() {
                 snapshotted = c
                     .execute(&stmt::snapshot_keys(
-                        d, snap, cols, table, keys, &slice, &id, m.key_log,
+                        d,
+                        snap,
+                        cols,
+                        table,
+                        keys,
+                        (&slice, m.key_log),
+                        &id,
                     ))
                     .await?;
             }

@@ -684,16 +684,17 @@ fn snapshot_head(b: &mut SqlBuilder<'_>, snapshot: &TableRef, columns: &[Ident],
 }
 
 /// Copies the rows of `table` whose key occurs in `source` into a
-/// pre-image as data rows of `batch_id`.
+/// pre-image as data rows of `batch_id`; with a key log in `unlogged_in`,
+/// only the rows of keys it does not hold for `batch_id` yet (a pre-image
+/// keeps a key's first state, however often the batch is written).
 pub fn snapshot_keys(
     d: &dyn Dialect,
     snapshot: &TableRef,
     columns: &[Ident],
     table: &TableRef,
     keys: &[Ident],
-    source: &TableRef,
+    (source, unlogged_in): (&TableRef, Option<&TableRef>),
     batch_id: &str,
-    unlogged_in: Option<&TableRef>,
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
     snapshot_head(&mut b, snapshot, columns, batch_id);
