@@ -334,6 +334,19 @@ pub enum Error {
         /// The state its last transition reached.
         history: String,
     },
+    /// The plan has more batches than the runner allows
+    /// (`RunOptions::max_batches`); nothing was recorded or taken.
+    #[error(
+        "the plan has {batches} batches, more than the {max} this runner allows: choose a \
+         coarser grain or wider ranges, or raise RunOptions::max_batches on purpose; nothing \
+         was recorded"
+    )]
+    PlanTooLarge {
+        /// Batches in the plan.
+        batches: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A working table a run made (a pre-image, key log, stage or
     /// version) is gone, so the run cannot go on without losing what its
     /// rollback or cut-over needs. Roll the run back as far as its

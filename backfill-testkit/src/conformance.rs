@@ -1348,6 +1348,9 @@ macro_rules! conformance_tests {
                 instant_column_bounds,
                 c::exactness::instant_column_needs_instant_bounds
             );
+            case!(plan_size_bounded, |e| {
+                c::end_to_end::plan_size_is_bounded_and_recorded_whole(e)
+            });
             case!(bounded_source_without_bounds, |e| {
                 c::end_to_end::bounded_source_without_bounds_is_refused(e)
             });

@@ -114,7 +114,17 @@ pub struct RunOptions {
     /// kills its worker, or is always slower than its lease). An operator
     /// releases it ([`Runner::release`]) to try again.
     pub max_batch_attempts: u32,
+    /// The most batches a plan may have; a larger one is refused before
+    /// the target is taken ([`Error::PlanTooLarge`]). Each batch is a
+    /// ledger row, a transaction and an entry in every report: a plan of
+    /// millions of batches is almost always a planner set at the wrong
+    /// grain. Raise it on purpose.
+    pub max_batches: usize,
 }
+
+/// The default [`RunOptions::max_batches`]: 100,000 (some 270 years of
+/// days).
+pub const DEFAULT_MAX_BATCHES: usize = 100_000;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -128,6 +138,7 @@ impl Default for RunOptions {
             worker: format!("worker-{}", std::process::id()),
             stage_source: false,
             max_batch_attempts: 5,
+            max_batches: DEFAULT_MAX_BATCHES,
         }
     }
 }

@@ -255,3 +255,59 @@ pub async fn bounded_source_without_bounds_is_refused(env: Env) {
     );
     assert_eq!(checksum(&env, &target).await, before);
 }
+
+/// A plan larger than the runner allows ([`RunOptions::max_batches`]) is
+/// refused before the target is taken or anything is recorded, saying how
+/// large it is and how to raise the limit; within the limit the same plan
+/// runs. A plan of thousands of batches is recorded whole, in order.
+pub async fn plan_size_is_bounded_and_recorded_whole(env: Env) {
+    let case = super::setup(env, super::Pattern::Overwrite, "bounded").await;
+    let small =
+        Runner::new(case.env.warehouse.clone(), case.env.ledger.clone()).with_options(RunOptions {
+            max_batches: 4,
+            ..super::fast_options()
+        });
+    let err = small.run(&case.job).await.expect_err("too large");
+    assert!(
+        matches!(err, Error::PlanTooLarge { batches: 5, max: 4 }),
+        "{err:?}"
+    );
+    assert!(
+        case.env.ledger.run(&case.job.run_id).await.is_err(),
+        "nothing recorded"
+    );
+    case.runner()
+        .run(&case.job)
+        .await
+        .expect("within the default limit, and the target was never taken");
+
+    // Thousands of batches, recorded in bulk, read back whole and in order.
+    let scope = Scope::new(
+        case.env.table("keyed"),
+        "id",
+        backfill_core::Bounds::Keys {
+            start: 0,
+            end: 2_345,
+        },
+        "UTC",
+    )
+    .expect("scope");
+    let plan = backfill_core::Plan::build(scope, backfill_core::Planner::KeyRanges { width: 1 })
+        .expect("plan");
+    case.env
+        .ledger
+        .begin_run(&super::ledger_record("bulk", "fp"), &plan.batches)
+        .await
+        .expect("recorded");
+    let stored = case
+        .env
+        .ledger
+        .batches(&RunId::new("bulk").expect("run id"))
+        .await
+        .expect("batches");
+    assert_eq!(stored.len(), plan.batches.len());
+    assert!(stored
+        .iter()
+        .zip(&plan.batches)
+        .all(|(s, b)| s.batch == *b && s.state == BatchState::Pending));
+}
