@@ -613,6 +613,10 @@ pub async fn mark_written(
 }
 
 /// A batch's row as first recorded.
+/// Batches recorded by one statement when a plan is recorded (17 bound
+/// values each: well under PostgreSQL's 65,535 parameters a statement).
+const PLAN_ROWS_PER_STATEMENT: usize = 1_000;
+
 fn pending_row(run_id: &RunId, b: &Batch) -> Result<Vec<Value>> {
     let opt_json = |v: &Option<Value>| -> Result<Value> {
         Ok(match v {
@@ -746,13 +750,14 @@ impl<E: Executor> Ledger for SqlLedger<E> {
             c.execute(&q).await?;
             let mut columns = vec!["run_id"];
             columns.extend_from_slice(BATCH_COLUMNS);
-            for b in batches {
-                let q = sql::insert(
-                    d,
-                    &home.table(sql::BATCHES),
-                    &columns,
-                    &pending_row(&run.run_id, b)?,
-                );
+            // The plan in bulk: a few statements of many rows each, not a
+            // statement a batch.
+            let rows = batches
+                .iter()
+                .map(|b| pending_row(&run.run_id, b))
+                .collect::<Result<Vec<_>>>()?;
+            for chunk in rows.chunks(PLAN_ROWS_PER_STATEMENT) {
+                let q = sql::insert_rows(d, &home.table(sql::BATCHES), &columns, chunk);
                 c.execute(&q).await?;
             }
             log_transition(

@@ -662,6 +662,12 @@ impl Runner {
     /// the target. Returns the columns written and the warnings.
     async fn preflight(&self, job: &Backfill) -> Result<(Vec<Ident>, Vec<String>)> {
         job.brief.preflight().into_result()?;
+        if job.plan.batches.len() > self.options.max_batches {
+            return Err(Error::PlanTooLarge {
+                batches: job.plan.batches.len(),
+                max: self.options.max_batches,
+            });
+        }
         if job.plan.scope != job.brief.scope {
             return Err(Error::InvalidPlan(
                 "the plan was made for a different scope than the brief's".into(),

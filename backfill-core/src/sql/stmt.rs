@@ -1347,8 +1347,18 @@ pub mod ledger {
 
     /// `INSERT INTO table (columns) VALUES (…)`.
     pub fn insert(d: &dyn Dialect, table: &TableRef, columns: &[&str], values: &[Value]) -> Sql {
+        insert_rows(d, table, columns, &[values.to_vec()])
+    }
+
+    /// Inserts `rows` with one statement.
+    pub fn insert_rows(
+        d: &dyn Dialect,
+        table: &TableRef,
+        columns: &[&str],
+        rows: &[Vec<Value>],
+    ) -> Sql {
         let cols: Vec<Ident> = columns.iter().map(|c| ident(c)).collect();
-        super::insert_values(d, table, &cols, &[values.to_vec()])
+        super::insert_values(d, table, &cols, rows)
     }
 
     /// Inserts a row numbered one past the table's highest `id`, so rows
