@@ -711,6 +711,52 @@ async fn ledger_overhead(e: &Engine, n: usize) -> f64 {
     took.as_secs_f64() * 1e6 / done as f64
 }
 
+/// P8: recording a plan of `n` batches in the ledger (one batch a key, so
+/// planning is cheap and the time is the ledger's), from `begin_run` to
+/// its commit; the target is held for this long before the first batch.
+async fn plan_recording(e: &Engine, n: usize) -> String {
+    use backfill::ledger::{Ledger, RunRecord, RunStatus};
+    let ledger: Box<dyn Ledger> = match e {
+        Engine::Duck(w) => Box::new(w.ledger("bench_plan").await.expect("ledger")),
+        Engine::Pg(w) => Box::new(w.ledger("bench_plan").await.expect("ledger")),
+    };
+    let scope = backfill::Scope::new(
+        table("plan_target"),
+        "id",
+        backfill::Bounds::Keys {
+            start: 0,
+            end: n as i64,
+        },
+        "UTC",
+    )
+    .expect("scope");
+    let plan =
+        backfill::Plan::build(scope, backfill::Planner::KeyRanges { width: 1 }).expect("plan");
+    let record = RunRecord {
+        run_id: backfill::RunId::new("plan_recording").expect("run id"),
+        target: table("plan_target"),
+        fingerprint: plan.fingerprint.clone(),
+        code_version: "bench".into(),
+        parameters: Default::default(),
+        operator: "bench".into(),
+        status: RunStatus::Running,
+        started_at: ledger.now(),
+        finished_at: None,
+        rows_affected: 0,
+        notes: Vec::new(),
+    };
+    let (took, r) = time(ledger.begin_run(&record, &plan.batches)).await;
+    r.expect("recorded");
+    drop(ledger);
+    e.exec("DROP SCHEMA bench_plan CASCADE").await;
+    format!(
+        "| {} | P8: record a plan of {n} batches in the ledger | {:.0} ms | {:.1} µs a batch; goal 100,000 in < 2 s |",
+        e.name(),
+        ms(took),
+        took.as_secs_f64() * 1e6 / n as f64
+    )
+}
+
 /// DuckDB's cost of one small statement through the same binding the
 /// adapter uses (prepared once, then run 500 times on a 1,000-row table):
 /// the floor under every per-batch statement.
@@ -948,6 +994,10 @@ fn main() {
                 eprintln!("ledger alone: {:.0} µs a batch", ledger_overhead(&duck, 181).await);
             }
         }
+        let plan_batches = if a.full { 100_000 } else { 36_525 };
+        if want("plan") {
+            details.push(plan_recording(&duck, plan_batches).await);
+        }
         if want("refunds") {
             if let Engine::Duck(w) = &duck {
                 details.extend(statement_floor(w).await);
@@ -962,6 +1012,9 @@ fn main() {
                 let pg = Engine::Pg(PgWarehouse::connect(&url).await.expect("postgres"));
                 if want("inspect") {
                     figures.extend(measure(&pg, a.pg_rows.unwrap_or(a.rows), a.runs).await);
+                }
+                if want("plan") {
+                    details.push(plan_recording(&pg, plan_batches).await);
                 }
                 if want("refunds") {
                     let orders = a.pg_orders.unwrap_or(a.orders);

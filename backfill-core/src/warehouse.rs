@@ -363,6 +363,22 @@ pub trait Warehouse: Send + Sync {
     /// Creates or replaces `view` as `SELECT * FROM table`.
     async fn point_view(&self, view: &TableRef, table: &TableRef) -> Result<()>;
 
+    /// Defers the background maintenance that a run's many small commits
+    /// would otherwise trigger one after another (DuckDB's automatic
+    /// checkpoints), until [`Warehouse::resume_maintenance`]. Calls nest:
+    /// maintenance resumes after the last resume. Nothing by default.
+    async fn defer_maintenance(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Ends what [`Warehouse::defer_maintenance`] deferred: puts the
+    /// engine's setting back to its default and runs the deferred
+    /// maintenance once (DuckDB: one `CHECKPOINT`). A setting the user
+    /// chose is never deferred, so never changed. Nothing by default.
+    async fn resume_maintenance(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// What a copy of `table` made by [`Warehouse::create_copy`] would not
     /// carry, so that [`Warehouse::swap`]ping the copy in for `table` would
     /// lose it: views that read `table` by identity, grants, triggers,
@@ -545,6 +561,14 @@ macro_rules! forward_warehouse {
             ) -> $crate::Result<()> {
                 let $s = self;
                 $crate::Warehouse::point_view($inner, view, table).await
+            }
+            async fn defer_maintenance(&self) -> $crate::Result<()> {
+                let $s = self;
+                $crate::Warehouse::defer_maintenance($inner).await
+            }
+            async fn resume_maintenance(&self) -> $crate::Result<()> {
+                let $s = self;
+                $crate::Warehouse::resume_maintenance($inner).await
             }
             async fn swap_hazards(
                 &self,

@@ -226,6 +226,105 @@ async fn staging_refuses_what_a_copy_would_not_carry() {
     runner.run(&job_on(plain, "plain")).await.expect("runs");
 }
 
+/// DuckDB's setting `checkpoint_threshold`, as it reads back.
+async fn checkpoint_threshold(w: &DuckDbWarehouse) -> String {
+    use backfill_core::engine::SqlRead;
+    let d = w.dialect().unwrap();
+    let rows = w
+        .read(vec![backfill_core::sql::stmt::current_setting(
+            d,
+            "checkpoint_threshold",
+        )])
+        .await
+        .unwrap();
+    match &rows[0][0][0] {
+        Value::Text(s) => s.clone(),
+        other => panic!("setting read as {other:?}"),
+    }
+}
+
+/// Reads the checkpoint setting when a run starts writing.
+struct SettingProbe(DuckDbWarehouse, std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl backfill_core::runner::MaintenanceHook for SettingProbe {
+    async fn mark(&self, _: &RunId, _: &[String], under: bool) -> backfill_core::Result<()> {
+        if under {
+            let seen = checkpoint_threshold(&self.0).await;
+            self.1.lock().unwrap().push(seen);
+        }
+        Ok(())
+    }
+}
+
+/// A run defers DuckDB's automatic checkpoints while it writes (a day a
+/// commit would otherwise checkpoint every few batches), and puts the
+/// default back however the run ends: completed, or failed on its third
+/// batch. A threshold the user set is left exactly as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_defer_checkpoints_and_restore_the_setting() {
+    use backfill_testkit::{FaultPoint, Faulty};
+    let w = DuckDbWarehouse::in_memory().unwrap();
+    let users = checkpoint_threshold(&w).await;
+    let facts = seed(&w, "facts", &original_rows()).await;
+    let fix = seed(&w, "facts_fix", &source_rows()).await;
+    let ledger: Arc<dyn Ledger> = Arc::new(w.ledger("backfill").await.unwrap());
+    let probe = Arc::new(SettingProbe(w.clone(), std::sync::Mutex::new(Vec::new())));
+    let job = |run: &str| {
+        let plan = daily_plan(facts.clone());
+        backfill_core::Backfill::new(
+            RunId::new(run).unwrap(),
+            backfill_testkit::conformance::brief(
+                plan.scope.clone(),
+                backfill_core::StrategySpec::PartitionOverwrite,
+            ),
+            plan,
+            Source::Table(fix.clone()),
+        )
+    };
+    Runner::new(Arc::new(w.clone()), ledger.clone())
+        .with_options(fast_options())
+        .with_maintenance(probe.clone())
+        .run(&job("deferred"))
+        .await
+        .unwrap();
+    let seen = probe.1.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_ne!(seen[0], users, "deferred while the run wrote");
+    assert_eq!(checkpoint_threshold(&w).await, users, "put back");
+
+    let faulty = Arc::new(Faulty::new(Arc::new(w.clone()) as Arc<dyn Warehouse>));
+    faulty.fail_nth(FaultPoint::BeforeWrite, 3);
+    Runner::new(faulty, ledger.clone())
+        .with_options(fast_options())
+        .run(&job("failing"))
+        .await
+        .expect_err("the third batch fails");
+    assert_eq!(
+        checkpoint_threshold(&w).await,
+        users,
+        "put back after a failure"
+    );
+    Runner::new(Arc::new(w.clone()), ledger.clone())
+        .rollback(&job("failing"))
+        .await
+        .unwrap();
+
+    // The user's own threshold is theirs.
+    w.execute_batch("SET checkpoint_threshold = '7MB'")
+        .await
+        .unwrap();
+    let theirs = checkpoint_threshold(&w).await;
+    Runner::new(Arc::new(w.clone()), ledger)
+        .with_options(fast_options())
+        .with_maintenance(probe.clone())
+        .run(&job("theirs"))
+        .await
+        .unwrap();
+    assert_eq!(probe.1.lock().unwrap().last(), Some(&theirs), "untouched");
+    assert_eq!(checkpoint_threshold(&w).await, theirs);
+}
+
 /// A process that dies inside a batch leaves it `running` under an
 /// hour-long lease. One process writes a DuckDB file at a time, so the
 /// next process to open the file knows the holder is dead and takes the

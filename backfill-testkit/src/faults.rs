@@ -369,6 +369,14 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         self.reach(FaultPoint::AfterCutoverBeforeLedger)
     }
 
+    async fn defer_maintenance(&self) -> Result<()> {
+        self.inner.defer_maintenance().await
+    }
+
+    async fn resume_maintenance(&self) -> Result<()> {
+        self.inner.resume_maintenance().await
+    }
+
     async fn swap_hazards(&self, table: &TableRef) -> Result<Vec<String>> {
         self.inner.swap_hazards(table).await
     }

@@ -79,6 +79,10 @@ pub struct SqlWarehouse<E: Executor> {
     exec: Arc<E>,
     ledgers: Arc<Mutex<HashMap<String, LedgerHome>>>,
     settings: WriteSettings,
+    /// Runs deferring the engine's checkpoints now, and the setting they
+    /// deferred (to reset when the last one ends), if it was at its
+    /// default.
+    deferred: Arc<tokio::sync::Mutex<(usize, Option<String>)>>,
 }
 
 impl<E: Executor> Clone for SqlWarehouse<E> {
@@ -87,6 +91,7 @@ impl<E: Executor> Clone for SqlWarehouse<E> {
             exec: self.exec.clone(),
             ledgers: self.ledgers.clone(),
             settings: self.settings,
+            deferred: self.deferred.clone(),
         }
     }
 }
@@ -107,6 +112,7 @@ impl<E: Executor> SqlWarehouse<E> {
             exec: Arc::new(exec),
             ledgers: Arc::default(),
             settings: WriteSettings::default(),
+            deferred: Arc::default(),
         }
     }
 
@@ -915,6 +921,45 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
     async fn describe_source(&self, source: &Source) -> Result<TableSchema> {
         let mut c = self.exec.connect().await?;
         source_schema(&mut *c, self.d(), source).await
+    }
+
+    async fn defer_maintenance(&self) -> Result<()> {
+        let Some(cp) = self.d().deferred_checkpoints() else {
+            return Ok(());
+        };
+        let mut deferred = self.deferred.lock().await;
+        if deferred.0 == 0 {
+            // Only the engine's default is deferred: a value the user set
+            // is theirs, and could not be put back exactly (the engine
+            // reports it rounded).
+            let mut c = self.exec.connect().await?;
+            let now = texts(&mut *c, &stmt::current_setting(self.d(), cp.setting)).await?;
+            deferred.1 = None;
+            if now.first().map(String::as_str) == Some(cp.default) {
+                c.script(&stmt::set_setting(cp.setting, cp.deferred))
+                    .await?;
+                deferred.1 = Some(cp.setting.to_string());
+            }
+        }
+        deferred.0 += 1;
+        Ok(())
+    }
+
+    async fn resume_maintenance(&self) -> Result<()> {
+        let Some(cp) = self.d().deferred_checkpoints() else {
+            return Ok(());
+        };
+        let mut deferred = self.deferred.lock().await;
+        deferred.0 = deferred.0.saturating_sub(1);
+        if deferred.0 > 0 {
+            return Ok(());
+        }
+        if deferred.1.take().is_none() {
+            return Ok(());
+        }
+        let mut c = self.exec.connect().await?;
+        c.script(&format!("RESET {}", cp.setting)).await?;
+        c.script(cp.checkpoint).await
     }
 
     async fn swap_hazards(&self, table: &TableRef) -> Result<Vec<String>> {

@@ -505,6 +505,31 @@ impl Runner {
         let started = Instant::now();
         let (columns, warnings) = self.preflight(job).await?;
         self.check_history(&job.run_id).await?;
+        // The engine's background maintenance waits for the run's end,
+        // however it ends (done, paused, failed), and then runs once.
+        self.warehouse.defer_maintenance().await?;
+        let r = self
+            .execute_deferred(job, only, started, columns, warnings)
+            .await;
+        match (self.warehouse.resume_maintenance().await, r) {
+            (Ok(()), r) => r,
+            (Err(e), Ok(_)) => Err(e),
+            (Err(e), Err(run)) => {
+                tracing::warn!(error = %e, "could not resume the engine's maintenance");
+                Err(run)
+            }
+        }
+    }
+
+    /// [`Runner::execute`] once the engine's maintenance is deferred.
+    async fn execute_deferred(
+        &self,
+        job: &Backfill,
+        only: Option<&[BatchId]>,
+        started: Instant,
+        columns: Vec<Ident>,
+        warnings: Vec<String>,
+    ) -> Result<(RunReport, Option<Vec<(BatchId, u64, Duration)>>)> {
         let opened = self.open_run(job).await?;
         self.requeue_failed(job, only).await?;
         let before = self.retried.batches(&job.run_id).await?;

@@ -76,6 +76,13 @@ pub trait Dialect: Send + Sync + Debug {
     /// not carry, one text row each (see `Warehouse::swap_hazards`).
     fn swap_hazards(&self, table: &TableRef) -> Sql;
 
+    /// The setting that starts the engine's automatic checkpoints, the
+    /// value that defers them for a run, and the statement that runs one
+    /// at its end; `None` where commits trigger no such work.
+    fn deferred_checkpoints(&self) -> Option<DeferredCheckpoints> {
+        None
+    }
+
     /// A lock on a text key, held until the transaction ends, for engines
     /// where several sessions write at once; `None` where the engine lets
     /// one session write at a time, so transactions already serialize.
@@ -140,11 +147,39 @@ pub trait Dialect: Send + Sync + Debug {
     }
 }
 
+/// An engine's automatic checkpoints, as a run defers them (see
+/// [`Dialect::deferred_checkpoints`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeferredCheckpoints {
+    /// The setting (`checkpoint_threshold`).
+    pub setting: &'static str,
+    /// Its value while a run writes.
+    pub deferred: &'static str,
+    /// Its default, as the engine reports it: only a setting at its
+    /// default is deferred (and reset after), so that a value the user
+    /// chose is left exactly as it is.
+    pub default: &'static str,
+    /// The statement that checkpoints once at the run's end.
+    pub checkpoint: &'static str,
+}
+
 /// DuckDB.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DuckDbDialect;
 
 impl Dialect for DuckDbDialect {
+    fn deferred_checkpoints(&self) -> Option<DeferredCheckpoints> {
+        // DuckDB checkpoints once the write-ahead log passes the
+        // threshold; with a day a commit, that is every few batches, and
+        // each analyzes the compression of what changed.
+        Some(DeferredCheckpoints {
+            setting: "checkpoint_threshold",
+            deferred: "100GB",
+            default: "16.0 MiB",
+            checkpoint: "CHECKPOINT",
+        })
+    }
+
     fn non_finite(&self, expr: &str) -> String {
         format!("(isnan({expr}) OR isinf({expr}))")
     }

@@ -9,7 +9,7 @@ mod dialect;
 pub mod inspect;
 pub mod stmt;
 
-pub use dialect::{Dialect, DuckDbDialect, PostgresDialect};
+pub use dialect::{DeferredCheckpoints, Dialect, DuckDbDialect, PostgresDialect};
 
 use crate::plan::Batch;
 use crate::source::{END_TOKEN, START_TOKEN};

@@ -159,6 +159,21 @@ fn not_null(b: &mut SqlBuilder<'_>, keys: &[crate::Ident]) {
 // Transactions and helpers
 // ---------------------------------------------------------------------------
 
+/// The current value of engine setting `name`, as text.
+pub fn current_setting(d: &dyn Dialect, name: &'static str) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT CAST(current_setting(")
+        .param(Value::Text(name.to_string()))
+        .push(") AS VARCHAR)");
+    b.finish()
+}
+
+/// `SET name = 'value'` for a setting and value the library names itself
+/// (engines take no parameters in `SET`).
+pub fn set_setting(name: &'static str, value: &'static str) -> String {
+    format!("SET {name} = '{value}'")
+}
+
 /// Starts a transaction.
 pub const BEGIN: &str = "BEGIN TRANSACTION";
 /// Commits the open transaction.
