@@ -400,6 +400,37 @@ async fn staging_refuses_what_a_copy_would_not_carry() {
     runner.run(&job).await.expect("runs");
 }
 
+/// A pre-image or key log is indexed by batch, so that a batch's marker
+/// lookup and its restore read that batch's rows, not the whole snapshot
+/// (without it each batch's lookup scans every earlier batch's rows, and a
+/// run's cost grows with the square of its length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_indexed_by_batch() {
+    let Some((w, facts, _)) = setup("snapshots_are_indexed_by_batch").await else {
+        return;
+    };
+    let columns = facts_schema().names();
+    for (name, cols) in [
+        ("facts_pre", columns.clone()),
+        ("facts_keys", vec![id("id")]),
+    ] {
+        w.create_snapshot_table(&facts, &cols, &tr(name))
+            .await
+            .unwrap();
+        let c = w.client().await.unwrap();
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() \
+                 AND tablename = $1 AND indexdef LIKE '%__bf_batch%'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "{name} is indexed by batch");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Timeouts and locks
 // ---------------------------------------------------------------------------
