@@ -1124,8 +1124,11 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
                 let schema = require_relation(c, d, like).await?;
                 check_columns(&schema, columns, &like.to_string())?;
                 c.execute(&stmt::create_snapshot_table(d, snapshot, like, columns))
-                    .await
-                    .map(|_| ())
+                    .await?;
+                if let Some(index) = d.index_snapshot(snapshot) {
+                    c.execute(&index).await?;
+                }
+                Ok(())
             }
         })
     }

@@ -76,6 +76,14 @@ pub trait Dialect: Send + Sync + Debug {
     /// not carry, one text row each (see `Warehouse::swap_hazards`).
     fn swap_hazards(&self, table: &TableRef) -> Sql;
 
+    /// An index on a pre-image or key log by its batch column, where the
+    /// engine needs one to find a batch's rows without reading the whole
+    /// table; `None` where it prunes by itself (DuckDB's zone maps, the
+    /// batches being written in order).
+    fn index_snapshot(&self, _snapshot: &TableRef) -> Option<Sql> {
+        None
+    }
+
     /// The setting that starts the engine's automatic checkpoints, the
     /// value that defers them for a run, and the statement that runs one
     /// at its end; `None` where commits trigger no such work.
@@ -426,6 +434,17 @@ impl Dialect for PostgresDialect {
 
     fn estimates_by_explain(&self) -> bool {
         true
+    }
+
+    fn index_snapshot(&self, snapshot: &TableRef) -> Option<Sql> {
+        // Unnamed: the server picks a name unique in the schema.
+        let mut b = SqlBuilder::new(self);
+        b.push("CREATE INDEX ON ")
+            .table(snapshot)
+            .push(" (")
+            .ident(&Ident::new(super::BATCH_COLUMN).expect("the batch column is an identifier"))
+            .push(")");
+        Some(b.finish())
     }
 
     fn swap_hazards(&self, table: &TableRef) -> Sql {
