@@ -711,6 +711,81 @@ async fn ledger_overhead(e: &Engine, n: usize) -> f64 {
     took.as_secs_f64() * 1e6 / done as f64
 }
 
+/// The ledger's cost per batch (claim and written mark) early and late in
+/// a long run: the median over batches 1–20 against batches 1,000–1,019 of
+/// a 2,000-batch plan. Flat means the ledger does not slow down as the run
+/// (and the database) grows.
+async fn ledger_flatness(e: &Engine) -> String {
+    use backfill::ledger::{BatchState, BatchUpdate, Ledger, RunRecord, RunStatus};
+    let ledger: Box<dyn Ledger> = match e {
+        Engine::Duck(w) => Box::new(w.ledger("bench_flat").await.expect("ledger")),
+        Engine::Pg(w) => Box::new(w.ledger("bench_flat").await.expect("ledger")),
+    };
+    let scope = backfill::Scope::new(
+        table("flat_target"),
+        "id",
+        backfill::Bounds::Keys {
+            start: 0,
+            end: 2_000,
+        },
+        "UTC",
+    )
+    .expect("scope");
+    let plan =
+        backfill::Plan::build(scope, backfill::Planner::KeyRanges { width: 1 }).expect("plan");
+    let run = backfill::RunId::new("flat").expect("run id");
+    let record = RunRecord {
+        run_id: run.clone(),
+        target: table("flat_target"),
+        fingerprint: plan.fingerprint.clone(),
+        code_version: "bench".into(),
+        parameters: Default::default(),
+        operator: "bench".into(),
+        status: RunStatus::Running,
+        started_at: ledger.now(),
+        finished_at: None,
+        rows_affected: 0,
+        notes: Vec::new(),
+    };
+    ledger
+        .begin_run(&record, &plan.batches)
+        .await
+        .expect("begin");
+    let mut each = Vec::new();
+    loop {
+        let t = Instant::now();
+        let Some(c) = ledger
+            .claim(&run, "bench", Duration::from_secs(60), None)
+            .await
+            .expect("claim")
+        else {
+            break;
+        };
+        ledger
+            .transition(
+                &run,
+                &c.batch.id,
+                Some(c.token),
+                BatchState::Written,
+                BatchUpdate::reason("written"),
+            )
+            .await
+            .expect("mark");
+        each.push(t.elapsed());
+    }
+    drop(ledger);
+    e.exec("DROP SCHEMA bench_flat CASCADE").await;
+    let early = median(each[..20].to_vec());
+    let late = median(each[1_000..1_020].to_vec());
+    format!(
+        "| {} | the ledger per batch at batches 1–20 and 1,000–1,019 of 2,000 | {:.2} ms and {:.2} ms | ratio {:.2}; goal within 20% |",
+        e.name(),
+        ms(early),
+        ms(late),
+        late.as_secs_f64() / early.as_secs_f64()
+    )
+}
+
 /// P8: recording a plan of `n` batches in the ledger (one batch a key, so
 /// planning is cheap and the time is the ledger's), from `begin_run` to
 /// its commit; the target is held for this long before the first batch.
@@ -994,6 +1069,11 @@ fn main() {
                 eprintln!("ledger alone: {:.0} µs a batch", ledger_overhead(&duck, 181).await);
             }
         }
+        // Two thousand batches: part of a full run, or asked for alone.
+        let flat = a.full || a.only.as_deref() == Some("flat");
+        if flat {
+            details.push(ledger_flatness(&duck).await);
+        }
         let plan_batches = if a.full { 100_000 } else { 36_525 };
         if want("plan") {
             details.push(plan_recording(&duck, plan_batches).await);
@@ -1015,6 +1095,9 @@ fn main() {
                 }
                 if want("plan") {
                     details.push(plan_recording(&pg, plan_batches).await);
+                }
+                if flat {
+                    details.push(ledger_flatness(&pg).await);
                 }
                 if want("refunds") {
                     let orders = a.pg_orders.unwrap_or(a.orders);
