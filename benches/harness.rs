@@ -658,55 +658,23 @@ async fn measure_refunds(
 /// The ledger's cost per batch, alone: a run of `n` batches claimed and
 /// marked written one by one, with no data written.
 async fn ledger_overhead(e: &Engine, n: usize) -> f64 {
-    use backfill::ledger::{BatchState, BatchUpdate, Ledger, RunRecord, RunStatus};
-    let ledger: Box<dyn Ledger> = match e {
-        Engine::Duck(w) => Box::new(w.ledger("bench_ledger_alone").await.expect("ledger")),
-        Engine::Pg(w) => Box::new(w.ledger("bench_ledger_alone").await.expect("ledger")),
-    };
+    let ledger = bench_ledger(e, "bench_ledger_alone").await;
     let job = refunds::job(
         "ledger_alone",
         refunds::Safety::Bare,
         Source::query("SELECT 1"),
     );
-    let run = job.run_id.clone();
-    let record = RunRecord {
-        run_id: run.clone(),
-        target: job.target().clone(),
-        fingerprint: job.fingerprint(),
-        code_version: job.code_version.clone(),
-        parameters: job.parameters.clone(),
-        operator: "bench".into(),
-        status: RunStatus::Running,
-        started_at: ledger.now(),
-        finished_at: None,
-        rows_affected: 0,
-        notes: Vec::new(),
-    };
-    ledger
-        .begin_run(&record, &job.plan.batches[..n.min(job.plan.batches.len())])
-        .await
-        .expect("begin");
+    let mut record = bench_record("ledger_alone", &job.plan, ledger.now());
+    record.target = job.target().clone();
+    record.fingerprint = job.fingerprint();
+    let batches = &job.plan.batches[..n.min(job.plan.batches.len())];
+    ledger.begin_run(&record, batches).await.expect("begin");
     let t = Instant::now();
-    let mut done = 0;
-    while let Some(c) = ledger
-        .claim(&run, "bench", Duration::from_secs(60), None)
+    let done = claim_and_mark_all(ledger.as_ref(), &record.run_id)
         .await
-        .expect("claim")
-    {
-        ledger
-            .transition(
-                &run,
-                &c.batch.id,
-                Some(c.token),
-                BatchState::Written,
-                BatchUpdate::reason("written"),
-            )
-            .await
-            .expect("mark");
-        done += 1;
-    }
+        .len();
     let took = t.elapsed();
-    assert_eq!(done, n.min(job.plan.batches.len()));
+    assert_eq!(done, batches.len());
     e.exec("DROP SCHEMA bench_ledger_alone CASCADE").await;
     took.as_secs_f64() * 1e6 / done as f64
 }
@@ -716,63 +684,14 @@ async fn ledger_overhead(e: &Engine, n: usize) -> f64 {
 /// a 2,000-batch plan. Flat means the ledger does not slow down as the run
 /// (and the database) grows.
 async fn ledger_flatness(e: &Engine) -> String {
-    use backfill::ledger::{BatchState, BatchUpdate, Ledger, RunRecord, RunStatus};
-    let ledger: Box<dyn Ledger> = match e {
-        Engine::Duck(w) => Box::new(w.ledger("bench_flat").await.expect("ledger")),
-        Engine::Pg(w) => Box::new(w.ledger("bench_flat").await.expect("ledger")),
-    };
-    let scope = backfill::Scope::new(
-        table("flat_target"),
-        "id",
-        backfill::Bounds::Keys {
-            start: 0,
-            end: 2_000,
-        },
-        "UTC",
-    )
-    .expect("scope");
-    let plan =
-        backfill::Plan::build(scope, backfill::Planner::KeyRanges { width: 1 }).expect("plan");
-    let run = backfill::RunId::new("flat").expect("run id");
-    let record = RunRecord {
-        run_id: run.clone(),
-        target: table("flat_target"),
-        fingerprint: plan.fingerprint.clone(),
-        code_version: "bench".into(),
-        parameters: Default::default(),
-        operator: "bench".into(),
-        status: RunStatus::Running,
-        started_at: ledger.now(),
-        finished_at: None,
-        rows_affected: 0,
-        notes: Vec::new(),
-    };
+    let ledger = bench_ledger(e, "bench_flat").await;
+    let plan = key_plan("flat_target", 2_000);
+    let record = bench_record("flat", &plan, ledger.now());
     ledger
         .begin_run(&record, &plan.batches)
         .await
         .expect("begin");
-    let mut each = Vec::new();
-    loop {
-        let t = Instant::now();
-        let Some(c) = ledger
-            .claim(&run, "bench", Duration::from_secs(60), None)
-            .await
-            .expect("claim")
-        else {
-            break;
-        };
-        ledger
-            .transition(
-                &run,
-                &c.batch.id,
-                Some(c.token),
-                BatchState::Written,
-                BatchUpdate::reason("written"),
-            )
-            .await
-            .expect("mark");
-        each.push(t.elapsed());
-    }
+    let each = claim_and_mark_all(ledger.as_ref(), &record.run_id).await;
     drop(ledger);
     e.exec("DROP SCHEMA bench_flat CASCADE").await;
     let early = median(each[..20].to_vec());
@@ -790,36 +709,9 @@ async fn ledger_flatness(e: &Engine) -> String {
 /// planning is cheap and the time is the ledger's), from `begin_run` to
 /// its commit; the target is held for this long before the first batch.
 async fn plan_recording(e: &Engine, n: usize) -> String {
-    use backfill::ledger::{Ledger, RunRecord, RunStatus};
-    let ledger: Box<dyn Ledger> = match e {
-        Engine::Duck(w) => Box::new(w.ledger("bench_plan").await.expect("ledger")),
-        Engine::Pg(w) => Box::new(w.ledger("bench_plan").await.expect("ledger")),
-    };
-    let scope = backfill::Scope::new(
-        table("plan_target"),
-        "id",
-        backfill::Bounds::Keys {
-            start: 0,
-            end: n as i64,
-        },
-        "UTC",
-    )
-    .expect("scope");
-    let plan =
-        backfill::Plan::build(scope, backfill::Planner::KeyRanges { width: 1 }).expect("plan");
-    let record = RunRecord {
-        run_id: backfill::RunId::new("plan_recording").expect("run id"),
-        target: table("plan_target"),
-        fingerprint: plan.fingerprint.clone(),
-        code_version: "bench".into(),
-        parameters: Default::default(),
-        operator: "bench".into(),
-        status: RunStatus::Running,
-        started_at: ledger.now(),
-        finished_at: None,
-        rows_affected: 0,
-        notes: Vec::new(),
-    };
+    let ledger = bench_ledger(e, "bench_plan").await;
+    let plan = key_plan("plan_target", n);
+    let record = bench_record("plan_recording", &plan, ledger.now());
     let (took, r) = time(ledger.begin_run(&record, &plan.batches)).await;
     r.expect("recorded");
     drop(ledger);
@@ -830,6 +722,83 @@ async fn plan_recording(e: &Engine, n: usize) -> String {
         ms(took),
         took.as_secs_f64() * 1e6 / n as f64
     )
+}
+
+/// A ledger of its own, in schema `schema` of the engine.
+async fn bench_ledger(e: &Engine, schema: &str) -> Box<dyn backfill::ledger::Ledger> {
+    match e {
+        Engine::Duck(w) => Box::new(w.ledger(schema).await.expect("ledger")),
+        Engine::Pg(w) => Box::new(w.ledger(schema).await.expect("ledger")),
+    }
+}
+
+/// A plan of `n` one-key batches on table `target` (cheap to plan, so a
+/// measurement of it is the ledger's).
+fn key_plan(target: &str, n: usize) -> backfill::Plan {
+    let scope = backfill::Scope::new(
+        table(target),
+        "id",
+        backfill::Bounds::Keys {
+            start: 0,
+            end: n as i64,
+        },
+        "UTC",
+    )
+    .expect("scope");
+    backfill::Plan::build(scope, backfill::Planner::KeyRanges { width: 1 }).expect("plan")
+}
+
+/// A running run's record for `plan`, as the runner would record it.
+fn bench_record(
+    run: &str,
+    plan: &backfill::Plan,
+    now: backfill::jiff::Timestamp,
+) -> backfill::ledger::RunRecord {
+    backfill::ledger::RunRecord {
+        run_id: backfill::RunId::new(run).expect("run id"),
+        target: plan.scope.target.clone(),
+        fingerprint: plan.fingerprint.clone(),
+        code_version: "bench".into(),
+        parameters: Default::default(),
+        operator: "bench".into(),
+        status: backfill::ledger::RunStatus::Running,
+        started_at: now,
+        finished_at: None,
+        rows_affected: 0,
+        notes: Vec::new(),
+    }
+}
+
+/// Claims each batch of `run` and marks it written, one at a time, until
+/// none is left; returns how long each took.
+async fn claim_and_mark_all(
+    ledger: &dyn backfill::ledger::Ledger,
+    run: &backfill::RunId,
+) -> Vec<Duration> {
+    use backfill::ledger::{BatchState, BatchUpdate};
+    let mut each = Vec::new();
+    loop {
+        let t = Instant::now();
+        let Some(c) = ledger
+            .claim(run, "bench", Duration::from_secs(60), None)
+            .await
+            .expect("claim")
+        else {
+            break;
+        };
+        ledger
+            .transition(
+                run,
+                &c.batch.id,
+                Some(c.token),
+                BatchState::Written,
+                BatchUpdate::reason("written"),
+            )
+            .await
+            .expect("mark");
+        each.push(t.elapsed());
+    }
+    each
 }
 
 /// DuckDB's cost of one small statement through the same binding the
