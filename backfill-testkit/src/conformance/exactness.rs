@@ -792,41 +792,43 @@ pub async fn merge_rerun_logs_every_key(env: Env) {
 /// would rewrite that row: the batch is refused before its write, naming
 /// the key, and the table is unchanged.
 pub async fn merge_refuses_keys_outside_the_scope(env: Env) {
-    let target = super::seed_table(&env, "facts", &super::original_rows()).await;
     let mut rows = super::source_rows();
     rows.retain(|r| r[0] != backfill_core::Value::Int(1));
     // On the scope's first day, so nothing is written before it.
     rows.push(super::row(1, super::day(2), 1, "moved into the scope"));
-    let fix = super::seed_table(&env, "facts_fix", &rows).await;
-    let before = checksum(&env, &target).await;
-    let job = super::job_on(&env, Pattern::Merge, "outside", Source::Table(fix));
-    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
-    let err = runner.run(&job).await.expect_err("refused");
+    let err = merge_refused(&env, "outside", &rows).await;
     assert!(
         matches!(&err, Error::KeysOutsideScope { rows: 1, sample, .. } if sample == &vec!["1".to_string()]),
         "names the key: {err:?}"
     );
-    assert_eq!(checksum(&env, &target).await, before);
 }
 
 /// A key that occurs on two days of the scope in a merge's source would be
 /// upserted twice, the later day silently winning: refused before the
 /// first write, naming the key.
 pub async fn merge_refuses_keys_repeated_across_batches(env: Env) {
-    let target = super::seed_table(&env, "facts", &super::original_rows()).await;
     let mut rows = super::source_rows();
     rows.push(super::row(2000, super::day(3), 1, "first"));
     rows.push(super::row(2000, super::day(5), 2, "again"));
-    let fix = super::seed_table(&env, "facts_fix", &rows).await;
-    let before = checksum(&env, &target).await;
-    let job = super::job_on(&env, Pattern::Merge, "twice", Source::Table(fix));
-    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
-    let err = runner.run(&job).await.expect_err("refused");
+    let err = merge_refused(&env, "twice", &rows).await;
     assert!(
         matches!(&err, Error::SourceKeysNotUnique { duplicates: 1, sample, .. } if sample == &vec!["2000".to_string()]),
         "names the key: {err:?}"
     );
-    assert_eq!(checksum(&env, &target).await, before);
+}
+
+/// Runs the merge case `run` from a source of `rows` over the original
+/// facts, expects it refused, checks the table is unchanged, and returns
+/// the error.
+async fn merge_refused(env: &Env, run: &str, rows: &[Vec<backfill_core::Value>]) -> Error {
+    let target = super::seed_table(env, "facts", &super::original_rows()).await;
+    let fix = super::seed_table(env, "facts_fix", rows).await;
+    let before = checksum(env, &target).await;
+    let job = super::job_on(env, Pattern::Merge, run, Source::Table(fix));
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner.run(&job).await.expect_err("refused");
+    assert_eq!(checksum(env, &target).await, before, "nothing written");
+    err
 }
 
 /// A ledger edited by hand (a written batch set back to `pending`, so a
