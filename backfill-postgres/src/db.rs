@@ -106,17 +106,15 @@ impl Executor for PgExecutor {
         c.script(stmt::BEGIN).await?;
         c.open = true;
         if let Some(l) = limits {
+            // Both limits in one statement: one round trip a transaction.
             let ms = |d: Duration| format!("{}", d.as_millis().max(1));
+            let (statement, lock) = (ms(l.statement_timeout), ms(l.lock_timeout));
             c.query(&stmt::set_local(
                 &DIALECT,
-                "statement_timeout",
-                &ms(l.statement_timeout),
-            ))
-            .await?;
-            c.query(&stmt::set_local(
-                &DIALECT,
-                "lock_timeout",
-                &ms(l.lock_timeout),
+                &[
+                    ("statement_timeout", statement.as_str()),
+                    ("lock_timeout", lock.as_str()),
+                ],
             ))
             .await?;
         }

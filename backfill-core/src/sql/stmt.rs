@@ -935,16 +935,22 @@ pub(crate) fn select_param(b: &mut SqlBuilder<'_>, v: &Value) {
 // Statements only some dialects use (through their hooks)
 // ---------------------------------------------------------------------------
 
-/// `SELECT set_config(name, value, true)`: a setting for the rest of the
-/// open transaction only (PostgreSQL's `SET LOCAL`, with name and value
-/// bound as parameters instead of spliced).
-pub fn set_local(d: &dyn Dialect, name: &str, value: &str) -> Sql {
+/// `SELECT set_config(name, value, true), …`: settings for the rest of the
+/// open transaction only (PostgreSQL's `SET LOCAL`, with names and values
+/// bound as parameters instead of spliced), all in one statement.
+pub fn set_local(d: &dyn Dialect, settings: &[(&str, &str)]) -> Sql {
     let mut b = SqlBuilder::new(d);
-    b.push("SELECT set_config(");
-    text_param(&mut b, name);
-    b.push(", ");
-    text_param(&mut b, value);
-    b.push(", true)");
+    b.push("SELECT ");
+    for (i, (name, value)) in settings.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.push("set_config(");
+        text_param(&mut b, name);
+        b.push(", ");
+        text_param(&mut b, value);
+        b.push(", true)");
+    }
     b.finish()
 }
 
