@@ -603,29 +603,38 @@ impl FakeWarehouse {
                 });
             }
         }
+        // The keys the log holds for this batch, and for the run's others.
+        let mut logged: HashSet<String> = HashSet::new();
+        let mut elsewhere: HashSet<String> = HashSet::new();
         if let Some(log) = m.key_log {
-            // A key an earlier batch of the run wrote is not upserted again.
             let l = st.table(log)?;
             let layout = Layout::of(&l.schema, log)?;
             let idx = indexes(&l.schema, m.keys, log)?;
-            let elsewhere: HashSet<String> = l
+            for r in l
                 .rows
                 .iter()
-                .filter(|r| !layout.is_batch(r, &id) && r[layout.marker] != Value::Bool(true))
-                .filter_map(|r| key_of(r, &idx))
-                .collect();
-            let again: Vec<Vec<Value>> = src_rows
-                .iter()
-                .filter(|r| key_of(r, &src_key_idx).is_some_and(|k| elsewhere.contains(&k)))
-                .map(|r| src_key_idx.iter().map(|k| r[*k].clone()).collect())
-                .collect();
-            if !again.is_empty() {
-                return Err(Error::SourceKeysNotUnique {
-                    keys: m.keys.iter().map(|k| k.to_string()).collect(),
-                    duplicates: again.len() as u64,
-                    sample: render_keys(again, SAMPLE_LIMIT),
-                });
+                .filter(|r| r[layout.marker] != Value::Bool(true))
+            {
+                if let Some(k) = key_of(r, &idx) {
+                    match layout.is_batch(r, &id) {
+                        true => logged.insert(k),
+                        false => elsewhere.insert(k),
+                    };
+                }
             }
+        }
+        // A key an earlier batch of the run wrote is not upserted again.
+        let again: Vec<Vec<Value>> = src_rows
+            .iter()
+            .filter(|r| key_of(r, &src_key_idx).is_some_and(|k| elsewhere.contains(&k)))
+            .map(|r| src_key_idx.iter().map(|k| r[*k].clone()).collect())
+            .collect();
+        if !again.is_empty() {
+            return Err(Error::SourceKeysNotUnique {
+                keys: m.keys.iter().map(|k| k.to_string()).collect(),
+                duplicates: again.len() as u64,
+                sample: render_keys(again, SAMPLE_LIMIT),
+            });
         }
         // Pre-image and key log: every key this write touches that the
         // batch has not logged yet; with no key log, once.
@@ -639,19 +648,6 @@ impl FakeWarehouse {
                 !Layout::of(&l.schema, log)?.has_marker(&l.rows, &id)
             }
             (None, None) => false,
-        };
-        let logged: HashSet<String> = match m.key_log {
-            Some(log) => {
-                let l = st.table(log)?;
-                let layout = Layout::of(&l.schema, log)?;
-                let idx = indexes(&l.schema, m.keys, log)?;
-                l.rows
-                    .iter()
-                    .filter(|r| layout.is_data_of(r, &id))
-                    .filter_map(|r| key_of(r, &idx))
-                    .collect()
-            }
-            None => HashSet::new(),
         };
         let unlogged = |k: Option<String>| k.is_some_and(|k| !logged.contains(&k));
         let mut pre: Option<(&TableRef, Vec<Vec<Value>>)> = None;

@@ -79,10 +79,10 @@ pub struct SqlWarehouse<E: Executor> {
     exec: Arc<E>,
     ledgers: Arc<Mutex<HashMap<String, LedgerHome>>>,
     settings: WriteSettings,
-    /// Runs deferring the engine's checkpoints now, and the setting they
-    /// deferred (to reset when the last one ends), if it was at its
-    /// default.
-    deferred: Arc<tokio::sync::Mutex<(usize, Option<String>)>>,
+    /// Runs deferring the engine's checkpoints now, and whether the first
+    /// of them deferred the setting (it was at its default), so the last
+    /// one resets it.
+    deferred: Arc<tokio::sync::Mutex<(usize, bool)>>,
 }
 
 impl<E: Executor> Clone for SqlWarehouse<E> {
@@ -934,11 +934,10 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
             // reports it rounded).
             let mut c = self.exec.connect().await?;
             let now = texts(&mut *c, &stmt::current_setting(self.d(), cp.setting)).await?;
-            deferred.1 = None;
-            if now.first().map(String::as_str) == Some(cp.default) {
+            deferred.1 = now.first().map(String::as_str) == Some(cp.default);
+            if deferred.1 {
                 c.script(&stmt::set_setting(cp.setting, cp.deferred))
                     .await?;
-                deferred.1 = Some(cp.setting.to_string());
             }
         }
         deferred.0 += 1;
@@ -954,7 +953,7 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
         if deferred.0 > 0 {
             return Ok(());
         }
-        if deferred.1.take().is_none() {
+        if !std::mem::take(&mut deferred.1) {
             return Ok(());
         }
         let mut c = self.exec.connect().await?;

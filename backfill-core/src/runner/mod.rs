@@ -213,16 +213,9 @@ impl<'a> Shared<'a> {
         job: &'a Backfill,
         ctx: RunContext<'a>,
         strategy: &'a dyn WriteStrategy,
-        only: Option<&'a [BatchId]>,
-        done_before: usize,
+        validators: Vec<Box<dyn Validator>>,
+        (only, done_before): (Option<&'a [BatchId]>, usize),
     ) -> Result<Self> {
-        let validators = job
-            .brief
-            .validation
-            .checks
-            .iter()
-            .filter_map(|c| c.validator())
-            .collect();
         Ok(Shared {
             job,
             ctx,
@@ -569,14 +562,15 @@ impl Runner {
             (job.source.clone(), false)
         };
         // Blocking checks of a batch's own slice run before its commit.
-        let guards: Vec<crate::warehouse::Guard> = job
+        let validators: Vec<Box<dyn Validator>> = job
             .brief
             .validation
             .checks
             .iter()
             .filter_map(|c| c.validator())
-            .filter_map(|v| v.guard())
             .collect();
+        let guards: Vec<crate::warehouse::Guard> =
+            validators.iter().filter_map(|v| v.guard()).collect();
         let scope = job.plan.scope.predicate()?;
         let ctx = RunContext {
             source: &source,
@@ -590,7 +584,7 @@ impl Runner {
             done: done_before,
             resumed: opened.start == RunStart::Resumed,
         });
-        let shared = Shared::new(job, ctx, strategy.as_ref(), only, done_before)?;
+        let shared = Shared::new(job, ctx, strategy.as_ref(), validators, (only, done_before))?;
         if pending > 0 {
             self.drive(&shared).await;
         }
@@ -1036,9 +1030,9 @@ impl Runner {
                 .await?;
         }
         self.check_working_tables(run_id).await?;
-        self.claim_working_tables(job, ctx).await?;
+        let claimed = self.claim_working_tables(job, ctx).await?;
         self.record_copy_baseline(job, ctx, strategy).await?;
-        let mut assets = strategy.prepare(ctx).await?;
+        let assets = strategy.prepare(ctx).await?;
         let mut source = (job.source.clone(), false);
         if self.options.stage_source {
             let snapshot = ctx.staged_source_table()?;
@@ -1053,18 +1047,11 @@ impl Runner {
                     &snapshot,
                 )
                 .await?;
-            assets.push(Asset {
-                run_id: run_id.clone(),
-                kind: AssetKind::StagedSource,
-                table: snapshot.clone(),
-                owner: ctx.owner.to_string(),
-                created_at: ctx.now,
-                expires_at: ctx.expires_at,
-                dropped_at: None,
-            });
             source = (Source::Table(snapshot), true);
         }
-        for a in &assets {
+        // Each was claimed before it was made; a pattern's table that
+        // `working_tables` does not list is recorded now.
+        for a in assets.iter().filter(|a| !claimed.contains(&a.table)) {
             self.retried.record_asset(a).await?;
         }
         Ok(source)
@@ -1074,7 +1061,11 @@ impl Runner {
     /// before making them, so that only tables the library made are ever
     /// the run's (and cleanup's to drop); a table that already holds one
     /// of the names and is not the run's is refused, never adopted.
-    async fn claim_working_tables(&self, job: &Backfill, ctx: &RunContext<'_>) -> Result<()> {
+    async fn claim_working_tables(
+        &self,
+        job: &Backfill,
+        ctx: &RunContext<'_>,
+    ) -> Result<Vec<TableRef>> {
         let mine: Vec<TableRef> = self
             .retried
             .assets(Some(&job.run_id))
@@ -1086,7 +1077,9 @@ impl Runner {
         if self.options.stage_source {
             tables.push((AssetKind::StagedSource, ctx.staged_source_table()?));
         }
+        let mut claimed = Vec::new();
         for (kind, table) in tables {
+            claimed.push(table.clone());
             if mine.contains(&table) {
                 continue;
             }
@@ -1101,7 +1094,7 @@ impl Runner {
                 .record_asset(&ctx.asset_for(kind, table))
                 .await?;
         }
-        Ok(())
+        Ok(claimed)
     }
 
     /// For a pattern that copies the target beside it, the target's
@@ -1722,11 +1715,7 @@ impl Runner {
         let mut blocking_failure = None;
         for v in &shared.validators {
             // A guard that passed before the commit may say all there is.
-            let guarded = match v.guard() {
-                Some(_) => v.guarded_outcome(&batch.id),
-                None => None,
-            };
-            let checked = match guarded {
+            let checked = match v.guarded_outcome(&batch.id) {
                 Some(o) => Ok(o),
                 None => v.check_batch(&cctx, &check).await,
             };

@@ -97,6 +97,9 @@ impl Validator for UniquenessCheck {
     }
 
     fn guarded_outcome(&self, batch: &crate::BatchId) -> Option<Outcome> {
+        if !self.blocking {
+            return None;
+        }
         Some(Outcome {
             check: self.name(),
             batch: Some(batch.clone()),

@@ -239,9 +239,10 @@ pub trait Validator: Send + Sync {
         None
     }
 
-    /// The outcome of this check for a batch whose guard passed before its
-    /// commit, when that says all there is to say (no query after the
-    /// commit). None by default: the check runs after the commit too.
+    /// The outcome of this check for a batch whose [`Validator::guard`]
+    /// passed before its commit, when that says all there is to say (no
+    /// query after the commit); None for a check with no guard. None by
+    /// default: the check runs after the commit too.
     fn guarded_outcome(&self, _batch: &crate::BatchId) -> Option<Outcome> {
         None
     }
