@@ -24,6 +24,7 @@ pub enum RiskClass {
 
 /// Who or what depends on the target.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Dependencies {
     /// Models, views, dashboards, tests and jobs reading the table.
     #[serde(default)]
@@ -50,6 +51,7 @@ impl Dependencies {
 
 /// One dependent, with whom to ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Dependency {
     /// Its name (a table, a dashboard, a team).
     pub name: String,
@@ -73,6 +75,7 @@ impl Dependency {
 
 /// How the checks prove the new history is right.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ValidationPlan {
     /// The checks, run per batch or at the end.
     #[serde(default)]
@@ -84,6 +87,7 @@ pub struct ValidationPlan {
 
 /// How to go back.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RollbackPlan {
     /// In plain words, how to undo the change.
     pub description: String,
@@ -110,6 +114,7 @@ fn default_retention() -> u32 {
 /// The operator rule: a run may not start until rerun, pause and recovery
 /// are defined.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Operations {
     /// What happens if the run is repeated.
     #[serde(default)]
@@ -124,6 +129,7 @@ pub struct Operations {
 
 /// The written brief of a backfill.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Brief {
     /// A short title.
     pub title: String,

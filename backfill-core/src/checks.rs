@@ -78,7 +78,7 @@ impl Expectation {
 
 /// A check declared in the brief's validation plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "check")]
+#[serde(remote = "Self", rename_all = "snake_case", tag = "check", deny_unknown_fields)]
 pub enum CheckSpec {
     /// Per batch: the slice's row count after the write against before.
     RowCount {
@@ -216,6 +216,8 @@ pub enum CheckSpec {
         of: Box<CheckSpec>,
     },
 }
+
+crate::strict::strict_tagged!(CheckSpec, "check", ["size"]);
 
 fn yes() -> bool {
     true

@@ -29,6 +29,15 @@ pub enum Error {
     /// A plan could not be built from a scope and planner settings.
     #[error("invalid plan: {0}")]
     InvalidPlan(String),
+    /// A source query cannot be used as written (a placeholder inside
+    /// quotes, nothing but comments).
+    #[error("invalid source: {0}")]
+    InvalidSource(String),
+    /// A database that must exist does not (a mistyped path would
+    /// otherwise create an empty database and fail later with "unknown
+    /// table").
+    #[error("no database at {0}: create it first, or check the path")]
+    DatabaseMissing(String),
     /// Preflight found blocking problems; every finding is listed.
     #[error("preflight refused the brief: {}", summarize(.0))]
     Preflight(Vec<Finding>),

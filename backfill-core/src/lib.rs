@@ -70,6 +70,7 @@ pub mod scope;
 pub mod source;
 pub mod sql;
 pub mod strategy;
+mod strict;
 pub mod validate;
 pub mod value;
 pub mod warehouse;

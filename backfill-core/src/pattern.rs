@@ -9,7 +9,7 @@ use crate::{Ident, TableRef};
 
 /// Which write pattern a backfill uses, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(remote = "Self", rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum StrategySpec {
     /// Delete each batch's slice and insert the corrected slice, in one
     /// transaction per batch, with an out-of-bounds guard.
@@ -29,6 +29,8 @@ pub enum StrategySpec {
         view: TableRef,
     },
 }
+
+crate::strict::strict_tagged!(StrategySpec, "kind", ["partition_overwrite", "staging_swap"]);
 
 impl StrategySpec {
     /// Whether the strategy changes the target table in place (and so

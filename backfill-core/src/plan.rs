@@ -31,7 +31,7 @@ pub enum Grain {
 
 /// How a scope is cut into batches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(remote = "Self", rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Planner {
     /// Time windows in the scope's zone (needs [`Bounds::Time`]).
     Windows {
@@ -67,6 +67,8 @@ pub enum Planner {
         buckets: u32,
     },
 }
+
+crate::strict::strict_tagged!(Planner, "kind", ["partitions"]);
 
 /// A stable batch identifier: the same scope and plan give the same ids.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ pub enum TimeColumn {
 
 /// Typed, half-open bounds of a scope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(remote = "Self", rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Bounds {
     /// `[start, end)` in wall-clock time of the scope's zone.
     Time {
@@ -50,6 +50,8 @@ pub enum Bounds {
     /// No bounds on the batch column (for hash-bucket plans over entities).
     All,
 }
+
+crate::strict::strict_tagged!(Bounds, "kind", ["all"]);
 
 impl Bounds {
     /// Calendar dates `[start, end)` on a `DATE` column.
@@ -95,6 +97,7 @@ impl Bounds {
 /// assert!(scope.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Scope {
     /// The table whose history changes.
     pub target: TableRef,

@@ -1488,6 +1488,32 @@ mod brief {
 
     use super::*;
 
+    #[test]
+    fn unknown_keys_are_refused_not_ignored() {
+        let good = serde_json::to_value(complete()).unwrap();
+        let back: Brief = serde_json::from_value(good.clone()).unwrap();
+        assert_eq!(back, complete());
+        for (path, key) in [
+            (&["rollback"][..], "retention_day"),
+            (&[][..], "reviewers"),
+            (&["scope"][..], "timezone"),
+            (&["scope", "bounds"][..], "stop"),
+            (&["strategy"][..], "key"),
+        ] {
+            let mut v = good.clone();
+            let mut at = &mut v;
+            for p in path {
+                at = &mut at[*p];
+            }
+            at[key] = serde_json::json!(30);
+            let e = serde_json::from_value::<Brief>(v)
+                .map(|_| panic!("{key} accepted"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{key}: {e}");
+        }
+    }
+
     fn complete() -> Brief {
         let scope = Scope::new(
             TableRef::parse("analytics.revenue").unwrap(),
@@ -2195,7 +2221,7 @@ mod sql {
         let sql = b.finish();
         assert_eq!(
             sql.text,
-            "(SELECT * FROM raw WHERE d >= CAST($1 AS DATE) AND d < CAST($2 AS DATE) AND created >= CAST($1 AS DATE)) AS src"
+            "(SELECT * FROM raw WHERE d >= CAST($1 AS DATE) AND d < CAST($2 AS DATE) AND created >= CAST($1 AS DATE)\n) AS src"
         );
         assert_eq!(sql.params, vec![s.clone(), e.clone()]);
 
@@ -2208,10 +2234,43 @@ mod sql {
         let sql = b.finish();
         assert_eq!(
             sql.text,
-            "SELECT $1 FROM (SELECT * FROM raw WHERE k < $2 AND k >= $3 AND j < $2) AS src"
+            "SELECT $1 FROM (SELECT * FROM raw WHERE k < $2 AND k >= $3 AND j < $2\n) AS src"
         );
         assert_eq!(sql.params, vec![Value::Int(1), hi, lo]);
         assert!(!sql.text.contains("DROP"));
+    }
+
+    #[test]
+    fn a_query_runs_as_people_write_it() {
+        // A trailing `;` and trailing comments are set aside; a comment
+        // cannot swallow the closing parenthesis.
+        let q = Source::query(
+            "SELECT * FROM raw -- every row\nWHERE d >= {start} AND s <> ';' ; -- done\n/* end */\n",
+        );
+        q.check().expect("a query as written");
+        let d = Value::Date(date(2026, 1, 1));
+        let mut b = SqlBuilder::new(&PostgresDialect);
+        b.source(&q, (Some(&d), None), "src");
+        assert_eq!(
+            b.finish().text,
+            "(SELECT * FROM raw -- every row\nWHERE d >= $1::date AND s <> ';'\n) AS src"
+        );
+
+        // Placeholders are parameters: quoting one is refused with the fix.
+        for quoted in [
+            "SELECT * FROM raw WHERE d >= DATE '{start}'",
+            "SELECT * FROM raw WHERE d < '{end}'::date",
+        ] {
+            let e = Source::query(quoted).check().unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidSource(m) if m.contains("placeholders are bound parameters")),
+                "{e}"
+            );
+        }
+        // A placeholder in a quoted name or comment is not a literal.
+        Source::query("SELECT 1 AS \"{start}\" -- '{end}'").check().expect("not a literal");
+        let e = Source::query("  ; -- nothing\n").check().unwrap_err();
+        assert!(matches!(e, Error::InvalidSource(_)), "{e}");
     }
 
     #[test]
@@ -2238,7 +2297,7 @@ mod sql {
         let sql = b.finish();
         assert_eq!(
             sql.text,
-            "(SELECT __s.\"id\", __s.\"amount\" FROM (SELECT * FROM raw WHERE id >= $1 AND id < $2) AS __s) AS n"
+            "(SELECT __s.\"id\", __s.\"amount\" FROM (SELECT * FROM raw WHERE id >= $1 AND id < $2\n) AS __s) AS n"
         );
         assert_eq!(sql.params, vec![Value::Int(50), Value::Int(100)]);
     }

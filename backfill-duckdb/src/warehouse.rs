@@ -49,11 +49,26 @@ backfill_core::sql_warehouse! {
 }
 
 impl DuckDbWarehouse {
-    /// Opens (or creates) a database file.
+    /// Opens a database file, creating it when there is none. To refuse a
+    /// mistyped path instead of starting an empty database, use
+    /// [`open_existing`](Self::open_existing).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Connection::open(path)
             .map(Self::from_connection)
             .map_err(engine_error)
+    }
+
+    /// Opens a database file that must exist:
+    /// [`Error::DatabaseMissing`](backfill_core::Error::DatabaseMissing)
+    /// otherwise, before anything is created.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(backfill_core::Error::DatabaseMissing(
+                path.display().to_string(),
+            ));
+        }
+        Self::open(path)
     }
 
     /// A new in-memory database.

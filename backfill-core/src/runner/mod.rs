@@ -681,6 +681,7 @@ impl Runner {
     /// the target. Returns the columns written and the warnings.
     async fn preflight(&self, job: &Backfill) -> Result<(Vec<Ident>, Vec<String>)> {
         job.brief.preflight().into_result()?;
+        job.source.check()?;
         if job.plan.batches.len() > self.options.max_batches {
             return Err(Error::PlanTooLarge {
                 batches: job.plan.batches.len(),

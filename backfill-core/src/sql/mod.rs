@@ -236,8 +236,10 @@ impl<'d> SqlBuilder<'d> {
             Source::Table(t) => {
                 self.push("(SELECT * FROM ").table(t).push(")");
             }
-            Source::Query(q) => {
-                let mut rest = q.as_str();
+            Source::Query(_) => {
+                // The body stops before a trailing `;` or comment, and
+                // the newline closes any comment a quoted name hides.
+                let mut rest = source.body();
                 let mut start_n = None;
                 let mut end_n = None;
                 self.push("(");
@@ -273,7 +275,7 @@ impl<'d> SqlBuilder<'d> {
                     self.push(&p);
                     rest = &rest[pos + tok.len()..];
                 }
-                self.push(")");
+                self.push("\n)");
             }
         }
         self.push(" AS ").push(alias);
