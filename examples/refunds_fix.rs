@@ -30,18 +30,12 @@ use backfill::{
     Expectation, Grain, Ident, Operations, Plan, Planner, Predicate, RiskClass, RollbackPlan,
     RunId, RunStatus, Runner, Scope, Source, StrategySpec, TableRef, ValidationPlan,
 };
+use backfill_cli::demo;
 
 const RUN_ID: &str = "refunds_2026h1";
 const ZONE: &str = "America/New_York";
 
 /// The corrected logic: refunds joined on the order, summed per order.
-const CORRECTED: &str = "
-    SELECT o.order_id, o.order_date, o.customer_id, o.gross,
-           CAST(coalesce(r.refunds, 0) AS DECIMAL(18,2)) AS refunds,
-           CAST(o.gross - coalesce(r.refunds, 0) AS DECIMAL(18,2)) AS net
-    FROM shop.orders AS o
-    LEFT JOIN (SELECT order_id, sum(amount) AS refunds FROM shop.refunds GROUP BY order_id) AS r
-      USING (order_id)";
 
 struct Args {
     db: PathBuf,
@@ -96,7 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("== refunds fix on {} ==", args.db.display());
     if new_db {
         let t0 = Instant::now();
-        generate(&wh, args.orders).await?;
+        wh.execute_batch(demo::refunds_sql(args.orders)).await?;
         println!(
             "generated {} orders over 12 months in {:.1}s (refunds on ~5%, weekends, month-ends, DST on 2026-03-08)",
             fmt_int(count(&wh, "shop.orders").await?),
@@ -139,8 +133,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         plan.batches[plan.batches.len() - 1].id,
         &plan.fingerprint[..12]
     );
-    let job = Backfill::new(RunId::new(RUN_ID)?, brief, plan, Source::query(CORRECTED))
-        .code_version("revenue-model v2.3.1 (refunds joined on order_id)");
+    let job = Backfill::new(
+        RunId::new(RUN_ID)?,
+        brief,
+        plan,
+        Source::query(demo::CORRECTED),
+    )
+    .code_version("revenue-model v2.3.1 (refunds joined on order_id)");
 
     let existing = ledger.run(&job.run_id).await.ok();
     let done = match &existing {
@@ -423,49 +422,6 @@ fn brief(scope: Scope) -> Brief {
                     .into(),
         },
     }
-}
-
-/// Creates the shop's raw data and the buggy revenue fact, all in SQL.
-async fn generate(wh: &DuckDbWarehouse, orders: u64) -> backfill::Result<()> {
-    let per_day = (orders / 365).max(1);
-    wh.execute_batch(format!(
-        "
-        CREATE SCHEMA shop;
-        CREATE SCHEMA analytics;
-        CREATE TABLE shop.orders AS
-        WITH days AS (
-            SELECT DATE '2025-07-01' + CAST(range AS INTEGER) AS d FROM range(365)
-        ), sized AS (
-            SELECT d, CAST({per_day}
-                * CASE WHEN dayofweek(d) IN (0, 6) THEN 0.7 ELSE 1.05 END
-                * CASE WHEN d = last_day(d) THEN 1.6 ELSE 1.0 END AS BIGINT) AS n
-            FROM days
-        )
-        SELECT CAST(row_number() OVER (ORDER BY d, k) AS BIGINT) AS order_id,
-               d AS order_date,
-               CAST(CASE WHEN k % 997 = 0 THEN 1 + k % 7
-                         ELSE 100 + hash(d, k) % 60000 END AS BIGINT) AS customer_id,
-               CAST(round(CASE WHEN k % 997 = 0 THEN 2500 + hash(k, d) % 5000
-                               ELSE 5 + (hash(k, d, 1) % 20000) / 100.0 END
-                          * CASE WHEN d >= DATE '2026-04-01' THEN 1.05 ELSE 1.0 END, 2)
-                    AS DECIMAL(18,2)) AS gross
-        FROM sized, range(n) AS r(k);
-        CREATE TABLE shop.refunds AS
-        SELECT order_id,
-               CAST(round(gross * (30 + hash(order_id, 7) % 71) / 100.0, 2) AS DECIMAL(18,2)) AS amount,
-               order_date + CAST(hash(order_id, 3) % 20 AS INTEGER) AS refund_date
-        FROM shop.orders
-        WHERE hash(order_id, 5) % 100 < 5;
-        CREATE TABLE analytics.revenue AS
-        SELECT * FROM ({CORRECTED}) AS c WHERE order_date < DATE '2026-01-01'
-        UNION ALL
-        SELECT order_id, order_date, customer_id, gross,
-               CAST(0 AS DECIMAL(18,2)) AS refunds, gross AS net
-        FROM shop.orders WHERE order_date >= DATE '2026-01-01'
-        ORDER BY order_date, order_id;
-        "
-    ))
-    .await
 }
 
 async fn count(wh: &DuckDbWarehouse, table: &str) -> backfill::Result<u64> {

@@ -78,7 +78,12 @@ impl Expectation {
 
 /// A check declared in the brief's validation plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self", rename_all = "snake_case", tag = "check", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    rename_all = "snake_case",
+    tag = "check",
+    deny_unknown_fields
+)]
 pub enum CheckSpec {
     /// Per batch: the slice's row count after the write against before.
     RowCount {

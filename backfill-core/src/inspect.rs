@@ -96,6 +96,7 @@ impl Period {
 /// A grouping dimension: a column, or a date/time column truncated to a
 /// period (which yields a date; instants are taken in UTC).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Dim {
     /// The column.
     pub column: Ident,
@@ -142,6 +143,7 @@ pub enum Aggregate {
 
 /// A stakeholder metric: an aggregate grouped by dimensions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Metric {
     /// The metric's name, as stakeholders say it ("net revenue").
     pub name: String,

@@ -9,7 +9,12 @@ use crate::{Ident, TableRef};
 
 /// Which write pattern a backfill uses, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(remote = "Self", rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    rename_all = "snake_case",
+    tag = "kind",
+    deny_unknown_fields
+)]
 pub enum StrategySpec {
     /// Delete each batch's slice and insert the corrected slice, in one
     /// transaction per batch, with an out-of-bounds guard.
@@ -30,7 +35,11 @@ pub enum StrategySpec {
     },
 }
 
-crate::strict::strict_tagged!(StrategySpec, "kind", ["partition_overwrite", "staging_swap"]);
+crate::strict::strict_tagged!(
+    StrategySpec,
+    "kind",
+    ["partition_overwrite", "staging_swap"]
+);
 
 impl StrategySpec {
     /// Whether the strategy changes the target table in place (and so

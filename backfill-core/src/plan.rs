@@ -31,7 +31,12 @@ pub enum Grain {
 
 /// How a scope is cut into batches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self", rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    rename_all = "snake_case",
+    tag = "kind",
+    deny_unknown_fields
+)]
 pub enum Planner {
     /// Time windows in the scope's zone (needs [`Bounds::Time`]).
     Windows {

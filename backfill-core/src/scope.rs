@@ -24,7 +24,12 @@ pub enum TimeColumn {
 
 /// Typed, half-open bounds of a scope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self", rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    rename_all = "snake_case",
+    tag = "kind",
+    deny_unknown_fields
+)]
 pub enum Bounds {
     /// `[start, end)` in wall-clock time of the scope's zone.
     Time {

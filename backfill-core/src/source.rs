@@ -171,6 +171,9 @@ fn scan(q: &str) -> Scan {
     // Multi-byte characters are never significant delimiters, so `end`
     // always falls on a character boundary: it is one past an ASCII byte
     // or past a closing quote.
-    let end = (0..=end).rev().find(|&e| q.is_char_boundary(e)).unwrap_or(0);
+    let end = (0..=end)
+        .rev()
+        .find(|&e| q.is_char_boundary(e))
+        .unwrap_or(0);
     Scan { end, quoted_token }
 }

@@ -2268,7 +2268,9 @@ mod sql {
             );
         }
         // A placeholder in a quoted name or comment is not a literal.
-        Source::query("SELECT 1 AS \"{start}\" -- '{end}'").check().expect("not a literal");
+        Source::query("SELECT 1 AS \"{start}\" -- '{end}'")
+            .check()
+            .expect("not a literal");
         let e = Source::query("  ; -- nothing\n").check().unwrap_err();
         assert!(matches!(e, Error::InvalidSource(_)), "{e}");
     }

@@ -848,6 +848,12 @@ impl<E: Executor> Ledger for SqlLedger<E> {
         let (d, home) = (self.d(), &self.home);
         let only: Option<Vec<String>> = only.map(|ids| ids.iter().map(|b| b.0.clone()).collect());
         ledger_tx!(self, |c| {
+            // A run steered to pause or cancel hands out nothing: read in
+            // the claim's transaction, with the run's row locked, so that
+            // no batch is claimed once a steering change is recorded.
+            if read_steering(c, home, run_id, true).await? != Steering::Run {
+                return Ok(None);
+            }
             let now = home.clock.now();
             let batches = home.table(sql::BATCHES);
             let now_value = Value::Timestamp(now);

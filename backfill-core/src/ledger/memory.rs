@@ -248,6 +248,9 @@ impl Ledger for MemoryLedger {
         let mut st = self.lock();
         let dead = st.dead.clone();
         let run = run_mut(&mut st, run_id)?;
+        if run.steering != Steering::Run {
+            return Ok(None);
+        }
         let allowed = |b: &BatchRecord| only.is_none_or(|ids| ids.contains(&b.batch.id));
         let gone = |l: &Lease| dead.contains(&l.instance);
         let pick = run

@@ -1468,6 +1468,11 @@ impl Runner {
                 Ok(Some(c)) => c,
                 Ok(None) => {
                     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    // Nothing left, or the run was steered between the
+                    // gate and the claim: the claim reads the steering
+                    // in its own transaction, and says so by claiming
+                    // nothing.
+                    self.note_steering(shared).await;
                     return;
                 }
                 Err(e) => {
@@ -1501,6 +1506,18 @@ impl Runner {
                     return;
                 }
             }
+        }
+    }
+
+    /// Records a steering change that a claim saw and the gate did not.
+    async fn note_steering(&self, shared: &Shared<'_>) {
+        match self.retried.steering(&shared.job.run_id).await {
+            Ok(Steering::Run) => {}
+            Ok(steered) => {
+                *shared.steered.lock().unwrap_or_else(|e| e.into_inner()) = Some(steered);
+                shared.stop.store(true, Ordering::SeqCst);
+            }
+            Err(e) => self.fail(shared, e),
         }
     }
 
