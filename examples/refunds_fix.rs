@@ -6,10 +6,10 @@
 //! change summary.
 //!
 //! ```text
-//! cargo run --example refunds_fix                    # run (or resume, or confirm done)
-//! cargo run --example refunds_fix -- --stop-after 40 # stop part-way; run again to resume
-//! cargo run --example refunds_fix -- --fresh         # start over with a new database
-//! cargo run --example refunds_fix -- --orders 200000 # a smaller dataset
+//! ./scripts/demo.sh                    # run (or resume, or confirm done)
+//! ./scripts/demo.sh --stop-after 40    # stop part-way; run again to resume
+//! ./scripts/demo.sh --fresh            # start over with a new database
+//! ./scripts/demo.sh --orders 200000    # a smaller dataset
 //! ```
 
 use std::io::{IsTerminal, Write};
@@ -34,8 +34,6 @@ use backfill_cli::demo;
 
 const RUN_ID: &str = "refunds_2026h1";
 const ZONE: &str = "America/New_York";
-
-/// The corrected logic: refunds joined on the order, summed per order.
 
 struct Args {
     db: PathBuf,

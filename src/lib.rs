@@ -22,3 +22,8 @@ pub use backfill_postgres as postgres;
 
 #[cfg(feature = "testkit")]
 pub use backfill_testkit as testkit;
+
+/// The README's Rust examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -73,13 +73,7 @@ pub fn event_line(event: &impl Serialize) -> String {
 
 /// A number with thousands separators.
 pub fn int(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    backfill_core::validate::report::grouped(backfill_core::Amount::from(
+        i64::try_from(n).unwrap_or(i64::MAX),
+    ))
 }

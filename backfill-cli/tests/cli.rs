@@ -104,14 +104,21 @@ fn start_run(brief: &str, db: &str) -> (Child, BufReader<std::process::ChildStdo
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    loop {
+    let started = loop {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the run ended early");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        if v["event"]["event"] == "batch_finished" {
-            return (child, out);
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break false;
         }
+        let v: Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["event"]["event"] == "batch_finished" {
+            break true;
+        }
+    };
+    if !started {
+        let code = child.wait().map(|s| s.code());
+        panic!("the run ended before its first batch: {code:?}");
     }
+    (child, out)
 }
 
 /// Waits for the child; returns its exit code and the final document.

@@ -165,6 +165,182 @@ pub struct Brief {
     pub operations: Operations,
 }
 
+/// A [`Brief`] for the common case, with safe defaults for what the
+/// library itself guarantees, so that only what a person must say is left
+/// to say: the reason, who runs and who reviews, what will move, who
+/// depends on the target, and the checks.
+///
+/// Defaults: risk [`RiskClass::MetricChangingRepair`]; strategy
+/// [`StrategySpec::PartitionOverwrite`]; a pre-image of every batch kept
+/// 14 days; a coverage check (every batch done, no expected day empty);
+/// the idempotency statement of the strategy and the runner's rerun,
+/// pause and recovery procedures. Preflight still refuses the brief while
+/// a reason, a person, the expected impact or the dependents are missing.
+///
+/// ```
+/// use backfill_core::{Bounds, Brief, CheckSpec, Scope};
+/// use jiff::civil::date;
+/// let scope = Scope::on("analytics.revenue", "order_date",
+///     Bounds::dates(date(2026, 1, 1), date(2026, 7, 1)), "America/New_York").unwrap();
+/// let brief = Brief::builder("Restate H1 net revenue", scope)
+///     .reason("Refunds were not joined from January to June.")
+///     .people("ada.lovelace", "grace.hopper")
+///     .expected_impact("Net revenue drops by about 3%.")
+///     .dependent("finance dashboard", "finance-data")
+///     .told("finance leadership", "cfo-office")
+///     .check(CheckSpec::unique(["order_id"]).unwrap())
+///     .build();
+/// assert!(brief.preflight().passed());
+/// assert!(brief.rollback.keep_pre_image);
+/// ```
+#[derive(Clone, Debug)]
+pub struct BriefBuilder {
+    brief: Brief,
+}
+
+impl Brief {
+    /// Starts a brief titled `title` over `scope`, with safe defaults (see
+    /// [`BriefBuilder`]).
+    pub fn builder(title: impl Into<String>, scope: Scope) -> BriefBuilder {
+        BriefBuilder {
+            brief: Brief {
+                title: title.into(),
+                reason: String::new(),
+                operator: String::new(),
+                reviewer: String::new(),
+                risk: RiskClass::MetricChangingRepair,
+                scope,
+                dependencies: Dependencies::default(),
+                strategy: StrategySpec::PartitionOverwrite,
+                idempotency: String::new(),
+                validation: ValidationPlan {
+                    checks: vec![CheckSpec::Coverage {
+                        empty_allowed: 0,
+                        blocking: true,
+                    }],
+                    description: String::new(),
+                },
+                rollback: RollbackPlan {
+                    description: "Every batch's pre-image is kept for 14 days; a rollback \
+                                  restores the exact prior state of the target."
+                        .into(),
+                    keep_pre_image: true,
+                    retention_days: default_retention(),
+                    restore_point: None,
+                },
+                expected_impact: String::new(),
+                operations: Operations {
+                    rerun: "Running again continues the recorded plan: finished batches are \
+                            skipped and the table does not change."
+                        .into(),
+                    pause: "A pause or cancel takes effect at the next batch boundary; no \
+                            batch is half-written."
+                        .into(),
+                    recovery: "Run again after a failure or a crash: the ledger resumes the \
+                               stored plan from the first unfinished batch; or roll back."
+                        .into(),
+                },
+            },
+        }
+    }
+}
+
+impl BriefBuilder {
+    /// The business reason, in plain words.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.brief.reason = reason.into();
+        self
+    }
+
+    /// Who runs it and who reviews it (two people).
+    pub fn people(mut self, operator: impl Into<String>, reviewer: impl Into<String>) -> Self {
+        self.brief.operator = operator.into();
+        self.brief.reviewer = reviewer.into();
+        self
+    }
+
+    /// The risk class.
+    pub fn risk(mut self, risk: RiskClass) -> Self {
+        self.brief.risk = risk;
+        self
+    }
+
+    /// The write pattern.
+    pub fn strategy(mut self, strategy: StrategySpec) -> Self {
+        self.brief.strategy = strategy;
+        self
+    }
+
+    /// What is expected to change, for whom.
+    pub fn expected_impact(mut self, impact: impl Into<String>) -> Self {
+        self.brief.expected_impact = impact.into();
+        self
+    }
+
+    /// A direct dependent (a model, view, dashboard or job reading the
+    /// table) and its owner.
+    pub fn dependent(mut self, name: impl Into<String>, owner: impl Into<String>) -> Self {
+        self.brief
+            .dependencies
+            .direct
+            .push(Dependency::new(name, owner));
+        self
+    }
+
+    /// An indirect dependent (a mart, metric, feature or alert further
+    /// down) and its owner.
+    pub fn downstream(mut self, name: impl Into<String>, owner: impl Into<String>) -> Self {
+        self.brief
+            .dependencies
+            .indirect
+            .push(Dependency::new(name, owner));
+        self
+    }
+
+    /// People or a team to tell, with a contact.
+    pub fn told(mut self, name: impl Into<String>, contact: impl Into<String>) -> Self {
+        self.brief
+            .dependencies
+            .human
+            .push(Dependency::new(name, contact));
+        self
+    }
+
+    /// Adds a check to the validation plan.
+    pub fn check(mut self, check: CheckSpec) -> Self {
+        self.brief.validation.checks.push(check);
+        self
+    }
+
+    /// How to go back, when it is not the kept pre-images.
+    pub fn rollback(mut self, plan: RollbackPlan) -> Self {
+        self.brief.rollback = plan;
+        self
+    }
+
+    /// The brief; [`Brief::preflight`] says whether it may run.
+    pub fn build(mut self) -> Brief {
+        if self.brief.idempotency.is_empty() {
+            self.brief.idempotency = match &self.brief.strategy {
+                StrategySpec::PartitionOverwrite => {
+                    "Each batch deletes its slice and inserts the corrected slice in one \
+                     transaction; repeating a batch gives the same table."
+                }
+                StrategySpec::Merge { .. } => {
+                    "Each batch updates or inserts its keys from the corrected logic; \
+                     repeating it gives the same rows."
+                }
+                StrategySpec::StagingSwap | StrategySpec::ParallelVersion { .. } => {
+                    "Batches write a copy beside the target; repeating one rewrites the same \
+                     slice of the copy, and readers see it only at cut-over."
+                }
+            }
+            .to_string();
+        }
+        self.brief
+    }
+}
+
 /// Whether two names are one identity: compared without case or
 /// surrounding spaces, wherever the four-eyes rule is checked.
 ///

@@ -233,6 +233,22 @@ fn default_sample() -> usize {
 }
 
 impl CheckSpec {
+    /// A blocking per-batch check that `keys` are unique and never null
+    /// in each written slice; the names are validated.
+    pub fn unique<I, S>(keys: I) -> crate::Result<CheckSpec>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Ok(CheckSpec::Unique {
+            keys: keys
+                .into_iter()
+                .map(|k| Ident::new(k))
+                .collect::<crate::Result<_>>()?,
+            blocking: true,
+        })
+    }
+
     /// Whether [`CheckSpec::PerBatch`] can run this check on a batch's
     /// slice (the others are whole-scope checks).
     pub fn can_run_per_batch(&self) -> bool {

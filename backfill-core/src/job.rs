@@ -40,6 +40,18 @@ impl Backfill {
         }
     }
 
+    /// A backfill of the brief's own scope, cut by `planner`: the scope
+    /// is given once, in the brief, and the run id as text.
+    pub fn plan(
+        run_id: &str,
+        brief: Brief,
+        planner: crate::plan::Planner,
+        source: Source,
+    ) -> crate::Result<Self> {
+        let plan = Plan::build(brief.scope.clone(), planner)?;
+        Ok(Backfill::new(RunId::new(run_id)?, brief, plan, source))
+    }
+
     /// Records the code version.
     pub fn code_version(mut self, v: impl Into<String>) -> Self {
         self.code_version = v.into();

@@ -125,6 +125,11 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// [`Scope::new`] with the target named as text (`schema.table`).
+    pub fn on(target: &str, batch_column: &str, bounds: Bounds, time_zone: &str) -> Result<Scope> {
+        Scope::new(TableRef::parse(target)?, batch_column, bounds, time_zone)
+    }
+
     /// A scope on `target`, cut on `batch_column`, in `time_zone`.
     pub fn new(
         target: TableRef,
