@@ -127,17 +127,26 @@ pub(crate) async fn run_action(
         RefreshAction::Sql(sql) => w.execute(sql).await,
         RefreshAction::Command { program, args } => {
             let (program, args) = (program.clone(), args.clone());
-            let status = tokio::task::spawn_blocking(move || {
-                std::process::Command::new(&program).args(&args).status()
+            // Its output is captured, not mixed into the caller's (a
+            // JSON document on stdout, say); a failure quotes its stderr.
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(&program)
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
             })
             .await
             .map_err(|e| Error::engine(format!("refresh of {name}: {e}")))?
             .map_err(|e| Error::engine(format!("refresh of {name}: {e}")))?;
-            if status.success() {
+            if out.status.success() {
                 Ok(())
             } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let tail: String = err.trim().chars().rev().take(500).collect();
+                let tail: String = tail.chars().rev().collect();
                 Err(Error::engine(format!(
-                    "refresh of {name} exited with {status}"
+                    "refresh of {name} exited with {}: {tail}",
+                    out.status
                 )))
             }
         }

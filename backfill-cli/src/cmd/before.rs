@@ -142,7 +142,7 @@ pub async fn plan(ctx: &Ctx, path: &std::path::Path) -> Result<Report, Failure> 
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "run {}: {} batch(es) over {} ({} in {zone}), fingerprint {}",
+        "run {}: {} batch(es) of {} by {}, bounds in {zone}, fingerprint {}",
         job.run_id,
         batches.len(),
         job.target(),
@@ -183,6 +183,9 @@ pub async fn plan(ctx: &Ctx, path: &std::path::Path) -> Result<Report, Failure> 
     }
     match &radius {
         Some(r) => {
+            if r.discovered.is_empty() {
+                let _ = writeln!(t, "  in the engine: no view or other relation reads it");
+            }
             for d in &r.discovered {
                 let _ = writeln!(t, "  in the engine: {:?} {}", d.kind, d.relation);
             }

@@ -76,12 +76,13 @@ pub async fn status(ctx: &Ctx, run: &RunId, schema: &str) -> Result<Report, Fail
             }));
         }
     }
+    // Rolled-back batches are not gaps: the run was undone on purpose.
     let gaps: Vec<_> = batches
         .iter()
-        .filter(|b| !b.state.is_done())
+        .filter(|b| !b.state.is_done() && b.state != BatchState::RolledBack)
         .map(|b| b.batch.id.clone())
         .collect();
-    let done = batches.len() - gaps.len();
+    let done = batches.iter().filter(|b| b.state.is_done()).count();
     let rows: u64 = batches.iter().map(|b| b.rows_written).sum();
     let last: Vec<_> = transitions.iter().rev().take(10).rev().cloned().collect();
     let verdict = validation
@@ -161,7 +162,7 @@ pub async fn status(ctx: &Ctx, run: &RunId, schema: &str) -> Result<Report, Fail
             tr.reason
         );
     }
-    let complete = gaps.is_empty();
+    let complete = done == batches.len();
     let exit = if validation.as_ref().is_some_and(|v| !v.passed()) {
         Exit::CheckFailed
     } else if complete {
