@@ -283,29 +283,22 @@ async fn duckdb_runbook_end_to_end() {
 
     let (code, v) = json(&["validate", "-f", &brief, "--db", &db]);
     assert_eq!(code, 0, "{v}");
-    let (code, refused) = json(&[
-        "approve",
-        "-f",
-        &brief,
-        "--db",
-        &db,
-        "--reviewer",
-        "Ada.Lovelace",
-        "--note",
-        "mine",
-    ]);
+    let approve = |reviewer: &str| {
+        json(&[
+            "approve",
+            "-f",
+            &brief,
+            "--db",
+            &db,
+            "--reviewer",
+            reviewer,
+            "--note",
+            "checked",
+        ])
+    };
+    let (code, refused) = approve("Ada.Lovelace");
     assert_eq!(code, 5, "the operator cannot approve: {refused}");
-    let (code, ok) = json(&[
-        "approve",
-        "-f",
-        &brief,
-        "--db",
-        &db,
-        "--reviewer",
-        "grace.hopper",
-        "--note",
-        "checked",
-    ]);
+    let (code, ok) = approve("grace.hopper");
     assert_eq!(code, 0, "{ok}");
     let (code, text, _) = run(&["note", "-f", &brief, "--db", &db]);
     assert_eq!(code, 0);

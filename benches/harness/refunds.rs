@@ -31,14 +31,9 @@ use backfill::{
 
 use super::{heap, ident, table_in, Engine};
 
-/// The corrected logic: refunds summed per order and joined.
-pub const CORRECTED: &str = "
-    SELECT o.order_id, o.order_date, o.customer_id, o.gross,
-           CAST(coalesce(r.refunds, 0) AS DECIMAL(18,2)) AS refunds,
-           CAST(o.gross - coalesce(r.refunds, 0) AS DECIMAL(18,2)) AS net
-    FROM shop.orders AS o
-    LEFT JOIN (SELECT order_id, sum(amount) AS refunds FROM shop.refunds GROUP BY order_id) AS r
-      USING (order_id)";
+/// The corrected logic: refunds summed per order and joined (the
+/// refunds fix of `backfill demo` and the README).
+pub use backfill_cli::demo::CORRECTED;
 
 pub const LEDGER: &str = "bench_ledger";
 
