@@ -240,6 +240,7 @@ fn brief(scope: Scope) -> Brief {
         strategy: StrategySpec::PartitionOverwrite,
         idempotency: "Each day is replaced in one transaction.".into(),
         validation: ValidationPlan {
+            emptiness: Default::default(),
             checks: vec![CheckSpec::Unique {
                 keys: vec![Ident::new("sale_id").expect("ident")],
                 blocking: true,

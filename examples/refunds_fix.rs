@@ -349,6 +349,7 @@ fn brief(scope: Scope) -> Brief {
                       transaction; repeating a day gives the same rows."
             .into(),
         validation: ValidationPlan {
+            emptiness: Default::default(),
             checks: vec![
                 CheckSpec::RowCount {
                     expect: Expectation::Unchanged,

@@ -73,6 +73,27 @@ impl Dependency {
     }
 }
 
+/// The emptiness guard: on by default, it fails a batch whose source slice
+/// holds no rows (or fewer than `min_ratio` of the rows the target's slice
+/// held) before the batch commits, naming the batch and both counts. A
+/// source that lost its history, or bounds that bind nothing, would
+/// otherwise empty the day and mark it done.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Emptiness {
+    /// The least share (0..=1) of the target slice's rows the source slice
+    /// must hold; 0 refuses only a slice that is empty where the target
+    /// had rows.
+    #[serde(default)]
+    pub min_ratio: f64,
+    /// Batches that are expected to come back empty (or shrink), by id.
+    #[serde(default)]
+    pub expected_empty: Vec<crate::plan::BatchId>,
+    /// Turns the guard off (preflight warns).
+    #[serde(default)]
+    pub off: bool,
+}
+
 /// How the checks prove the new history is right.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +104,9 @@ pub struct ValidationPlan {
     /// In plain words, what "correct" means here.
     #[serde(default)]
     pub description: String,
+    /// The emptiness guard, on by default.
+    #[serde(default)]
+    pub emptiness: Emptiness,
 }
 
 /// How to go back.
@@ -219,6 +243,7 @@ impl Brief {
                         blocking: true,
                     }],
                     description: String::new(),
+                    emptiness: Emptiness::default(),
                 },
                 rollback: RollbackPlan {
                     description: "Every batch's pre-image is kept for 14 days; a rollback \
@@ -451,6 +476,20 @@ impl Brief {
                     ));
                 }
             }
+        }
+        let e = &self.validation.emptiness;
+        if !(0.0..=1.0).contains(&e.min_ratio) {
+            f.push(Finding::block(
+                "validation.emptiness.min_ratio",
+                format!("{} is not a share between 0 and 1", e.min_ratio),
+            ));
+        }
+        if e.off && self.strategy.replaces_rows() {
+            f.push(Finding::warn(
+                "validation.emptiness",
+                "the emptiness guard is off: a source slice that comes back empty will empty its \
+                 batch and mark it done",
+            ));
         }
         if blank(&self.rollback.description) {
             f.push(Finding::block("rollback", "is blank"));

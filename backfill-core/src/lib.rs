@@ -77,8 +77,8 @@ pub mod warehouse;
 
 pub use amount::Amount;
 pub use brief::{
-    Brief, BriefBuilder, Dependencies, Dependency, Finding, Operations, Preflight, RiskClass,
-    RollbackPlan, ValidationPlan,
+    Brief, BriefBuilder, Dependencies, Dependency, Emptiness, Finding, Operations, Preflight,
+    RiskClass, RollbackPlan, ValidationPlan,
 };
 pub use checks::{CheckSpec, Expectation};
 pub use error::{Error, Result};

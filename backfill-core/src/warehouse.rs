@@ -96,6 +96,15 @@ pub enum Guard {
         /// The allowed change.
         expect: Expectation,
     },
+    /// The rows written from the source against the rows the slice held:
+    /// no empty (or shrunken, below `min_ratio`) source slice over a slice
+    /// that had rows. See [`crate::brief::Emptiness`].
+    Emptiness {
+        /// The least share of the slice's rows the source must give.
+        min_ratio: f64,
+        /// Batches allowed to come back empty.
+        expected_empty: Vec<crate::plan::BatchId>,
+    },
 }
 
 impl Guard {
@@ -105,7 +114,58 @@ impl Guard {
         match self {
             Guard::Unique { keys } => unique_name(keys),
             Guard::RowCount { .. } => "row_count".into(),
+            Guard::Emptiness { .. } => "emptiness".into(),
         }
+    }
+
+    /// The emptiness guard of a brief's validation plan, unless it is off
+    /// or the pattern does not replace whole rows (a merge of nothing
+    /// changes nothing).
+    pub fn emptiness(brief: &crate::brief::Brief) -> Option<Guard> {
+        let e = &brief.validation.emptiness;
+        (!e.off && brief.strategy.replaces_rows()).then(|| Guard::Emptiness {
+            min_ratio: e.min_ratio,
+            expected_empty: e.expected_empty.clone(),
+        })
+    }
+
+    /// Judges the rows a batch's write took from its source against the
+    /// rows its slice held: [`Error::GuardFailed`] for a source slice
+    /// that is empty, or below the share, where the slice had rows.
+    pub fn judge_written(
+        &self,
+        batch: &crate::plan::BatchId,
+        before: u64,
+        written: u64,
+    ) -> Result<()> {
+        let Guard::Emptiness {
+            min_ratio,
+            expected_empty,
+        } = self
+        else {
+            return Ok(());
+        };
+        let least = ((before as f64) * min_ratio).ceil() as u64;
+        let short = before > 0 && (written == 0 || written < least);
+        if !short || expected_empty.contains(batch) {
+            return Ok(());
+        }
+        Err(Error::GuardFailed {
+            check: self.name(),
+            observed: written as f64,
+            expected: Some(before as f64),
+            detail: format!(
+                "batch {batch}: the source slice holds {written} row(s) where the target held \
+                 {before}{}. A source that lost its history would empty the batch; if it is \
+                 meant to, declare it under validation.emptiness.expected_empty",
+                if *min_ratio > 0.0 {
+                    format!(" (at least {least} expected, {:.0}%)", min_ratio * 100.0)
+                } else {
+                    String::new()
+                }
+            ),
+            sample: Vec::new(),
+        })
     }
 
     /// The limit the check is judged by.
@@ -113,6 +173,7 @@ impl Guard {
         match self {
             Guard::Unique { .. } => Threshold::Absolute(0.0),
             Guard::RowCount { expect } => expect.judge(0, 0).1,
+            Guard::Emptiness { min_ratio, .. } => Threshold::Percent(min_ratio * 100.0),
         }
     }
 

@@ -1539,6 +1539,7 @@ mod brief {
             idempotency:
                 "Each batch deletes then inserts its day; repeating it gives the same table.".into(),
             validation: ValidationPlan {
+                emptiness: Default::default(),
                 checks: vec![
                     CheckSpec::RowCount {
                         expect: Expectation::MaxChangePercent(5.0),

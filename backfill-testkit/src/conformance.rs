@@ -492,6 +492,7 @@ pub fn brief(scope: Scope, strategy: StrategySpec) -> Brief {
         strategy,
         idempotency: "Each batch replaces its own slice in one transaction.".into(),
         validation: ValidationPlan {
+            emptiness: Default::default(),
             checks: vec![CheckSpec::Unique {
                 keys: vec![ident("id")],
                 blocking: true,
@@ -1312,6 +1313,7 @@ macro_rules! conformance_tests {
                 blocking_check_before_commit,
                 c::exactness::blocking_batch_check_before_commit
             );
+            case!(emptied_day_refused, c::exactness::emptied_day_is_refused);
             case!(
                 existing_table_not_adopted,
                 c::exactness::existing_table_is_not_adopted

@@ -414,7 +414,13 @@ impl FakeWarehouse {
         out: WriteOutcome,
         saved: Vec<(TableRef, Option<Table>)>,
     ) -> Result<WriteOutcome> {
-        match backfill_core::validate::guard::check_guards(self, w, out.rows_before).await {
+        match backfill_core::validate::guard::check_guards(
+            self,
+            w,
+            (out.rows_before, out.rows_written),
+        )
+        .await
+        {
             Ok(()) => Ok(out),
             Err(e) => {
                 let mut st = self.lock();

@@ -920,6 +920,7 @@ fn brief(scope: Scope, strategy: StrategySpec) -> Brief {
         strategy,
         idempotency: "Each batch replaces its own slice in one transaction.".into(),
         validation: ValidationPlan {
+            emptiness: Default::default(),
             checks: vec![CheckSpec::Unique {
                 keys: vec![id("id")],
                 blocking: true,

@@ -240,6 +240,7 @@ pub fn daily_job(
         strategy: StrategySpec::PartitionOverwrite,
         idempotency: "Each day is replaced in one transaction.".into(),
         validation: ValidationPlan {
+            emptiness: Default::default(),
             checks,
             description: "What the checks say.".into(),
         },

@@ -521,11 +521,12 @@ async fn run_guards(
     c: &mut dyn Conn,
     d: &dyn Dialect,
     w: &SliceWrite<'_>,
-    rows_before: u64,
+    (rows_before, rows_written): (u64, u64),
 ) -> Result<()> {
     let (table, batch) = (w.table, w.batch);
     for g in w.guards {
         match g {
+            Guard::Emptiness { .. } => g.judge_written(&batch.id, rows_before, rows_written)?,
             Guard::Unique { keys } => {
                 let r = key_report(c, d, table, keys, &batch.predicate, SAMPLE_LIMIT).await?;
                 g.judge_keys(&r)?;
@@ -648,7 +649,7 @@ impl<E: Executor> SqlWarehouse<E> {
         w: &SliceWrite<'_>,
         mut out: WriteOutcome,
     ) -> Result<WriteOutcome> {
-        run_guards(c, self.d(), w, out.rows_before).await?;
+        run_guards(c, self.d(), w, (out.rows_before, out.rows_written)).await?;
         if let Some((mark, home)) = self.home_of(w.mark) {
             crate::engine::ledger::mark_written(c, &home, &mark, out.rows_before, out.rows_written)
                 .await?;

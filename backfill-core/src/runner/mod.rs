@@ -569,8 +569,11 @@ impl Runner {
             .iter()
             .filter_map(|c| c.validator())
             .collect();
-        let guards: Vec<crate::warehouse::Guard> =
-            validators.iter().filter_map(|v| v.guard()).collect();
+        let guards: Vec<crate::warehouse::Guard> = validators
+            .iter()
+            .filter_map(|v| v.guard())
+            .chain(crate::warehouse::Guard::emptiness(&job.brief))
+            .collect();
         let scope = job.plan.scope.predicate()?;
         let ctx = RunContext {
             source: &source,

@@ -23,11 +23,12 @@ use crate::warehouse::{SliceWrite, Warehouse};
 pub async fn check_guards(
     warehouse: &dyn Warehouse,
     write: &SliceWrite<'_>,
-    rows_before: u64,
+    (rows_before, rows_written): (u64, u64),
 ) -> Result<()> {
     let (table, batch) = (write.table, write.batch);
     for g in write.guards {
         match g {
+            Guard::Emptiness { .. } => g.judge_written(&batch.id, rows_before, rows_written)?,
             Guard::Unique { keys } => {
                 let r = warehouse
                     .key_report(table, keys, &batch.predicate, crate::checks::SAMPLE_LIMIT)

@@ -861,3 +861,74 @@ pub async fn edited_ledger_is_refused(env: Env) {
     );
     assert_eq!(checksum(&case.env, &case.target).await, after);
 }
+
+/// A source slice that comes back empty for a day whose target rows exist
+/// (a source that lost its history) fails that batch before its commit,
+/// naming the batch and both counts: the day keeps its rows and is not
+/// done. Declared expected to be empty, the same day is written empty
+/// when the run is resumed.
+pub async fn emptied_day_is_refused(env: Env) {
+    let target = super::seed_table(&env, "facts", &super::original_rows()).await;
+    let lost = backfill_core::Value::Date(super::day(4));
+    let rows: Vec<_> = super::source_rows()
+        .into_iter()
+        .filter(|r| r[1] != lost)
+        .collect();
+    let fix = super::seed_table(&env, "facts_fix", &rows).await;
+    let mut job = super::job_on(&env, Pattern::Overwrite, "emptied", Source::Table(fix));
+    let day = job
+        .plan
+        .batches
+        .iter()
+        .find(|b| b.start.as_ref() == Some(&lost))
+        .expect("the day is in scope")
+        .clone();
+    let held = env
+        .warehouse
+        .count(&target, &day.predicate)
+        .await
+        .expect("count");
+    assert!(held > 0);
+    let runner = backfill_core::runner::Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let err = runner
+        .run(&job)
+        .await
+        .expect_err("stopped at the emptied day");
+    match &err {
+        Error::ValidationFailed { check, detail } => {
+            assert_eq!(check, "emptiness", "{err}");
+            assert!(detail.contains(&day.id.to_string()), "{detail}");
+            assert!(
+                detail.contains(&format!("holds 0 row(s) where the target held {held}")),
+                "{detail}"
+            );
+        }
+        other => panic!("expected the emptiness guard: {other:?}"),
+    }
+    assert_eq!(
+        env.warehouse
+            .count(&target, &day.predicate)
+            .await
+            .expect("count"),
+        held,
+        "the day keeps its rows"
+    );
+    let batches = env.ledger.batches(&job.run_id).await.expect("batches");
+    let rec = batches
+        .iter()
+        .find(|b| b.batch.id == day.id)
+        .expect("batch");
+    assert!(!rec.state.is_done(), "{:?}", rec.state);
+
+    // Declared empty, the day is written empty on resume.
+    job.brief.validation.emptiness.expected_empty = vec![day.id.clone()];
+    let report = runner.run(&job).await.expect("resumed");
+    assert_eq!(report.status, RunStatus::Completed);
+    assert_eq!(
+        env.warehouse
+            .count(&target, &day.predicate)
+            .await
+            .expect("count"),
+        0
+    );
+}
