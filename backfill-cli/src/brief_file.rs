@@ -59,6 +59,28 @@ pub enum SourceDoc {
     Table(TableRef),
 }
 
+/// One version of the corrected logic for one period of the scope: a
+/// name, a reason, the period (wall clock in the scope's zone) and
+/// `query` or `table`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    /// Its name.
+    pub name: String,
+    /// Why the period has its own logic.
+    pub reason: String,
+    /// Inclusive start.
+    pub from: jiff::civil::DateTime,
+    /// Exclusive end.
+    pub until: jiff::civil::DateTime,
+    /// A SELECT statement.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// A table or view.
+    #[serde(default)]
+    pub table: Option<TableRef>,
+}
+
 /// One downstream refresh: the declared dependency's name, and SQL or a
 /// command (no shell).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -135,6 +157,7 @@ struct Doc {
     expected_impact: Option<String>,
     operations: Option<Operations>,
     refresh: Option<Vec<RefreshDoc>>,
+    rules: Option<Vec<RuleDoc>>,
     run_options: Option<RunSettings>,
     slice: Option<Vec<BatchId>>,
 }
@@ -159,14 +182,14 @@ pub const FIELDS: &[&str] = &[
     "rollback",
     "operations",
     "refresh",
+    "rules",
     "run_options",
     "slice",
 ];
 
 /// Fields without which there is no job to check.
 const REQUIRED: &[&str] = &[
-    "run", "title", "reason", "operator", "reviewer", "risk", "scope", "planner", "source",
-    "strategy",
+    "run", "title", "reason", "operator", "reviewer", "risk", "scope", "planner", "strategy",
 ];
 
 /// A brief file read whole: the job it describes and how to run it.
@@ -280,6 +303,21 @@ fn parse(text: &str, format: Format, path: &Path) -> Result<BriefFile, Vec<FileF
             errors.push(finding(text, key, "is missing".into(), true));
         }
     }
+    match (map.contains_key("source"), map.contains_key("rules")) {
+        (false, false) => errors.push(finding(
+            text,
+            "source",
+            "is missing (or give `rules`, a source per period)".into(),
+            true,
+        )),
+        (true, true) => errors.push(finding(
+            text,
+            "rules",
+            "with `rules`, each period names its own source: leave out `source`".into(),
+            true,
+        )),
+        _ => {}
+    }
     // Each field on its own, so one bad field does not hide the next.
     let mut doc = Doc::default();
     macro_rules! field {
@@ -310,6 +348,7 @@ fn parse(text: &str, format: Format, path: &Path) -> Result<BriefFile, Vec<FileF
     field!(expected_impact);
     field!(operations);
     field!(refresh);
+    field!(rules);
     field!(run_options);
     field!(slice);
     if !errors.is_empty() {
@@ -339,12 +378,41 @@ fn build(text: &str, doc: Doc, path: &Path) -> Result<BriefFile, Vec<FileFinding
     if let Err(e) = scope.validate() {
         errors.push(finding(text, "scope", e.to_string(), true));
     }
-    let source = match doc.source.expect("required") {
-        SourceDoc::Query(q) => Source::Query(q),
-        SourceDoc::Table(t) => Source::Table(t),
+    let mut rules = Vec::new();
+    for (i, r) in doc.rules.unwrap_or_default().into_iter().enumerate() {
+        let source = match (r.query, r.table) {
+            (Some(q), None) => Source::Query(q),
+            (None, Some(t)) => Source::Table(t),
+            _ => {
+                errors.push(finding(
+                    text,
+                    &format!("rules.{i}"),
+                    format!("rule {:?} needs exactly one of `query` or `table`", r.name),
+                    true,
+                ));
+                continue;
+            }
+        };
+        rules.push(backfill_core::rules::Rule {
+            name: r.name,
+            reason: r.reason,
+            from: r.from,
+            until: r.until,
+            source,
+        });
+    }
+    let source = match doc.source {
+        Some(SourceDoc::Query(q)) => Source::Query(q),
+        Some(SourceDoc::Table(t)) => Source::Table(t),
+        // With rules, each batch reads its period's source.
+        None => rules
+            .first()
+            .map_or_else(|| Source::Query(String::new()), |r| r.source.clone()),
     };
-    if let Err(e) = source.check() {
-        errors.push(finding(text, "source.query", e.to_string(), true));
+    if rules.is_empty() {
+        if let Err(e) = source.check() {
+            errors.push(finding(text, "source.query", e.to_string(), true));
+        }
     }
     let refresh = doc.refresh.unwrap_or_default();
     for (i, r) in refresh.iter().enumerate() {
@@ -433,8 +501,13 @@ fn build(text: &str, doc: Doc, path: &Path) -> Result<BriefFile, Vec<FileFinding
             "unversioned".to_string()
         }
     };
-    let job =
+    let mut job =
         Backfill::new(doc.run.expect("required"), brief, plan, source).code_version(code_version);
+    if !rules.is_empty() {
+        job = job
+            .with_rules(rules)
+            .map_err(|e| vec![finding(text, "rules", e.to_string(), true)])?;
+    }
     Ok(BriefFile {
         path: path.to_path_buf(),
         job,

@@ -473,6 +473,56 @@ retention_day = 3
     assert_eq!(doc["result"]["count"], 7);
 }
 
+/// Rule periods in a brief file: the plan cuts the week that holds a
+/// boundary; a gap between periods is refused with the field.
+#[test]
+fn rule_periods_cut_the_plan() {
+    let dir = scratch("rules");
+    let i = BRIEF.find("source:\n").unwrap();
+    let j = BRIEF.find("strategy:").unwrap();
+    let query = "SELECT * FROM shop.orders";
+    let rules = format!(
+        "rules:\n  - {{name: rule 2025, reason: old policy, from: \"2026-01-01T00:00:00\", until: \"2026-04-01T00:00:00\", query: \"{query}\"}}\n  - {{name: rule 2026, reason: new policy, from: \"2026-04-01T00:00:00\", until: \"2026-07-01T00:00:00\", query: \"{query}\"}}\n"
+    );
+    // Weekly batches; the daily test slice goes.
+    let text = format!("{}{rules}{}", &BRIEF[..i], &BRIEF[j..])
+        .replace(
+            "{kind: windows, grain: day}",
+            "{kind: windows, grain: week}",
+        )
+        .replace(
+            "slice: [\"2026-01-31\", \"2026-03-08\", \"2026-04-15\"]",
+            "",
+        );
+    let p = write(&dir, "rules.yaml", &text);
+    let (code, plan) = json(&["plan", "-f", &p]);
+    assert_eq!(code, 0, "{plan}");
+    let ids: Vec<&str> = plan["result"]["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    // 2026-04-01 is a Wednesday: its week is cut there.
+    assert!(ids.contains(&"week-2026-03-30"), "{ids:?}");
+    assert!(ids.contains(&"week-2026-03-30@2026-04-01"), "{ids:?}");
+    let gap = text.replace(
+        "from: \"2026-04-01T00:00:00\", until: \"2026-07-01",
+        "from: \"2026-04-02T00:00:00\", until: \"2026-07-01",
+    );
+    let p = write(&dir, "gap.yaml", &gap);
+    let (code, doc) = json(&["preflight", "-f", &p]);
+    assert_eq!(code, 2, "{doc}");
+    assert_eq!(doc["error"]["findings"][0]["path"], "rules", "{doc}");
+    assert!(
+        doc["error"]["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a gap"),
+        "{doc}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // PostgreSQL: a database of its own per test
 // ---------------------------------------------------------------------------

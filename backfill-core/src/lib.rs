@@ -65,6 +65,7 @@ pub mod predicate;
 pub mod probe;
 pub mod refresh;
 pub mod report;
+pub mod rules;
 pub mod runner;
 pub mod scope;
 pub mod source;

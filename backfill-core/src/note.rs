@@ -251,6 +251,9 @@ pub struct ChangeNote {
     pub parameters: serde_json::Value,
     /// Who is affected.
     pub affected: Vec<Affected>,
+    /// Which logic rewrote which period, when the run has rule periods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::rules::RulePeriod>,
 }
 
 /// The change note for `job`, from the ledger (run, batches, assets) and
@@ -329,6 +332,7 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
         code_version: run.code_version,
         parameters: run.parameters,
         affected: declared(&job.brief),
+        rules: crate::rules::periods(&job.plan, &job.rules),
     })
 }
 
@@ -356,6 +360,20 @@ impl ChangeNote {
             count(self.rows.1),
             count(self.rows.0)
         ));
+        if !self.rules.is_empty() {
+            s.push_str("**Rules by period:**\n");
+            for r in &self.rules {
+                s.push_str(&format!(
+                    "- {} .. {}: {} ({} batches): {}\n",
+                    r.from,
+                    r.until,
+                    r.name,
+                    r.batches.len(),
+                    r.reason
+                ));
+            }
+            s.push('\n');
+        }
         if !self.metrics.is_empty() {
             s.push_str("| metric | group | before | after | change | added | removed | changed | unexplained |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
             for m in &self.metrics {

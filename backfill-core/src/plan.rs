@@ -135,7 +135,7 @@ impl Plan {
     pub fn build(scope: Scope, planner: Planner) -> Result<Plan> {
         scope.validate()?;
         let batches = match &planner {
-            Planner::Windows { grain } => windows(&scope, *grain)?,
+            Planner::Windows { grain } => windows(&scope, *grain, &[])?,
             Planner::Partitions => partitions(&scope)?,
             Planner::KeyRanges { width } => key_ranges(&scope, *width)?,
             Planner::HashBuckets { buckets } => hash_buckets(&scope, *buckets)?,
@@ -164,6 +164,35 @@ impl Plan {
         }
     }
 
+    /// This plan with every batch that holds one of `cuts` (wall-clock
+    /// times in the scope's zone) split there, so that no batch crosses
+    /// a cut: the first part keeps the batch's id, the next one is
+    /// `{id}@{cut}`. Only time-window plans can be cut; a cut on a
+    /// batch boundary changes nothing.
+    ///
+    /// ```
+    /// use backfill_core::{Bounds, Grain, Plan, Planner, Scope};
+    /// use jiff::civil::date;
+    /// let scope = Scope::on("facts", "day", Bounds::dates(date(2026, 3, 2), date(2026, 3, 16)), "UTC").unwrap();
+    /// let plan = Plan::build(scope, Planner::Windows { grain: Grain::Week }).unwrap();
+    /// let cut = plan.split_at(&[date(2026, 3, 5).at(0, 0, 0, 0)]).unwrap();
+    /// let ids: Vec<_> = cut.batches.iter().map(|b| b.id.0.as_str()).collect();
+    /// assert_eq!(ids, ["week-2026-03-02", "week-2026-03-02@2026-03-05", "week-2026-03-09"]);
+    /// ```
+    pub fn split_at(&self, cuts: &[DateTime]) -> Result<Plan> {
+        let Planner::Windows { grain } = self.planner else {
+            return Err(Error::InvalidPlan(
+                "only a plan of time windows can be cut at rule boundaries".into(),
+            ));
+        };
+        let batches = windows(&self.scope, grain, cuts)?;
+        Ok(Plan::assemble(
+            self.scope.clone(),
+            self.planner.clone(),
+            batches,
+        ))
+    }
+
     /// The batch with this id.
     pub fn batch(&self, id: &BatchId) -> Option<&Batch> {
         self.batches.iter().find(|b| &b.id == id)
@@ -181,7 +210,15 @@ fn with_filter(scope: &Scope, p: Predicate) -> Predicate {
     }
 }
 
-fn windows(scope: &Scope, grain: Grain) -> Result<Vec<Batch>> {
+/// A wall-clock time as a bound of the scope's batch column.
+pub(crate) fn bound_value(scope: &Scope, dt: DateTime) -> Result<Value> {
+    let Bounds::Time { column, .. } = scope.bounds else {
+        return Err(Error::InvalidPlan("a time bound needs time bounds".into()));
+    };
+    time_value(&scope.zone()?, column, dt)
+}
+
+fn windows(scope: &Scope, grain: Grain, cuts: &[DateTime]) -> Result<Vec<Batch>> {
     let (start, end, column) = match scope.bounds {
         Bounds::Time { start, end, column } => (start, end, column),
         _ => return Err(Error::InvalidPlan("time windows need time bounds".into())),
@@ -193,6 +230,14 @@ fn windows(scope: &Scope, grain: Grain) -> Result<Vec<Batch>> {
         ));
     }
     if column == TimeColumn::Instant && grain == Grain::Hour {
+        if let Some(c) = cuts
+            .iter()
+            .find(|c| floor(**c, Grain::Hour).ok() != Some(**c))
+        {
+            return Err(Error::InvalidPlan(format!(
+                "{c} is inside an hour: hourly batches are cut at whole hours"
+            )));
+        }
         return instant_hours(scope, &tz, start, end);
     }
     let mut out = Vec::new();
@@ -201,19 +246,35 @@ fn windows(scope: &Scope, grain: Grain) -> Result<Vec<Batch>> {
         let next = step(cur, grain)?;
         let lo = cur.max(start);
         let hi = next.min(end);
-        let (s, e) = (time_value(&tz, column, lo)?, time_value(&tz, column, hi)?);
-        if s != e {
-            out.push(range_batch(
-                scope,
-                out.len() as u32,
-                label(cur, grain),
-                s,
-                e,
-            ));
+        // The window's pieces between the cuts inside it.
+        let mut edges = vec![lo];
+        edges.extend(cuts.iter().copied().filter(|c| lo < *c && *c < hi));
+        edges.sort();
+        edges.push(hi);
+        for pair in edges.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let (s, e) = (time_value(&tz, column, a)?, time_value(&tz, column, b)?);
+            if s == e {
+                continue;
+            }
+            let id = if a == lo {
+                label(cur, grain)
+            } else {
+                format!("{}@{}", label(cur, grain), cut_label(a))
+            };
+            out.push(range_batch(scope, out.len() as u32, id, s, e));
         }
         cur = next;
     }
     Ok(out)
+}
+
+fn cut_label(dt: DateTime) -> String {
+    if dt.time() == jiff::civil::Time::midnight() {
+        dt.strftime("%Y-%m-%d").to_string()
+    } else {
+        dt.strftime("%Y-%m-%dT%H:%M").to_string()
+    }
 }
 
 fn instant_hours(

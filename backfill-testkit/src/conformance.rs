@@ -1315,6 +1315,10 @@ macro_rules! conformance_tests {
             );
             case!(emptied_day_refused, c::exactness::emptied_day_is_refused);
             case!(
+                rule_periods_split_batches,
+                c::end_to_end::rule_periods_split_batches
+            );
+            case!(
                 existing_table_not_adopted,
                 c::exactness::existing_table_is_not_adopted
             );

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use backfill_core::ledger::{Liveness, Steering};
+use backfill_core::rules::{RulePeriod, RULES_DOCUMENT};
 use backfill_core::runner::Approval;
 use backfill_core::{BatchState, RunId, ValidationReport};
 use serde_json::json;
@@ -53,6 +54,10 @@ pub async fn status(ctx: &Ctx, run: &RunId, schema: &str) -> Result<Report, Fail
             Some(v) => serde_json::from_value(v).ok(),
             None => None,
         };
+    let rules: Vec<RulePeriod> = match ledger.document(run, RULES_DOCUMENT).await? {
+        Some(v) => serde_json::from_value(v).unwrap_or_default(),
+        None => Vec::new(),
+    };
     let approval: Option<Approval> = match ledger.document(run, Approval::DOCUMENT).await? {
         Some(v) => serde_json::from_value(v).ok(),
         None => None,
@@ -136,6 +141,17 @@ pub async fn status(ctx: &Ctx, run: &RunId, schema: &str) -> Result<Report, Fail
             .map(|a| format!("by {} at {}", a.reviewer, a.at))
             .unwrap_or_else(|| "none".into())
     );
+    for r in &rules {
+        let _ = writeln!(
+            t,
+            "  rule {}: {} .. {}, {} batch(es): {}",
+            r.name,
+            r.from,
+            r.until,
+            r.batches.len(),
+            r.reason
+        );
+    }
     for a in &assets {
         let _ = writeln!(
             t,
@@ -187,6 +203,7 @@ pub async fn status(ctx: &Ctx, run: &RunId, schema: &str) -> Result<Report, Fail
             "last_events": last,
             "validation": verdict,
             "approval": approval,
+            "rules": rules,
             "assets": assets,
         }),
         t,

@@ -445,14 +445,29 @@ impl Runner {
         columns: &[Ident],
         schema: &TableSchema,
     ) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        for source in job.sources() {
+            warnings.extend(self.check_one_source(job, source, columns, schema).await?);
+        }
+        Ok(warnings)
+    }
+
+    /// [`Runner::check_source`] of one of the job's sources.
+    async fn check_one_source(
+        &self,
+        job: &Backfill,
+        source: &Source,
+        columns: &[Ident],
+        schema: &TableSchema,
+    ) -> Result<Vec<String>> {
         let scope = &job.brief.scope;
         let target = &scope.target;
-        let src = self.warehouse.describe_source(&job.source).await?;
+        let src = self.warehouse.describe_source(source).await?;
         for c in columns {
             let Some(from) = src.column(c) else {
                 return Err(Error::SchemaMismatch(format!(
                     "source ({}) has no column {c} that the target needs",
-                    job.source.describe()
+                    source.describe()
                 )));
             };
             let into = schema.column(c).map_or(from.ty, |t| t.ty);
@@ -477,7 +492,7 @@ impl Runner {
                 extra.name
             ));
         }
-        if !job.source.is_bounded() && src.column(&scope.batch_column).is_none() {
+        if !source.is_bounded() && src.column(&scope.batch_column).is_none() {
             return Err(Error::SchemaMismatch(format!(
                 "source has no batch column {}",
                 scope.batch_column
@@ -684,7 +699,13 @@ impl Runner {
     /// the target. Returns the columns written and the warnings.
     async fn preflight(&self, job: &Backfill) -> Result<(Vec<Ident>, Vec<String>)> {
         job.brief.preflight().into_result()?;
-        job.source.check()?;
+        for source in job.sources() {
+            source.check()?;
+        }
+        crate::rules::check(&job.plan, &job.rules).or_else(|e| match job.rules.is_empty() {
+            true => Ok(()),
+            false => Err(e),
+        })?;
         if job.plan.batches.len() > self.options.max_batches {
             return Err(Error::PlanTooLarge {
                 batches: job.plan.batches.len(),
@@ -696,7 +717,7 @@ impl Runner {
                 "the plan was made for a different scope than the brief's".into(),
             ));
         }
-        if job.source.is_bounded() {
+        if job.sources().any(Source::is_bounded) {
             if let Some(b) = job
                 .plan
                 .batches
@@ -717,6 +738,13 @@ impl Runner {
         }
         let (columns, schema) = self.target_columns(job).await?;
         let mut warnings = self.check_source(job, &columns, &schema).await?;
+        if self.options.stage_source && !job.rules.is_empty() {
+            warnings.push(
+                "source: stage_source is set, but with rule periods each batch reads its \
+                 period's source directly; nothing is staged"
+                    .into(),
+            );
+        }
         if let StrategySpec::Merge { keys } = &job.brief.strategy {
             // A merge updates every target row with a source key, inside
             // the scope or not: the target's keys must be unique.
@@ -912,6 +940,16 @@ impl Runner {
             self.retried
                 .put_document_if_absent(run_id, DEFINITION_DOCUMENT, &definition)
                 .await?;
+            if !job.rules.is_empty() {
+                let periods = crate::rules::periods(&job.plan, &job.rules);
+                self.retried
+                    .put_document_if_absent(
+                        run_id,
+                        crate::rules::RULES_DOCUMENT,
+                        &serde_json::to_value(periods)?,
+                    )
+                    .await?;
+            }
         }
         // A plain run after a cancel resumes: it clears the cancel. A pause
         // stays until someone resumes the run.
@@ -1038,7 +1076,7 @@ impl Runner {
         self.record_copy_baseline(job, ctx, strategy).await?;
         let assets = strategy.prepare(ctx).await?;
         let mut source = (job.source.clone(), false);
-        if self.options.stage_source {
+        if self.stages_source(job) {
             let snapshot = ctx.staged_source_table()?;
             let scope_pred = job.plan.scope.predicate()?;
             let (lo, hi) = scope_bounds(&job.plan);
@@ -1078,7 +1116,7 @@ impl Runner {
             .map(|a| a.table)
             .collect();
         let mut tables = crate::strategy::working_tables(&job.brief.strategy, ctx)?;
-        if self.options.stage_source {
+        if self.stages_source(job) {
             tables.push((AssetKind::StagedSource, ctx.staged_source_table()?));
         }
         let mut claimed = Vec::new();
@@ -1512,6 +1550,12 @@ impl Runner {
         }
     }
 
+    /// Whether this run stages its source: when asked to, and the job
+    /// has one source (with rule periods, each batch reads its period's).
+    fn stages_source(&self, job: &Backfill) -> bool {
+        self.options.stage_source && job.rules.is_empty()
+    }
+
     /// Records a steering change that a claim saw and the gate did not.
     async fn note_steering(&self, shared: &Shared<'_>) {
         match self.retried.steering(&shared.job.run_id).await {
@@ -1593,9 +1637,17 @@ impl Runner {
         let mark = self.retried.tx_mark(run_id, &batch.id, token);
         let mut tries = 1;
         loop {
+            // With rule periods, each batch reads its own period's logic.
+            let ctx = match shared.job.rules.is_empty() {
+                true => shared.ctx,
+                false => RunContext {
+                    source: shared.job.source_for(batch),
+                    ..shared.ctx
+                },
+            };
             match shared
                 .strategy
-                .write_batch(&shared.ctx, batch, mark.as_ref())
+                .write_batch(&ctx, batch, mark.as_ref())
                 .await
             {
                 Ok(w) => return Ok(w),

@@ -311,3 +311,133 @@ pub async fn plan_size_is_bounded_and_recorded_whole(env: Env) {
         .zip(&plan.batches)
         .all(|(s, b)| s.batch == *b && s.state == BatchState::Pending));
 }
+
+/// Two versions of the corrected logic by period, with the boundary
+/// inside a week: the plan cuts the week there, each part reads its own
+/// period's source, the ledger keeps which batches each rule wrote, and
+/// rows outside the scope do not change. Periods with a gap, an overlap
+/// or a reach outside the scope are refused before anything is recorded.
+pub async fn rule_periods_split_batches(env: Env) {
+    use backfill_core::jiff::civil::DateTime;
+    use backfill_core::rules::{Rule, RulePeriod, RULES_DOCUMENT};
+    use backfill_core::{Grain, Plan, Planner, Value};
+    let target = seed_table(&env, "facts", &original_rows()).await;
+    let v1 = seed_table(&env, "facts_v1", &source_rows()).await;
+    let v2_rows: Vec<Vec<Value>> = source_rows()
+        .into_iter()
+        .map(|mut r| {
+            r[3] = Value::Text("rule v2".into());
+            r
+        })
+        .collect();
+    let v2 = seed_table(&env, "facts_v2", &v2_rows).await;
+    let outside = |p: &Predicate| Predicate::Not(Box::new(p.clone()));
+    let daily = daily_plan(target.clone());
+    let scope_pred = daily.scope.predicate().expect("scope");
+    let before_outside = env
+        .warehouse
+        .checksum(&target, &outside(&scope_pred))
+        .await
+        .expect("checksum");
+    let plan =
+        Plan::build(daily.scope.clone(), Planner::Windows { grain: Grain::Week }).expect("plan");
+    assert_eq!(plan.batches.len(), 1, "the scope is one week");
+    let at = |d: backfill_core::jiff::civil::Date| -> DateTime { d.at(0, 0, 0, 0) };
+    let (s, e) = (at(super::day(2)), at(super::day(7)));
+    let cut = at(super::day(4));
+    let rule = |name: &str, from, until, t: &TableRef| Rule {
+        name: name.into(),
+        reason: format!("the policy of {name}"),
+        from,
+        until,
+        source: Source::Table(t.clone()),
+    };
+    let job = || {
+        Backfill::new(
+            RunId::new("ruled").expect("run id"),
+            brief(plan.scope.clone(), StrategySpec::PartitionOverwrite),
+            plan.clone(),
+            Source::Table(v1.clone()),
+        )
+    };
+    for (bad, why) in [
+        (
+            vec![rule("a", s, cut, &v1), rule("b", at(super::day(5)), e, &v2)],
+            "gap",
+        ),
+        (
+            vec![rule("a", s, at(super::day(5)), &v1), rule("b", cut, e, &v2)],
+            "overlap",
+        ),
+        (
+            vec![
+                rule("a", s, cut, &v1),
+                rule("b", cut, at(super::day(9)), &v2),
+            ],
+            "end",
+        ),
+    ] {
+        let err = job().with_rules(bad).expect_err(why);
+        assert!(
+            matches!(&err, Error::InvalidPlan(m) if m.contains(why)),
+            "{why}: {err}"
+        );
+    }
+    let job = job()
+        .with_rules(vec![
+            rule("rule v1", s, cut, &v1),
+            rule("rule v2", cut, e, &v2),
+        ])
+        .expect("rules cover the scope");
+    let ids: Vec<&str> = job.plan.batches.iter().map(|b| b.id.0.as_str()).collect();
+    assert_eq!(ids.len(), 2, "the week is cut at the boundary: {ids:?}");
+    let runner = Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let report = runner.run(&job).await.expect("run");
+    assert_eq!(report.status, RunStatus::Completed);
+    for (d, note) in [(2, "fixed"), (3, "fixed"), (4, "rule v2"), (6, "rule v2")] {
+        let day = Predicate::In {
+            column: ident("day"),
+            values: vec![Value::Date(super::day(d))],
+        };
+        let diff = env
+            .warehouse
+            .count(
+                &target,
+                &day.and(Predicate::In {
+                    column: ident("note"),
+                    values: vec![Value::Text(note.into())],
+                }),
+            )
+            .await
+            .expect("count");
+        assert!(diff > 0, "day {d} holds rows of {note}");
+    }
+    assert_eq!(
+        env.warehouse
+            .checksum(&target, &outside(&scope_pred))
+            .await
+            .expect("checksum"),
+        before_outside,
+        "rows outside the scope are untouched"
+    );
+    let doc = env
+        .ledger
+        .document(&job.run_id, RULES_DOCUMENT)
+        .await
+        .expect("read")
+        .expect("the rules are recorded");
+    let periods: Vec<RulePeriod> = serde_json::from_value(doc).expect("periods");
+    assert_eq!(periods.len(), 2);
+    let note = runner.change_note(&job).await.expect("note");
+    assert_eq!(
+        note.rules, periods,
+        "the change note says which rule wrote what"
+    );
+    assert!(
+        note.markdown().contains("rule v2 (1 batches)"),
+        "{}",
+        note.markdown()
+    );
+    assert_eq!(periods[0].batches, vec![job.plan.batches[0].id.clone()]);
+    assert_eq!(periods[1].batches, vec![job.plan.batches[1].id.clone()]);
+}
