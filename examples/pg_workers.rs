@@ -241,6 +241,7 @@ fn brief(scope: Scope) -> Brief {
         idempotency: "Each day is replaced in one transaction.".into(),
         validation: ValidationPlan {
             emptiness: Default::default(),
+            drift: Default::default(),
             checks: vec![CheckSpec::Unique {
                 keys: vec![Ident::new("sale_id").expect("ident")],
                 blocking: true,

@@ -350,6 +350,7 @@ fn brief(scope: Scope) -> Brief {
             .into(),
         validation: ValidationPlan {
             emptiness: Default::default(),
+            drift: Default::default(),
             checks: vec![
                 CheckSpec::RowCount {
                     expect: Expectation::Unchanged,

@@ -90,6 +90,17 @@ pub enum Command {
     Resume(SteerArgs),
     /// Stops the run at the next batch boundary; it stays resumable.
     Cancel(SteerArgs),
+    /// Accepts the drift that paused the run (as `--as`, with a reason):
+    /// what the run depends on now becomes its baseline, and the pause is
+    /// lifted.
+    AcceptDrift {
+        /// The brief file.
+        #[command(flatten)]
+        brief: BriefArg,
+        /// Why the change is acceptable.
+        #[arg(long)]
+        why: String,
+    },
     /// Runs the end-of-run checks and keeps the report.
     Validate(BriefArg),
     /// Records a reviewer's approval of the validated run.

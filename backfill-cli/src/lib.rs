@@ -153,6 +153,7 @@ impl Command {
             Command::Pause(_) => "pause",
             Command::Resume(_) => "resume",
             Command::Cancel(_) => "cancel",
+            Command::AcceptDrift { .. } => "accept-drift",
             Command::Validate(_) => "validate",
             Command::Approve { .. } => "approve",
             Command::Cutover(_) => "cutover",

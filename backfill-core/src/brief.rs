@@ -107,6 +107,10 @@ pub struct ValidationPlan {
     /// The emptiness guard, on by default.
     #[serde(default)]
     pub emptiness: Emptiness,
+    /// What drift of the target, the sources or the dependents does
+    /// (see [`crate::drift`]); unset kinds follow the risk class.
+    #[serde(default)]
+    pub drift: crate::checks::DriftPolicy,
 }
 
 /// How to go back.
@@ -244,6 +248,7 @@ impl Brief {
                     }],
                     description: String::new(),
                     emptiness: Emptiness::default(),
+                    drift: Default::default(),
                 },
                 rollback: RollbackPlan {
                     description: "Every batch's pre-image is kept for 14 days; a rollback \
@@ -363,6 +368,29 @@ impl BriefBuilder {
             .to_string();
         }
         self.brief
+    }
+}
+
+impl crate::checks::DriftPolicy {
+    /// What to do about `kind` under `risk`. Defaults: columns always
+    /// pause (a write would fail or misplace values); rows pause unless
+    /// the change is an enrichment; definitions pause a production-critical
+    /// rebuild and warn otherwise.
+    pub fn act(&self, kind: crate::checks::Kind, risk: RiskClass) -> crate::checks::Act {
+        let set = match kind {
+            crate::checks::Kind::Columns => self.columns,
+            crate::checks::Kind::Rows => self.rows,
+            crate::checks::Kind::Definition => self.definitions,
+        };
+        set.unwrap_or(match kind {
+            crate::checks::Kind::Columns => crate::checks::Act::Pause,
+            crate::checks::Kind::Rows if risk == RiskClass::Enrichment => crate::checks::Act::Warn,
+            crate::checks::Kind::Rows => crate::checks::Act::Pause,
+            crate::checks::Kind::Definition if risk == RiskClass::ProductionCriticalRebuild => {
+                crate::checks::Act::Pause
+            }
+            crate::checks::Kind::Definition => crate::checks::Act::Warn,
+        })
     }
 }
 

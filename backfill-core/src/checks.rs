@@ -76,6 +76,44 @@ impl Expectation {
     }
 }
 
+/// What to do about one kind of drift.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    /// Stop claiming batches; the operator accepts or cancels.
+    Pause,
+    /// Go on; the run's report and change note name it.
+    Warn,
+}
+
+/// The brief's policy on drift, per kind; each unset kind takes the
+/// default of the brief's risk class ([`DriftPolicy::act`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftPolicy {
+    /// Columns or types of the target or a source changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Act>,
+    /// A table source's rows in the scope changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Act>,
+    /// A dependent of the target was redefined, added or dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definitions: Option<Act>,
+}
+
+/// The kind of a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Columns or types.
+    Columns,
+    /// Rows in the scope.
+    Rows,
+    /// A dependent's definition.
+    Definition,
+}
+
 /// A check declared in the brief's validation plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(

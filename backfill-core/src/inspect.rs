@@ -316,6 +316,10 @@ pub struct Dependent {
     pub kind: RelationKind,
     /// The relation.
     pub relation: TableRef,
+    /// Its definition as the engine keeps it (a view's SQL), where the
+    /// engine gives it: what a freeze compares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 /// One group of a profile.

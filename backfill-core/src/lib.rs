@@ -51,6 +51,7 @@ pub mod brief;
 pub mod checks;
 pub mod cleanup;
 pub mod done;
+pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod finding;

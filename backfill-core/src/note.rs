@@ -254,6 +254,10 @@ pub struct ChangeNote {
     /// Which logic rewrote which period, when the run has rule periods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<crate::rules::RulePeriod>,
+    /// Drift of what the run depends on that the operator accepted, with
+    /// who and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift_accepted: Vec<crate::drift::Acceptance>,
 }
 
 /// The change note for `job`, from the ledger (run, batches, assets) and
@@ -317,6 +321,10 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
             (a.table.to_string(), until)
         })
         .collect();
+    let drift_accepted = match ledger.document(&job.run_id, crate::drift::ACCEPTED).await? {
+        Some(v) => serde_json::from_value(v).map_err(|e| crate::Error::Serde(e.to_string()))?,
+        None => Vec::new(),
+    };
     Ok(ChangeNote {
         run_id: job.run_id.to_string(),
         title: job.brief.title.clone(),
@@ -333,6 +341,7 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
         parameters: run.parameters,
         affected: declared(&job.brief),
         rules: crate::rules::periods(&job.plan, &job.rules),
+        drift_accepted,
     })
 }
 
@@ -360,6 +369,20 @@ impl ChangeNote {
             count(self.rows.1),
             count(self.rows.0)
         ));
+        if !self.drift_accepted.is_empty() {
+            s.push_str("**Drift accepted during the run:**\n");
+            for a in &self.drift_accepted {
+                let what: Vec<String> = a.drift.iter().map(|d| d.to_string()).collect();
+                s.push_str(&format!(
+                    "- by {} at {}: {} ({})\n",
+                    a.by,
+                    a.at,
+                    a.why,
+                    what.join("; ")
+                ));
+            }
+            s.push('\n');
+        }
         if !self.rules.is_empty() {
             s.push_str("**Rules by period:**\n");
             for r in &self.rules {

@@ -56,6 +56,10 @@ pub struct RunReport {
     /// expires where the ledger cannot tell.
     #[serde(default)]
     pub held: Vec<Held>,
+    /// Drift of what the run depends on since its baseline, seen by this
+    /// call; a kind the brief's policy pauses on paused the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::drift::Drift>,
 }
 
 /// A batch still held under a lease.
@@ -167,6 +171,13 @@ impl fmt::Display for RunReport {
         }
         for w in &self.warnings {
             writeln!(f, "  warning: {w}")?;
+        }
+        for d in &self.drift {
+            let act = match d.act {
+                crate::drift::Act::Pause => "PAUSED",
+                crate::drift::Act::Warn => "warning",
+            };
+            writeln!(f, "  drift ({act}): {d}")?;
         }
         if let Some(v) = &self.validation {
             write!(f, "{v}")?;

@@ -1540,6 +1540,7 @@ mod brief {
                 "Each batch deletes then inserts its day; repeating it gives the same table.".into(),
             validation: ValidationPlan {
                 emptiness: Default::default(),
+                drift: Default::default(),
                 checks: vec![
                     CheckSpec::RowCount {
                         expect: Expectation::MaxChangePercent(5.0),

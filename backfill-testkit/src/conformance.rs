@@ -493,6 +493,7 @@ pub fn brief(scope: Scope, strategy: StrategySpec) -> Brief {
         idempotency: "Each batch replaces its own slice in one transaction.".into(),
         validation: ValidationPlan {
             emptiness: Default::default(),
+            drift: Default::default(),
             checks: vec![CheckSpec::Unique {
                 keys: vec![ident("id")],
                 blocking: true,
@@ -1317,6 +1318,10 @@ macro_rules! conformance_tests {
             case!(
                 rule_periods_split_batches,
                 c::end_to_end::rule_periods_split_batches
+            );
+            case!(
+                drift_pauses_until_accepted,
+                c::end_to_end::drift_pauses_until_accepted
             );
             case!(
                 existing_table_not_adopted,

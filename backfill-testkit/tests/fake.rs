@@ -921,6 +921,7 @@ fn brief(scope: Scope, strategy: StrategySpec) -> Brief {
         idempotency: "Each batch replaces its own slice in one transaction.".into(),
         validation: ValidationPlan {
             emptiness: Default::default(),
+            drift: Default::default(),
             checks: vec![CheckSpec::Unique {
                 keys: vec![id("id")],
                 blocking: true,

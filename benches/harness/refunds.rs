@@ -241,6 +241,7 @@ pub fn daily_job(
         idempotency: "Each day is replaced in one transaction.".into(),
         validation: ValidationPlan {
             emptiness: Default::default(),
+            drift: Default::default(),
             checks,
             description: "What the checks say.".into(),
         },

@@ -162,3 +162,26 @@ pub async fn cleanup(
     let text = r.to_string();
     Ok(Report::new(exit, &r, text))
 }
+
+/// Accepts the run's drift as the caller, with a reason.
+pub async fn accept_drift(ctx: &Ctx, path: &Path, why: &str) -> Result<Report, Failure> {
+    let (_, file) = ctx.load(path)?;
+    let s = ctx.session(&file.settings.ledger_schema, 4).await?;
+    let runner = ctx.runner(&s, &file);
+    let drift = runner.accept_drift(&file.job, &ctx.actor, why).await?;
+    let mut t = format!(
+        "accepted {} change(s) for run {} as {}: {why}\n",
+        drift.len(),
+        file.job.run_id,
+        ctx.actor
+    );
+    for d in &drift {
+        let _ = writeln!(t, "  {d}");
+    }
+    let _ = writeln!(t, "the next `backfill run` goes on");
+    Ok(Report::new(
+        Exit::Success,
+        json!({"run": file.job.run_id, "by": ctx.actor, "why": why, "accepted": drift}),
+        t,
+    ))
+}

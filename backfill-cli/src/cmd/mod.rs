@@ -47,6 +47,7 @@ pub async fn dispatch(ctx: &Ctx, command: Command) -> Result<Report, Failure> {
         Command::Pause(a) => watch::steer(ctx, &a.run, &a.ledger_schema, Steering::Pause).await,
         Command::Resume(a) => watch::steer(ctx, &a.run, &a.ledger_schema, Steering::Run).await,
         Command::Cancel(a) => watch::steer(ctx, &a.run, &a.ledger_schema, Steering::Cancel).await,
+        Command::AcceptDrift { brief, why } => after::accept_drift(ctx, &brief.brief, &why).await,
         Command::Validate(b) => after::step(ctx, &b.brief, Step::Validate).await,
         Command::Approve {
             brief,

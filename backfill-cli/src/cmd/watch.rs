@@ -113,6 +113,9 @@ pub async fn status(ctx: &Ctx, run: &RunId, schema: &str) -> Result<Report, Fail
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(n) = record.notes.last() {
+        let _ = writeln!(t, "  last note: {n}");
+    }
     for f in &failed {
         let _ = writeln!(t, "  FAILED {}: {}", f["batch"], f["error"]);
     }

@@ -3,6 +3,7 @@
 
 mod approval;
 mod control;
+mod drift;
 mod maintenance;
 mod progress;
 mod retrying;
@@ -194,6 +195,10 @@ struct Shared<'a> {
     ewma: Mutex<Ewma>,
     slice: Mutex<Vec<(BatchId, u64, Duration)>>,
     busy: Mutex<Duration>,
+    /// The run's drift baseline, checked before each batch.
+    drift_base: Option<crate::drift::Fingerprint>,
+    /// Drift seen by this call.
+    drifted: Mutex<Vec<crate::drift::Drift>>,
 }
 
 /// What opening a run found.
@@ -246,6 +251,8 @@ impl<'a> Shared<'a> {
             ewma: Mutex::new(Ewma::default()),
             slice: Mutex::new(Vec::new()),
             busy: Mutex::new(Duration::ZERO),
+            drift_base: None,
+            drifted: Mutex::new(Vec::new()),
         })
     }
 }
@@ -602,8 +609,17 @@ impl Runner {
             done: done_before,
             resumed: opened.start == RunStart::Resumed,
         });
-        let shared = Shared::new(job, ctx, strategy.as_ref(), validators, (only, done_before))?;
+        let mut shared = Shared::new(job, ctx, strategy.as_ref(), validators, (only, done_before))?;
         if pending > 0 {
+            // What the run depends on: its baseline, or the drift since.
+            let (base, drifted) = self.drift_at_start(job, staged).await?;
+            if let Some(d) = drifted.iter().find(|d| d.act == crate::drift::Act::Pause) {
+                self.emit(Event::Paused {
+                    reason: format!("drift: {d}"),
+                });
+            }
+            shared.drift_base = Some(base);
+            shared.drifted = Mutex::new(drifted);
             self.drive(&shared).await;
         }
 
@@ -616,6 +632,23 @@ impl Runner {
         let (status, after) = self
             .settle(job, only, failure.as_ref(), steered, opened.stored.status)
             .await?;
+        let drifted =
+            std::mem::take(&mut *shared.drifted.lock().unwrap_or_else(|e| e.into_inner()));
+        let pausing: Vec<String> = drifted
+            .iter()
+            .filter(|d| d.act == crate::drift::Act::Pause)
+            .map(|d| d.to_string())
+            .collect();
+        if status == RunStatus::Paused && !pausing.is_empty() {
+            let note = format!(
+                "paused on drift: {}. Accept it (Runner::accept_drift, `backfill accept-drift`) \
+                 with who and why, or cancel the run",
+                pausing.join("; ")
+            );
+            self.retried
+                .set_run_status(&job.run_id, RunStatus::Paused, Some(&note))
+                .await?;
+        }
         let gap_ids = gaps(&after);
         let held = self.holders(&after).await?;
         let validation = if only.is_none() && failure.is_none() && gap_ids.is_empty() {
@@ -689,6 +722,7 @@ impl Runner {
             validation,
             warnings,
             held,
+            drift: drifted,
         };
         let slice = shared.slice.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok((report, Some(slice)))
@@ -1499,6 +1533,10 @@ impl Runner {
         let run_id = &shared.job.run_id;
         loop {
             if !self.gate(shared).await {
+                return;
+            }
+            if !self.drift_ok(shared).await {
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
             let claim = match self

@@ -302,7 +302,7 @@ impl Dialect for DuckDbDialect {
         // whole word (a name is a validated identifier: safe in a pattern).
         let mut b = SqlBuilder::new(self);
         let word = format!("(^|[^A-Za-z0-9_]){}($|[^A-Za-z0-9_])", table.name);
-        b.push("SELECT schema_name, view_name, 'view' FROM duckdb_views() WHERE NOT internal AND regexp_matches(sql, ")
+        b.push("SELECT schema_name, view_name, 'view', sql FROM duckdb_views() WHERE NOT internal AND regexp_matches(sql, ")
             .param(Value::Text(word))
             .push(") AND NOT (schema_name = ");
         schema_of(&mut b, table);
@@ -469,7 +469,7 @@ impl Dialect for PostgresDialect {
 
     fn dependents(&self, table: &TableRef) -> Sql {
         let mut b = SqlBuilder::new(self);
-        b.push("SELECT DISTINCT vn.nspname::text, v.relname::text, CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END FROM pg_class t JOIN pg_namespace tn ON tn.oid = t.relnamespace JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace WHERE tn.nspname = ");
+        b.push("SELECT DISTINCT vn.nspname::text, v.relname::text, CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, pg_get_viewdef(v.oid) FROM pg_class t JOIN pg_namespace tn ON tn.oid = t.relnamespace JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = v.relnamespace WHERE tn.nspname = ");
         schema_of(&mut b, table);
         b.push(" AND t.relname = ")
             .param(Value::Text(table.name.to_string()))

@@ -716,6 +716,7 @@ pub fn read_answer(q: &Inspect, mut results: Vec<Vec<Vec<Value>>>) -> Result<Ans
                 out.push(Dependent {
                     kind,
                     relation: TableRef::qualified(schema, name),
+                    definition: row.get(3).filter(|v| !v.is_null()).map(text_of),
                 });
             }
             out.sort();

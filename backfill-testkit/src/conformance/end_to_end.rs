@@ -441,3 +441,158 @@ pub async fn rule_periods_split_batches(env: Env) {
     assert_eq!(periods[0].batches, vec![job.plan.batches[0].id.clone()]);
     assert_eq!(periods[1].batches, vec![job.plan.batches[1].id.clone()]);
 }
+
+/// What a run depends on drifts between its calls: a dependent view
+/// redefined, rows added to the source, the source's column retyped. Each
+/// is found before the next batch and pauses the run (the policy says
+/// so), naming the relation and the change, with nothing written and no
+/// batch claimed after the pause; the operator accepts the drift (who and
+/// why are kept, and the change note lists them) and the run finishes.
+pub async fn drift_pauses_until_accepted(env: Env) {
+    use backfill_core::drift::{Act, Kind, ACCEPTED};
+    use backfill_core::{Column, ColumnType};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let target = seed_table(&env, "facts", &original_rows()).await;
+    let fix = seed_table(&env, "facts_fix", &source_rows()).await;
+    let src = env.table("facts_src");
+    env.seed.create_view(&src, &fix).await.expect("source view");
+    let view = env.table("facts_view");
+    env.seed
+        .create_view(&view, &target)
+        .await
+        .expect("dependent view");
+    let plan = daily_plan(target.clone());
+    let mut b = brief(plan.scope.clone(), StrategySpec::PartitionOverwrite);
+    b.validation.drift.definitions = Some(Act::Pause);
+    let job = Backfill::new(
+        RunId::new("drifted").expect("run id"),
+        b,
+        plan,
+        Source::Table(src.clone()),
+    );
+    // The first call stops after one batch.
+    let armed = Arc::new(AtomicBool::new(true));
+    let runner = Runner::new(env.warehouse.clone(), env.ledger.clone());
+    let control = runner.control();
+    let stop = armed.clone();
+    let runner = runner.on_event(move |e| {
+        if matches!(e, backfill_core::Event::BatchFinished { .. })
+            && stop.swap(false, Ordering::SeqCst)
+        {
+            control.cancel();
+        }
+    });
+    let first = runner.run(&job).await.expect("first call");
+    assert_eq!(first.batches_done, 1);
+
+    // A dependent redefined.
+    env.seed.create_view(&view, &fix).await.expect("redefined");
+    let held = checksum(&env, &target).await;
+    let paused = runner
+        .run(&job)
+        .await
+        .expect("a drift is an outcome, not an error");
+    assert_eq!(paused.status, RunStatus::Paused, "{paused}");
+    assert_eq!(paused.batches_this_run, 0);
+    let d = paused
+        .drift
+        .iter()
+        .find(|d| d.kind == Kind::Definition)
+        .unwrap_or_else(|| panic!("the view's change: {:?}", paused.drift));
+    assert!(d.relation.contains("facts_view"), "{d}");
+    assert_eq!(d.act, Act::Pause);
+    assert_eq!(checksum(&env, &target).await, held, "nothing written");
+    let run = env.ledger.run(&job.run_id).await.expect("run");
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("paused on drift") && n.contains("facts_view")),
+        "{:?}",
+        run.notes
+    );
+    runner
+        .accept_drift(&job, "ada", "the dashboard view was moved on purpose")
+        .await
+        .expect("accepted");
+
+    // The source's column retyped: a typed error before any write.
+    let mut schema = super::facts_schema();
+    schema.columns[2] = Column::new(ident("amount"), ColumnType::Text);
+    let retyped = env.table("facts_text");
+    env.seed
+        .create_table(&retyped, &schema)
+        .await
+        .expect("table");
+    env.seed.create_view(&src, &retyped).await.expect("retyped");
+    let err = runner.run(&job).await.expect_err("retyped");
+    assert!(matches!(err, Error::ColumnTypeMismatch { .. }), "{err:?}");
+    // A column added to the source: drift, and the run pauses.
+    let mut schema = super::facts_schema();
+    schema
+        .columns
+        .push(Column::new(ident("extra"), ColumnType::Int));
+    let wider = env.table("facts_wider");
+    env.seed.create_table(&wider, &schema).await.expect("table");
+    env.seed.create_view(&src, &wider).await.expect("wider");
+    let paused = runner.run(&job).await.expect("paused again");
+    assert_eq!(paused.status, RunStatus::Paused);
+    assert!(
+        paused
+            .drift
+            .iter()
+            .any(|d| d.kind == Kind::Columns && d.now.contains("extra int")),
+        "{:?}",
+        paused.drift
+    );
+    env.seed.create_view(&src, &fix).await.expect("back");
+    env.seed
+        .insert_rows(&fix, &[super::row(2000, super::day(5), 7, "late")])
+        .await
+        .expect("a late row");
+    let paused = runner.run(&job).await.expect("paused again");
+    assert_eq!(paused.status, RunStatus::Paused);
+    let rows = paused
+        .drift
+        .iter()
+        .find(|d| d.kind == Kind::Rows)
+        .unwrap_or_else(|| panic!("the late row: {:?}", paused.drift));
+    assert_eq!(
+        rows.now.parse::<u64>().unwrap(),
+        rows.before.parse::<u64>().unwrap() + 1
+    );
+    assert_eq!(checksum(&env, &target).await, held, "still nothing written");
+    let log = env.ledger.transitions(&job.run_id).await.expect("log");
+    let last_pause = log
+        .iter()
+        .rposition(|t| t.to == "steering:pause")
+        .expect("paused in the log");
+    assert!(
+        !log[last_pause..]
+            .iter()
+            .any(|t| t.from == "pending" && t.to == "running"),
+        "no batch claimed after the pause"
+    );
+    runner
+        .accept_drift(&job, "ada", "late rows are part of the fix")
+        .await
+        .expect("accepted");
+    let done = runner.run(&job).await.expect("finishes");
+    assert_eq!(done.status, RunStatus::Completed, "{done}");
+    let accepted = env
+        .ledger
+        .document(&job.run_id, ACCEPTED)
+        .await
+        .expect("read")
+        .expect("kept");
+    let accepted: Vec<backfill_core::drift::Acceptance> =
+        serde_json::from_value(accepted).expect("acceptances");
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted[1].why, "late rows are part of the fix");
+    let note = runner.change_note(&job).await.expect("note");
+    assert!(
+        note.markdown().contains("late rows are part of the fix"),
+        "{}",
+        note.markdown()
+    );
+}

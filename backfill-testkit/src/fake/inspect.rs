@@ -253,9 +253,10 @@ pub(super) fn answer(st: &State, q: &Inspect) -> Result<Answer> {
                 .views
                 .iter()
                 .filter(|(_, reads)| *reads == table)
-                .map(|(view, _)| Dependent {
+                .map(|(view, reads)| Dependent {
                     kind: RelationKind::View,
                     relation: view.clone(),
+                    definition: Some(format!("SELECT * FROM {reads}")),
                 })
                 .collect();
             out.sort();
