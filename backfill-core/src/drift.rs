@@ -28,6 +28,8 @@ use crate::Source;
 pub const BASELINE: &str = "drift_baseline";
 /// The ledger document holding the drift accepted so far, with who and why.
 pub const ACCEPTED: &str = "drift_accepted";
+/// The ledger document holding drift the policy only warned about.
+pub const NOTED: &str = "drift_noted";
 
 /// One relation as fingerprinted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

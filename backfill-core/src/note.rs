@@ -258,6 +258,9 @@ pub struct ChangeNote {
     /// who and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift_accepted: Vec<crate::drift::Acceptance>,
+    /// Drift the brief's policy only warned about (the run went on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift_noted: Vec<crate::drift::Drift>,
 }
 
 /// The change note for `job`, from the ledger (run, batches, assets) and
@@ -321,6 +324,10 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
             (a.table.to_string(), until)
         })
         .collect();
+    let drift_noted = match ledger.document(&job.run_id, crate::drift::NOTED).await? {
+        Some(v) => serde_json::from_value(v).map_err(|e| crate::Error::Serde(e.to_string()))?,
+        None => Vec::new(),
+    };
     let drift_accepted = match ledger.document(&job.run_id, crate::drift::ACCEPTED).await? {
         Some(v) => serde_json::from_value(v).map_err(|e| crate::Error::Serde(e.to_string()))?,
         None => Vec::new(),
@@ -342,6 +349,7 @@ pub async fn change_note(ledger: &dyn Ledger, job: &Backfill) -> Result<ChangeNo
         affected: declared(&job.brief),
         rules: crate::rules::periods(&job.plan, &job.rules),
         drift_accepted,
+        drift_noted,
     })
 }
 
@@ -380,6 +388,13 @@ impl ChangeNote {
                     a.why,
                     what.join("; ")
                 ));
+            }
+            s.push('\n');
+        }
+        if !self.drift_noted.is_empty() {
+            s.push_str("**Drift noted (the run went on):**\n");
+            for d in &self.drift_noted {
+                s.push_str(&format!("- {d}\n"));
             }
             s.push('\n');
         }

@@ -1489,6 +1489,36 @@ mod brief {
     use super::*;
 
     #[test]
+    fn drift_policy_defaults_follow_the_risk_class() {
+        use backfill_core::drift::{Act, DriftPolicy, Kind};
+        let p = DriftPolicy::default();
+        for risk in [RiskClass::Enrichment, RiskClass::ProductionCriticalRebuild] {
+            assert_eq!(p.act(Kind::Columns, risk), Act::Pause);
+        }
+        assert_eq!(p.act(Kind::Rows, RiskClass::Enrichment), Act::Warn);
+        assert_eq!(
+            p.act(Kind::Rows, RiskClass::MetricChangingRepair),
+            Act::Pause
+        );
+        assert_eq!(
+            p.act(Kind::Definition, RiskClass::MetricChangingRepair),
+            Act::Warn
+        );
+        assert_eq!(
+            p.act(Kind::Definition, RiskClass::ProductionCriticalRebuild),
+            Act::Pause
+        );
+        let set = DriftPolicy {
+            rows: Some(Act::Warn),
+            ..DriftPolicy::default()
+        };
+        assert_eq!(
+            set.act(Kind::Rows, RiskClass::MetricChangingRepair),
+            Act::Warn
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused_not_ignored() {
         let good = serde_json::to_value(complete()).unwrap();
         let back: Brief = serde_json::from_value(good.clone()).unwrap();

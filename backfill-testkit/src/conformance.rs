@@ -607,6 +607,8 @@ pub fn fast_options() -> RunOptions {
             max_backoff: Duration::from_millis(5),
         },
         throttle_wait: Duration::from_millis(1),
+        // The drift baseline is checked before every batch.
+        drift_interval: Duration::ZERO,
         ..RunOptions::default()
     }
 }
@@ -1315,6 +1317,7 @@ macro_rules! conformance_tests {
                 c::exactness::blocking_batch_check_before_commit
             );
             case!(emptied_day_refused, c::exactness::emptied_day_is_refused);
+            case!(freeze_refuses_cutover, c::exactness::freeze_refuses_cutover);
             case!(
                 rule_periods_split_batches,
                 c::end_to_end::rule_periods_split_batches

@@ -43,6 +43,16 @@ impl Runner {
         let Some(base) = &shared.drift_base else {
             return true;
         };
+        {
+            let mut last = shared
+                .drift_checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < self.options.drift_interval {
+                return true;
+            }
+            *last = std::time::Instant::now();
+        }
         let job = shared.job;
         let now = drift::fingerprint(
             self.warehouse.as_ref(),
@@ -81,6 +91,59 @@ impl Runner {
         *shared.steered.lock().unwrap_or_else(|e| e.into_inner()) = Some(Steering::Pause);
         shared.stop.store(true, Ordering::SeqCst);
         false
+    }
+
+    /// Keeps the drift the policy only warns about in the ledger (the
+    /// change note lists it), once each.
+    pub(super) async fn note_drift(&self, job: &Backfill, found: &[Drift]) -> Result<()> {
+        let warned: Vec<&Drift> = found.iter().filter(|d| d.act == Act::Warn).collect();
+        if warned.is_empty() {
+            return Ok(());
+        }
+        let mut noted: Vec<Drift> = match self.retried.document(&job.run_id, drift::NOTED).await? {
+            Some(v) => serde_json::from_value(v).map_err(|e| Error::Serde(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let before = noted.len();
+        for d in warned {
+            if !noted.contains(d) {
+                noted.push(d.clone());
+            }
+        }
+        if noted.len() > before {
+            self.retried
+                .put_document(&job.run_id, drift::NOTED, &serde_json::to_value(&noted)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The freeze at cut-over: drift since the baseline that the policy
+    /// pauses on refuses the cut-over (a redefined dependent of a
+    /// production-critical rebuild, say); drift it warns about is noted.
+    pub(super) async fn freeze_before_cutover(&self, job: &Backfill) -> Result<()> {
+        let Some(stored) = self.retried.document(&job.run_id, drift::BASELINE).await? else {
+            return Ok(());
+        };
+        let base: Fingerprint =
+            serde_json::from_value(stored).map_err(|e| Error::Serde(e.to_string()))?;
+        let staged = self.stages_source(job);
+        let now = drift::fingerprint(self.warehouse.as_ref(), job, false, staged).await?;
+        let found = self.compare(job, &base, &now);
+        let blocking: Vec<String> = found
+            .iter()
+            .filter(|d| d.act == Act::Pause)
+            .map(|d| d.to_string())
+            .collect();
+        if !blocking.is_empty() {
+            return Err(Error::NotAllowed(format!(
+                "cut-over of run {}: what it depends on changed since its baseline: {}. Accept \
+                 the change (Runner::accept_drift, `backfill accept-drift`) or roll the run back",
+                job.run_id,
+                blocking.join("; ")
+            )));
+        }
+        self.note_drift(job, &found).await
     }
 
     fn compare(&self, job: &Backfill, base: &Fingerprint, now: &Fingerprint) -> Vec<Drift> {

@@ -121,6 +121,21 @@ pub struct RunOptions {
     /// millions of batches is almost always a planner set at the wrong
     /// grain. Raise it on purpose.
     pub max_batches: usize,
+    /// How often, at most, the catalog part of the drift baseline is
+    /// checked again between batches (target and source columns,
+    /// dependents' definitions: a few catalog lookups). Zero checks
+    /// before every batch; each `run` call checks when it starts
+    /// regardless.
+    #[serde(default = "default_drift_interval")]
+    pub drift_interval: Duration,
+}
+
+/// The default [`RunOptions::drift_interval`]: one second, which bounds
+/// the catalog lookups to one round a second however short the batches.
+pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn default_drift_interval() -> Duration {
+    DEFAULT_DRIFT_INTERVAL
 }
 
 /// The default [`RunOptions::max_batches`]: 100,000 (some 270 years of
@@ -140,6 +155,7 @@ impl Default for RunOptions {
             stage_source: false,
             max_batch_attempts: 5,
             max_batches: DEFAULT_MAX_BATCHES,
+            drift_interval: DEFAULT_DRIFT_INTERVAL,
         }
     }
 }
@@ -199,6 +215,8 @@ struct Shared<'a> {
     drift_base: Option<crate::drift::Fingerprint>,
     /// Drift seen by this call.
     drifted: Mutex<Vec<crate::drift::Drift>>,
+    /// When the drift baseline was last checked.
+    drift_checked: Mutex<Instant>,
 }
 
 /// What opening a run found.
@@ -253,6 +271,7 @@ impl<'a> Shared<'a> {
             busy: Mutex::new(Duration::ZERO),
             drift_base: None,
             drifted: Mutex::new(Vec::new()),
+            drift_checked: Mutex::new(Instant::now()),
         })
     }
 }
@@ -639,6 +658,7 @@ impl Runner {
             .filter(|d| d.act == crate::drift::Act::Pause)
             .map(|d| d.to_string())
             .collect();
+        self.note_drift(job, &drifted).await?;
         if status == RunStatus::Paused && !pausing.is_empty() {
             let note = format!(
                 "paused on drift: {}. Accept it (Runner::accept_drift, `backfill accept-drift`) \
@@ -1961,6 +1981,7 @@ impl Runner {
             )));
         }
         self.require_approval(job).await?;
+        self.freeze_before_cutover(job).await?;
         let (columns, _) = self.target_columns(job).await?;
         let ctx = self.context(job, &columns);
         self.check_copy_baseline(job, &ctx).await?;

@@ -932,3 +932,42 @@ pub async fn emptied_day_is_refused(env: Env) {
         0
     );
 }
+
+/// The freeze at cut-over: a dependent of the target redefined after the
+/// run wrote its batches refuses the cut-over, naming it, when the
+/// brief's policy pauses on redefinitions; accepted, the cut-over goes
+/// ahead.
+pub async fn freeze_refuses_cutover(env: Env) {
+    let mut case = setup(env, Pattern::Parallel, "frozen").await;
+    let view = case.env.table("facts_report");
+    case.env
+        .seed
+        .create_view(&view, &case.target)
+        .await
+        .expect("view");
+    case.job.brief.validation.drift.definitions = Some(backfill_core::drift::Act::Pause);
+    let runner = case.runner();
+    runner.run(&case.job).await.expect("run");
+    let other = super::seed_table(&case.env, "facts_other", &super::original_rows()).await;
+    case.env
+        .seed
+        .create_view(&view, &other)
+        .await
+        .expect("redefined");
+    let err = approve_and_cut_over(&runner, &case.job)
+        .await
+        .expect_err("frozen");
+    assert!(
+        matches!(&err, Error::NotAllowed(m) if m.contains("facts_report")),
+        "{err}"
+    );
+    runner
+        .accept_drift(
+            &case.job,
+            "ada",
+            "the report moved to another table on purpose",
+        )
+        .await
+        .expect("accepted");
+    runner.cutover(&case.job).await.expect("cut over");
+}
