@@ -265,6 +265,14 @@ async fn duckdb_runbook_end_to_end() {
         .as_u64()
         .is_some());
 
+    let (code, text, _) = run(&["announce", "-f", &brief, "--db", &db]);
+    assert_eq!(code, 0);
+    assert!(text.contains("Planned backfill"), "{text}");
+    let (code, dry) = json(&["run", "-f", &brief, "--db", &db, "--dry-run"]);
+    assert_eq!(code, 0, "{dry}");
+    assert_eq!(dry["result"]["dry_run"], true);
+    assert_eq!(checksum(&db).await, before, "a dry run writes nothing");
+
     let (code, slice) = json(&["slice", "-f", &brief, "--db", &db]);
     assert_eq!(code, 0, "{slice}");
     assert_eq!(slice["result"]["plan_batches"], 181);

@@ -401,6 +401,21 @@ async fn load_run(
     }
 }
 
+/// The rows the run's batches wrote, as they stand: summed on read, so
+/// that concurrent workers do not all update the run's row.
+async fn rows_affected(c: &mut dyn Conn, home: &LedgerHome, run_id: &RunId) -> Result<u64> {
+    let q = sql::total(
+        home.dialect,
+        &home.table(sql::BATCHES),
+        "rows_written",
+        &[("run_id", text(run_id.as_str()))],
+    );
+    match c.query(&q).await?.first() {
+        Some(r) => exec::count(r, 0),
+        None => Ok(0),
+    }
+}
+
 /// How the run is steered; `lock` locks its row until the transaction
 /// ends.
 async fn read_steering(
@@ -552,7 +567,8 @@ async fn transition_in(
     transitioned(c, home, run_id, batch_id, (b.state, to), update, now).await
 }
 
-/// What follows a batch's move: the run's row count, and the log entry.
+/// What follows a batch's move: the log entry. (The run's row count is
+/// summed from its batches when read, so no batch updates the run's row.)
 #[allow(clippy::too_many_arguments)]
 async fn transitioned(
     c: &mut dyn Conn,
@@ -563,17 +579,6 @@ async fn transitioned(
     update: &BatchUpdate,
     now: Timestamp,
 ) -> Result<()> {
-    let d = home.dialect;
-    if let (Some(r), BatchState::Written) = (update.rows_written, to) {
-        let q = sql::increment(
-            d,
-            &home.table(sql::RUNS),
-            "rows_affected",
-            i64::try_from(r).unwrap_or(i64::MAX),
-            &[("run_id", text(run_id.as_str()))],
-        );
-        c.execute(&q).await?;
-    }
     log_transition(
         c,
         home,
@@ -776,7 +781,11 @@ impl<E: Executor> Ledger for SqlLedger<E> {
 
     async fn run(&self, run_id: &RunId) -> Result<RunRecord> {
         let home = &self.home;
-        ledger_tx!(self, |c| load_run(c, home, run_id, false).await)
+        ledger_tx!(self, |c| {
+            let mut run = load_run(c, home, run_id, false).await?;
+            run.rows_affected = rows_affected(c, home, run_id).await?;
+            Ok(run)
+        })
     }
 
     async fn runs_on(&self, target: &TableRef) -> Result<Vec<RunRecord>> {
@@ -788,8 +797,15 @@ impl<E: Executor> Ledger for SqlLedger<E> {
             &[("target", text(target.to_string()))],
             &["started_at", "run_id"],
         );
-        let rows = ledger_tx!(self, |c| c.query(&q).await)?;
-        rows.iter().map(|r| read_run(r)).collect()
+        ledger_tx!(self, |c| {
+            let mut runs = Vec::new();
+            for r in c.query(&q).await? {
+                let mut run = read_run(&r)?;
+                run.rows_affected = rows_affected(c, home, &run.run_id).await?;
+                runs.push(run);
+            }
+            Ok(runs)
+        })
     }
 
     async fn set_run_status(

@@ -28,6 +28,14 @@ struct RunData {
     steering: Steering,
 }
 
+/// The run's record, its row count summed from its batches.
+fn record(run: &RunData) -> RunRecord {
+    RunRecord {
+        rows_affected: run.batches.iter().map(|b| b.rows_written).sum(),
+        ..run.record.clone()
+    }
+}
+
 /// A ledger held in memory. Clones share state and instance.
 ///
 /// Liveness is modelled for tests of crash recovery: each ledger is an
@@ -190,7 +198,7 @@ impl Ledger for MemoryLedger {
 
     async fn run(&self, run_id: &RunId) -> Result<RunRecord> {
         let mut st = self.lock();
-        Ok(run_mut(&mut st, run_id)?.record.clone())
+        Ok(record(run_mut(&mut st, run_id)?))
     }
 
     async fn runs_on(&self, target: &TableRef) -> Result<Vec<RunRecord>> {
@@ -199,7 +207,7 @@ impl Ledger for MemoryLedger {
             .runs
             .values()
             .filter(|r| &r.record.target == target)
-            .map(|r| r.record.clone())
+            .map(record)
             .collect();
         runs.sort_by(|a, b| {
             (a.started_at, a.run_id.as_str()).cmp(&(b.started_at, b.run_id.as_str()))
@@ -395,9 +403,6 @@ impl Ledger for MemoryLedger {
             b.rows_before = r;
         }
         if let Some(r) = update.rows_written {
-            if to == BatchState::Written {
-                run.record.rows_affected += r;
-            }
             b.rows_written = r;
         }
         if matches!(to, BatchState::Written | BatchState::Failed) {

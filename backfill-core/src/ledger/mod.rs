@@ -261,7 +261,9 @@ pub struct RunRecord {
     pub started_at: Timestamp,
     /// When the run last finished (completed, failed, cancelled).
     pub finished_at: Option<Timestamp>,
-    /// Rows written so far.
+    /// Rows the run's batches wrote, as they stand (each batch's last
+    /// write), summed from the batches when the run is read: no batch
+    /// updates the run's own row.
     pub rows_affected: u64,
     /// Operator notes, appended over time.
     pub notes: Vec<String>,

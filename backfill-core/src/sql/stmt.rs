@@ -1358,6 +1358,22 @@ pub mod ledger {
         b.finish()
     }
 
+    /// `SELECT COALESCE(SUM(column), 0) FROM table WHERE c1 = v1 AND …`.
+    pub fn total(
+        d: &dyn Dialect,
+        table: &TableRef,
+        column: &str,
+        conditions: &[(&str, Value)],
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("SELECT CAST(COALESCE(SUM(")
+            .ident(&ident(column))
+            .push("), 0) AS BIGINT) FROM ")
+            .table(table);
+        where_eq(&mut b, conditions);
+        b.finish()
+    }
+
     /// `DELETE FROM table WHERE c1 = v1 AND …`.
     pub fn delete(d: &dyn Dialect, table: &TableRef, conditions: &[(&str, Value)]) -> Sql {
         let mut b = SqlBuilder::new(d);
