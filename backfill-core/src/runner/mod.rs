@@ -1436,19 +1436,9 @@ impl Runner {
             if shared.stop.load(Ordering::SeqCst) {
                 return false;
             }
-            // An operator may steer the run from another process.
-            match self.retried.steering(&shared.job.run_id).await {
-                Ok(Steering::Run) => {}
-                Ok(steered) => {
-                    *shared.steered.lock().unwrap_or_else(|e| e.into_inner()) = Some(steered);
-                    shared.stop.store(true, Ordering::SeqCst);
-                    return false;
-                }
-                Err(e) => {
-                    self.fail(shared, e);
-                    return false;
-                }
-            }
+            // Steering from another process is read by the claim, in its
+            // own transaction (see `worker`); a worker waiting out a
+            // throttle reads it below.
             match self.control.state() {
                 ControlState::Cancelled => return false,
                 ControlState::Paused => {
@@ -1510,6 +1500,8 @@ impl Runner {
                     shared
                         .throttled_ms
                         .fetch_add(t.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    // A pause or cancel from another process ends the wait.
+                    self.note_steering(shared).await;
                 }
             }
         }
