@@ -597,6 +597,26 @@ async fn measure_refunds(
         single,
         Some(if duck { 5.0 } else { 3.0 }),
     );
+    // What a user gets without tuning: P1 with default options, the
+    // corrected query read by each batch instead of staged once.
+    e.exec(&refunds::reset_sql(e)).await;
+    let job = refunds::job(
+        "p1_default",
+        Safety::Bare,
+        Source::query(refunds::CORRECTED),
+    );
+    let (p1d, _, _) = refunds::library_run(e, &job, false).await;
+    same_table(
+        &mut expected,
+        refunds::fingerprint(e).await,
+        "the library with default options (P1d)",
+    );
+    push(
+        "P1d: P1 with default options (the source query read by each batch, not staged)",
+        p1d,
+        single,
+        None,
+    );
     let per = |n: u64| n as f64 / batches.max(1) as f64;
     details.push(format!(
         "| {} | P1 per batch | {:.1} ms | {:.1} statements ({:.1} on the ledger), {:.1} transactions |",
