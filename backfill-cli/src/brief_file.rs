@@ -103,10 +103,13 @@ pub struct RunSettings {
     /// Workers in this process.
     #[serde(default = "one")]
     pub concurrency: usize,
-    /// Stage a query source once per run, so that every batch reads the
-    /// same snapshot and the query runs once.
+    /// Stage any source once per run, a table too.
     #[serde(default)]
     pub stage_source: bool,
+    /// Stage a query source once per run (on by default): every batch
+    /// reads the same snapshot, and the query runs once.
+    #[serde(default = "yes")]
+    pub stage_queries: bool,
     /// The ledger's schema.
     #[serde(default = "ledger_schema")]
     pub ledger_schema: String,
@@ -120,10 +123,15 @@ impl Default for RunSettings {
         RunSettings {
             concurrency: 1,
             stage_source: false,
+            stage_queries: true,
             ledger_schema: ledger_schema(),
             max_batches: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> usize {

@@ -102,6 +102,7 @@ impl Ctx {
         let options = RunOptions {
             concurrency: file.settings.concurrency,
             stage_source: file.settings.stage_source,
+            stage_queries: file.settings.stage_queries,
             worker: self.actor.clone(),
             max_batches: file
                 .settings

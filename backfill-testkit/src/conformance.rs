@@ -951,8 +951,32 @@ pub async fn guard_rejects_out_of_bounds(env: Env) {
     let original = case.checksum(&case.target).await;
     let fix = case.env.table("facts_fix");
     let leaky = (case.env.bounded_source)(&fix, &ident("day"), true);
+    // Staged once (the default for a query), the source is refused before
+    // any batch is claimed.
+    let staged = job_on(&case.env, Pattern::Overwrite, "guard_staged", leaky.clone());
+    let err = case.runner().run(&staged).await.expect_err("guard");
+    assert!(matches!(err, Error::OutOfBounds { .. }), "{err:?}");
+    let states: Vec<BatchState> = case
+        .env
+        .ledger
+        .batches(&staged.run_id)
+        .await
+        .expect("batches")
+        .iter()
+        .map(|b| b.state)
+        .collect();
+    assert!(
+        states.iter().all(|s| *s == BatchState::Pending),
+        "{states:?}"
+    );
+    // Read by each batch, the first batch fails with nothing written.
     let job = job_on(&case.env, Pattern::Overwrite, "guard", leaky);
-    let err = case.runner().run(&job).await.expect_err("guard");
+    let per_batch =
+        Runner::new(case.env.warehouse.clone(), case.env.ledger.clone()).with_options(RunOptions {
+            stage_queries: false,
+            ..fast_options()
+        });
+    let err = per_batch.run(&job).await.expect_err("guard");
     assert!(
         matches!(err, Error::OutOfBounds { rows, .. } if rows > 0),
         "{err:?}"

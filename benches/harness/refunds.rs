@@ -262,12 +262,14 @@ pub fn daily_job(
     Backfill::new(RunId::new(run).expect("run id"), brief, plan, source)
 }
 
-/// Runs `job` to completion with a fresh ledger; returns the time of
+/// Runs `job` to completion with a fresh ledger and default options
+/// (which stage a query source once per run), or with the query read by
+/// each batch when `per_batch` says so; returns the time of
 /// `Runner::run` alone, its report and the Rust heap's peak growth.
 pub async fn library_run(
     e: &Engine,
     job: &Backfill,
-    stage_source: bool,
+    per_batch: bool,
 ) -> (Duration, RunReport, u64) {
     let (w, ledger): (Arc<dyn Warehouse>, Arc<dyn Ledger>) = match e {
         Engine::Duck(w) => (
@@ -283,7 +285,7 @@ pub async fn library_run(
     let mark = started.clone();
     let runner = Runner::new(w, ledger)
         .with_options(RunOptions {
-            stage_source,
+            stage_queries: !per_batch,
             worker: "bench".into(),
             ..RunOptions::default()
         })

@@ -108,8 +108,15 @@ pub struct RunOptions {
     /// This worker's name in leases.
     pub worker: String,
     /// Evaluate the source once per run into a staged table sorted by the
-    /// batch column, and move each batch's slice from there.
+    /// batch column, and move each batch's slice from there, whatever
+    /// the source (a table too).
     pub stage_source: bool,
+    /// Stage a query source once per run (on by default): every batch
+    /// then reads the same snapshot of the corrected logic, and the query
+    /// runs once, not once a batch. Off, each batch evaluates the query
+    /// with its own bounds.
+    #[serde(default = "yes")]
+    pub stage_queries: bool,
     /// Claims of one batch after which it is given up as `failed`, its
     /// history kept, instead of being taken again and again (a batch that
     /// kills its worker, or is always slower than its lease). An operator
@@ -134,6 +141,10 @@ pub struct RunOptions {
 /// the catalog lookups to one round a second however short the batches.
 pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(1);
 
+fn yes() -> bool {
+    true
+}
+
 fn default_drift_interval() -> Duration {
     DEFAULT_DRIFT_INTERVAL
 }
@@ -153,6 +164,7 @@ impl Default for RunOptions {
             signal_max_age: Duration::from_secs(60),
             worker: format!("worker-{}", std::process::id()),
             stage_source: false,
+            stage_queries: true,
             max_batch_attempts: 5,
             max_batches: DEFAULT_MAX_BATCHES,
             drift_interval: DEFAULT_DRIFT_INTERVAL,
@@ -1603,7 +1615,8 @@ impl Runner {
     /// Whether this run stages its source: when asked to, and the job
     /// has one source (with rule periods, each batch reads its period's).
     fn stages_source(&self, job: &Backfill) -> bool {
-        self.options.stage_source && job.rules.is_empty()
+        let query = matches!(job.source, Source::Query(_));
+        job.rules.is_empty() && (self.options.stage_source || (self.options.stage_queries && query))
     }
 
     /// Records a steering change that a claim saw and the gate did not.
