@@ -291,7 +291,7 @@ async fn duckdb_runbook_end_to_end() {
 
     let (code, v) = json(&["validate", "-f", &brief, "--db", &db]);
     assert_eq!(code, 0, "{v}");
-    let approve = |reviewer: &str| {
+    let approve = |reviewer: &str, actor: &str| {
         json(&[
             "approve",
             "-f",
@@ -302,11 +302,15 @@ async fn duckdb_runbook_end_to_end() {
             reviewer,
             "--note",
             "checked",
+            "--as",
+            actor,
         ])
     };
-    let (code, refused) = approve("Ada.Lovelace");
+    let (code, refused) = approve("Ada.Lovelace", "ada.lovelace");
     assert_eq!(code, 5, "the operator cannot approve: {refused}");
-    let (code, ok) = approve("grace.hopper");
+    let (code, refused) = approve("grace.hopper", "ada.lovelace");
+    assert_eq!(code, 5, "nor in someone else's name: {refused}");
+    let (code, ok) = approve("grace.hopper", "grace.hopper");
     assert_eq!(code, 0, "{ok}");
     let (code, text, _) = run(&["note", "-f", &brief, "--db", &db]);
     assert_eq!(code, 0);

@@ -128,6 +128,16 @@ pub async fn approve(
     note: &str,
 ) -> Result<Report, Failure> {
     let (_, file) = ctx.load(path)?;
+    // The approval is recorded in the reviewer's name: it must be the
+    // reviewer who runs the command, so that an operator cannot approve
+    // their own run by typing someone else's name.
+    if !backfill_core::brief::same_person(&ctx.actor, reviewer) {
+        return Err(Failure::Core(backfill_core::Error::Approval(format!(
+            "the approval would be recorded as {reviewer}, but the command runs as {}: the \
+             reviewer approves as themselves (--as {reviewer}, or BACKFILL_USER)",
+            ctx.actor
+        ))));
+    }
     let s = ctx.session(&file.settings.ledger_schema, 4).await?;
     let runner = ctx.runner(&s, &file);
     let a = runner.approve(&file.job, reviewer, note).await?;
