@@ -768,10 +768,9 @@ impl Runner {
         for source in job.sources() {
             source.check()?;
         }
-        crate::rules::check(&job.plan, &job.rules).or_else(|e| match job.rules.is_empty() {
-            true => Ok(()),
-            false => Err(e),
-        })?;
+        if !job.rules.is_empty() {
+            crate::rules::check(&job.plan, &job.rules)?;
+        }
         if job.plan.batches.len() > self.options.max_batches {
             return Err(Error::PlanTooLarge {
                 batches: job.plan.batches.len(),
