@@ -617,6 +617,33 @@ async fn measure_refunds(
         single,
         None,
     );
+    // The commit groups' effect: P1 with every batch its own transaction,
+    // and P1 tuned for throughput (groups up to 1,000 batches, 5 s each).
+    for (name, label, options) in [
+        (
+            "p1_groups_of_one",
+            "P1g1: P1 with each batch its own transaction (`max_group: 1`)",
+            backfill::runner::RunOptions {
+                max_group: 1,
+                ..backfill::runner::RunOptions::default()
+            },
+        ),
+        (
+            "p1_tuned",
+            "P1t: P1 tuned (`max_group: 1000`, `group_target: 5 s`)",
+            backfill::runner::RunOptions {
+                max_group: 1000,
+                group_target: Duration::from_secs(5),
+                ..backfill::runner::RunOptions::default()
+            },
+        ),
+    ] {
+        e.exec(&refunds::reset_sql(e)).await;
+        let job = refunds::job(name, Safety::Bare, Source::query(refunds::CORRECTED));
+        let (d, _, _) = refunds::library_run_with(e, &job, options).await;
+        same_table(&mut expected, refunds::fingerprint(e).await, label);
+        push(label, d, single, None);
+    }
     let per = |n: u64| n as f64 / batches.max(1) as f64;
     details.push(format!(
         "| {} | P1 per batch | {:.1} ms | {:.1} statements ({:.1} on the ledger), {:.1} transactions |",

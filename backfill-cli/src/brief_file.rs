@@ -116,6 +116,13 @@ pub struct RunSettings {
     /// The largest plan accepted.
     #[serde(default)]
     pub max_batches: Option<usize>,
+    /// The most batches written in one transaction (1: each on its own).
+    #[serde(default)]
+    pub max_group: Option<usize>,
+    /// The time a commit group aims to take, in milliseconds (0 fixes
+    /// every group at `max_group`).
+    #[serde(default)]
+    pub group_target_ms: Option<u64>,
 }
 
 impl Default for RunSettings {
@@ -126,6 +133,8 @@ impl Default for RunSettings {
             stage_queries: true,
             ledger_schema: ledger_schema(),
             max_batches: None,
+            max_group: None,
+            group_target_ms: None,
         }
     }
 }

@@ -99,16 +99,19 @@ impl Ctx {
 
     /// A runner over the brief's settings, acting as the caller.
     fn runner(&self, s: &Session, file: &BriefFile) -> Runner {
+        let defaults = RunOptions::default();
         let options = RunOptions {
             concurrency: file.settings.concurrency,
             stage_source: file.settings.stage_source,
             stage_queries: file.settings.stage_queries,
             worker: self.actor.clone(),
-            max_batches: file
+            max_batches: file.settings.max_batches.unwrap_or(defaults.max_batches),
+            max_group: file.settings.max_group.unwrap_or(defaults.max_group),
+            group_target: file
                 .settings
-                .max_batches
-                .unwrap_or(RunOptions::default().max_batches),
-            ..RunOptions::default()
+                .group_target_ms
+                .map_or(defaults.group_target, std::time::Duration::from_millis),
+            ..defaults
         };
         Runner::new(s.warehouse.clone(), s.ledger.clone()).with_options(options)
     }

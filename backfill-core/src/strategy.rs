@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::inspect::{KeySet, Rows};
 use crate::ledger::{Asset, AssetKind, RunId, TxMark};
 use crate::plan::Batch;
-use crate::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome};
+use crate::warehouse::{
+    BatchWrite, Footprint, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome,
+};
 use crate::{Ident, Predicate, Source, TableRef};
 
 pub use crate::pattern::StrategySpec;
@@ -110,13 +112,20 @@ pub trait WriteStrategy: Send + Sync {
     /// created, with owner and expiry.
     async fn prepare(&self, ctx: &RunContext<'_>) -> Result<Vec<Asset>>;
 
+    /// The tables the pattern's batch writes go to: the written table,
+    /// and the pre-image and key log when they are kept.
+    fn write_tables(&self, ctx: &RunContext<'_>) -> Result<WriteTables>;
+
     /// Writes one batch atomically (idempotent under repetition).
     async fn write_batch(
         &self,
         ctx: &RunContext<'_>,
         batch: &Batch,
         mark: Option<&TxMark>,
-    ) -> Result<WriteOutcome>;
+    ) -> Result<WriteOutcome> {
+        let tables = self.write_tables(ctx)?;
+        tables.write(ctx, batch, mark).apply(ctx.warehouse).await
+    }
 
     /// Exposes the new data to readers (a no-op for in-place patterns).
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()>;
@@ -204,6 +213,54 @@ fn slice<'a>(
     }
 }
 
+/// Where a pattern's batches are written: made once, then lent to each
+/// batch's [`BatchWrite`], alone or in a commit group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteTables {
+    /// The table written (the target, the stage or the new version).
+    pub table: TableRef,
+    /// The pre-image, when one is kept.
+    pub pre_image: Option<TableRef>,
+    /// The merge keys, for a merge.
+    pub keys: Option<Vec<Ident>>,
+    /// The key log of a merge that keeps pre-images.
+    pub key_log: Option<TableRef>,
+}
+
+impl WriteTables {
+    /// An overwrite of `table`, with `ctx`'s pre-image when kept.
+    fn overwrite(ctx: &RunContext<'_>, table: TableRef, pre_image: bool) -> Result<Self> {
+        Ok(WriteTables {
+            table,
+            pre_image: match pre_image && ctx.keep_pre_image {
+                true => Some(ctx.pre_image_table()?),
+                false => None,
+            },
+            keys: None,
+            key_log: None,
+        })
+    }
+
+    /// The write of `batch` (reading `ctx`'s source), marking `mark`.
+    pub fn write<'a>(
+        &'a self,
+        ctx: &RunContext<'a>,
+        batch: &'a Batch,
+        mark: Option<&'a TxMark>,
+    ) -> BatchWrite<'a> {
+        let s = slice(ctx, batch, &self.table, self.pre_image.as_ref(), mark);
+        match &self.keys {
+            Some(keys) => BatchWrite::Merge(MergeWrite {
+                slice: s,
+                keys,
+                key_log: self.key_log.as_ref(),
+                scope: ctx.scope,
+            }),
+            None => BatchWrite::Overwrite(s),
+        }
+    }
+}
+
 async fn restore_slices(ctx: &RunContext<'_>, table: &TableRef, written: &[Batch]) -> Result<()> {
     let pre = ctx.pre_image_table()?;
     if ctx.warehouse.describe(&pre).await?.is_none() {
@@ -245,20 +302,8 @@ impl WriteStrategy for PartitionOverwrite {
         Ok(assets)
     }
 
-    async fn write_batch(
-        &self,
-        ctx: &RunContext<'_>,
-        batch: &Batch,
-        mark: Option<&TxMark>,
-    ) -> Result<WriteOutcome> {
-        let pre = if ctx.keep_pre_image {
-            Some(ctx.pre_image_table()?)
-        } else {
-            None
-        };
-        ctx.warehouse
-            .overwrite_slice(&slice(ctx, batch, ctx.target, pre.as_ref(), mark))
-            .await
+    fn write_tables(&self, ctx: &RunContext<'_>) -> Result<WriteTables> {
+        WriteTables::overwrite(ctx, ctx.target.clone(), true)
     }
 
     async fn cutover(&self, _ctx: &RunContext<'_>) -> Result<()> {
@@ -281,19 +326,6 @@ async fn copy_beside(ctx: &RunContext<'_>, table: TableRef, kind: AssetKind) -> 
     Ok(vec![ctx.asset(kind, table)])
 }
 
-/// Overwrites a batch's slice in a copy beside the target (no pre-image:
-/// the target itself is untouched until cut-over).
-async fn overwrite_in(
-    ctx: &RunContext<'_>,
-    batch: &Batch,
-    table: &TableRef,
-    mark: Option<&TxMark>,
-) -> Result<WriteOutcome> {
-    ctx.warehouse
-        .overwrite_slice(&slice(ctx, batch, table, None, mark))
-        .await
-}
-
 /// Build beside the target, then swap atomically and keep the old table.
 #[derive(Debug)]
 pub struct StagingSwap(StrategySpec);
@@ -312,13 +344,9 @@ impl WriteStrategy for StagingSwap {
         copy_beside(ctx, ctx.stage_table()?, AssetKind::Stage).await
     }
 
-    async fn write_batch(
-        &self,
-        ctx: &RunContext<'_>,
-        batch: &Batch,
-        mark: Option<&TxMark>,
-    ) -> Result<WriteOutcome> {
-        overwrite_in(ctx, batch, &ctx.stage_table()?, mark).await
+    fn write_tables(&self, ctx: &RunContext<'_>) -> Result<WriteTables> {
+        // No pre-image: the target is untouched until the cut-over.
+        WriteTables::overwrite(ctx, ctx.stage_table()?, false)
     }
 
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {
@@ -390,25 +418,15 @@ impl WriteStrategy for Merge {
         Ok(assets)
     }
 
-    async fn write_batch(
-        &self,
-        ctx: &RunContext<'_>,
-        batch: &Batch,
-        mark: Option<&TxMark>,
-    ) -> Result<WriteOutcome> {
-        let (pre, log) = if ctx.keep_pre_image {
-            (Some(ctx.pre_image_table()?), Some(ctx.key_log_table()?))
-        } else {
-            (None, None)
-        };
-        ctx.warehouse
-            .merge_slice(&MergeWrite {
-                slice: slice(ctx, batch, ctx.target, pre.as_ref(), mark),
-                keys: &self.keys,
-                key_log: log.as_ref(),
-                scope: ctx.scope,
-            })
-            .await
+    fn write_tables(&self, ctx: &RunContext<'_>) -> Result<WriteTables> {
+        Ok(WriteTables {
+            keys: Some(self.keys.clone()),
+            key_log: match ctx.keep_pre_image {
+                true => Some(ctx.key_log_table()?),
+                false => None,
+            },
+            ..WriteTables::overwrite(ctx, ctx.target.clone(), true)?
+        })
     }
 
     async fn cutover(&self, _ctx: &RunContext<'_>) -> Result<()> {
@@ -469,13 +487,9 @@ impl WriteStrategy for ParallelVersion {
         copy_beside(ctx, ctx.version_table()?, AssetKind::Version).await
     }
 
-    async fn write_batch(
-        &self,
-        ctx: &RunContext<'_>,
-        batch: &Batch,
-        mark: Option<&TxMark>,
-    ) -> Result<WriteOutcome> {
-        overwrite_in(ctx, batch, &ctx.version_table()?, mark).await
+    fn write_tables(&self, ctx: &RunContext<'_>) -> Result<WriteTables> {
+        // No pre-image: the target is untouched.
+        WriteTables::overwrite(ctx, ctx.version_table()?, false)
     }
 
     async fn cutover(&self, ctx: &RunContext<'_>) -> Result<()> {

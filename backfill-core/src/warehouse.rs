@@ -82,6 +82,74 @@ pub struct MergeWrite<'a> {
     pub scope: Option<&'a Predicate>,
 }
 
+/// One batch's write as a commit group holds it: an overwrite of its
+/// slice or a merge on a key.
+#[derive(Clone, Copy, Debug)]
+pub enum BatchWrite<'a> {
+    /// See [`SliceWrite`].
+    Overwrite(SliceWrite<'a>),
+    /// See [`MergeWrite`].
+    Merge(MergeWrite<'a>),
+}
+
+impl<'a> BatchWrite<'a> {
+    /// The slice write (for a merge, the slice it merges).
+    pub fn slice(&self) -> &SliceWrite<'a> {
+        match self {
+            BatchWrite::Overwrite(w) => w,
+            BatchWrite::Merge(m) => &m.slice,
+        }
+    }
+
+    /// The batch written.
+    pub fn batch(&self) -> &'a Batch {
+        self.slice().batch
+    }
+
+    /// Writes this one batch in its own transaction.
+    pub async fn apply(&self, w: &dyn Warehouse) -> Result<WriteOutcome> {
+        match self {
+            BatchWrite::Overwrite(s) => w.overwrite_slice(s).await,
+            BatchWrite::Merge(m) => w.merge_slice(m).await,
+        }
+    }
+}
+
+/// Why a commit group did not commit. Nothing of any of its batches was
+/// written, unless `landed` says the commit itself went through.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupFailure {
+    /// The position in the group of the batch whose write failed; `None`
+    /// when the transaction as a whole failed (its begin or its commit).
+    pub index: Option<usize>,
+    /// The error.
+    pub error: Error,
+}
+
+impl GroupFailure {
+    /// The write of the group's `index`-th batch failed.
+    pub fn at(index: usize, error: Error) -> Self {
+        GroupFailure {
+            index: Some(index),
+            error,
+        }
+    }
+
+    /// The group's transaction failed as a whole.
+    pub fn whole(error: Error) -> Self {
+        GroupFailure { index: None, error }
+    }
+}
+
+impl std::fmt::Display for GroupFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "write {} of the group: {}", i + 1, self.error),
+            None => write!(f, "the group's transaction: {}", self.error),
+        }
+    }
+}
+
 /// A blocking per-batch check run before the batch commits.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Guard {
@@ -393,6 +461,42 @@ pub trait Warehouse: Send + Sync {
     /// Merges one batch's source slice on a key (see [`MergeWrite`]).
     async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome>;
 
+    /// The most consecutive batches this warehouse writes in one
+    /// transaction with [`Warehouse::write_group`]: 1 (the default) for
+    /// an engine that commits each batch on its own.
+    fn max_group(&self) -> usize {
+        1
+    }
+
+    /// Writes several batches in one transaction, a commit group: each
+    /// batch's own protocol (guards, pre-image, write, ledger mark), in
+    /// order, then one commit. All or nothing: when one write fails,
+    /// nothing of the group stays and [`GroupFailure::index`] names it.
+    /// A batch is still the unit that is observed, validated and rolled
+    /// back; the group is what the engine pays a commit for.
+    ///
+    /// The default writes a group of one; a longer group than
+    /// [`Warehouse::max_group`] is refused.
+    async fn write_group(
+        &self,
+        writes: &[BatchWrite<'_>],
+    ) -> std::result::Result<Vec<WriteOutcome>, GroupFailure> {
+        match writes {
+            [one] => {
+                let r = match one {
+                    BatchWrite::Overwrite(s) => self.overwrite_slice(s).await,
+                    BatchWrite::Merge(m) => self.merge_slice(m).await,
+                };
+                r.map(|o| vec![o]).map_err(|e| GroupFailure::at(0, e))
+            }
+            _ => Err(GroupFailure::whole(Error::NotAllowed(format!(
+                "{} writes one batch per transaction; a group of {} was asked",
+                self.engine(),
+                writes.len()
+            )))),
+        }
+    }
+
     /// Restores one batch from its pre-image (see [`Restore`]); returns the
     /// rows restored, or `None` (touching nothing) when the batch has no
     /// marker, i.e. was never written. Idempotent.
@@ -580,6 +684,20 @@ macro_rules! forward_warehouse {
             ) -> $crate::Result<$crate::warehouse::WriteOutcome> {
                 let $s = self;
                 $crate::Warehouse::merge_slice($inner, write).await
+            }
+            fn max_group(&self) -> usize {
+                let $s = self;
+                $crate::Warehouse::max_group($inner)
+            }
+            async fn write_group(
+                &self,
+                writes: &[$crate::warehouse::BatchWrite<'_>],
+            ) -> ::std::result::Result<
+                ::std::vec::Vec<$crate::warehouse::WriteOutcome>,
+                $crate::warehouse::GroupFailure,
+            > {
+                let $s = self;
+                $crate::Warehouse::write_group($inner, writes).await
             }
             async fn restore_slice(
                 &self,

@@ -1158,6 +1158,10 @@ mod ledger {
                             to.as_str().into(),
                             now,
                         ));
+                        // A claim handed back unused is not an attempt.
+                        if backfill_core::ledger::gives_claim_back(m.state, to) {
+                            m.attempts = m.attempts.saturating_sub(1);
+                        }
                         m.state = to;
                     }
                 }

@@ -186,14 +186,71 @@ impl Drop for PgConn {
     }
 }
 
+/// Whether a statement is worth a named statement of its connection: a
+/// change of rows (`INSERT`, `UPDATE`, `DELETE` without `RETURNING`),
+/// which a run repeats batch after batch with other values and which
+/// returns no rows whose type could change. DDL and queries are prepared
+/// unnamed, each time.
+fn repeats(sql: &Sql) -> bool {
+    let head = sql.text.trim_start();
+    let dml = ["INSERT ", "UPDATE ", "DELETE "]
+        .iter()
+        .any(|k| head.len() >= k.len() && head[..k.len()].eq_ignore_ascii_case(k));
+    dml && !sql.text.contains("RETURNING")
+}
+
+impl PgConn {
+    /// `sql` as a named statement of this connection, prepared the first
+    /// time the connection runs its text: each later run binds and
+    /// executes it in one round trip instead of two.
+    async fn prepared(&self, sql: &Sql) -> Result<tokio_postgres::Statement> {
+        let c = self.client()?;
+        c.prepare_cached(&sql.text).await.map_err(|e| self.stale(e))
+    }
+
+    /// Maps an error of a cached statement: a plan whose result type
+    /// changed under it (a table altered since it was prepared) empties
+    /// the connection's cache and is worth another attempt, which
+    /// prepares afresh.
+    fn stale(&self, e: tokio_postgres::Error) -> Error {
+        let stale = e.as_db_error().is_some_and(|db| {
+            *db.code() == SqlState::FEATURE_NOT_SUPPORTED
+                && db
+                    .message()
+                    .contains("cached plan must not change result type")
+        });
+        if stale {
+            if let Ok(c) = self.client() {
+                c.statement_cache.clear();
+            }
+            return Error::transient(format!(
+                "{}; prepared again on the next attempt",
+                pg_error(e)
+            ));
+        }
+        pg_error(e)
+    }
+}
+
 #[async_trait]
 impl Conn for PgConn {
     async fn execute(&mut self, sql: &Sql) -> Result<u64> {
-        exec(&***self.client()?, sql).await
+        tracing::trace!(sql = %sql.display(), "execute");
+        let ps = params(sql);
+        if !repeats(sql) {
+            let r = self.client()?.execute(sql.text.as_str(), &refs(&ps)).await;
+            return r.map_err(pg_error);
+        }
+        let st = self.prepared(sql).await?;
+        let r = self.client()?.execute(&st, &refs(&ps)).await;
+        r.map_err(|e| self.stale(e))
     }
 
     async fn query(&mut self, sql: &Sql) -> Result<Vec<Vec<Value>>> {
-        query_values(&***self.client()?, sql).await
+        // Not cached: a query's result type follows the relations it
+        // reads, which a run may see altered (a view moved, a source
+        // retyped), and a cached plan would then refuse to run.
+        rows_values(&query(&***self.client()?, sql).await?)
     }
 
     async fn columns(&mut self, sql: &Sql) -> Result<Vec<(String, ColumnType)>> {
@@ -356,15 +413,6 @@ fn refs(ps: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     ps.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
-/// Executes a statement; returns the rows it changed.
-pub(crate) async fn exec<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<u64> {
-    tracing::trace!(sql = %sql.display(), "execute");
-    let ps = params(sql);
-    c.execute(sql.text.as_str(), &refs(&ps))
-        .await
-        .map_err(pg_error)
-}
-
 /// Runs a query; returns its rows.
 pub(crate) async fn query<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<Vec<Row>> {
     tracing::trace!(sql = %sql.display(), "query");
@@ -374,15 +422,9 @@ pub(crate) async fn query<C: GenericClient + Sync>(c: &C, sql: &Sql) -> Result<V
         .map_err(pg_error)
 }
 
-/// Runs a statement and returns its rows as values, each decoded by its
-/// result type (exact decimals as text).
-pub(crate) async fn query_values<C: GenericClient + Sync>(
-    c: &C,
-    sql: &Sql,
-) -> Result<Vec<Vec<Value>>> {
-    query(c, sql)
-        .await?
-        .iter()
+/// Rows as values, each decoded by its result type.
+fn rows_values(rows: &[Row]) -> Result<Vec<Vec<Value>>> {
+    rows.iter()
         .map(|r| {
             (0..r.columns().len())
                 .map(|i| get_value(r, i, ColumnType::Other))

@@ -53,6 +53,7 @@ pub mod catalog;
 pub mod cleanup;
 pub mod end_to_end;
 pub mod exactness;
+pub mod groups;
 pub mod inspect;
 pub mod ledger;
 pub mod validation;
@@ -1118,12 +1119,14 @@ pub async fn pause_and_resume(env: Env, pattern: Pattern) {
             None => panic!("run ended without pausing"),
         }
     }
+    // The pause takes effect at the next commit-group boundary: the
+    // batches done are exactly those reported finished, at least the two
+    // before the pause and not all five.
     let states = case.states().await;
-    assert_eq!(
-        states.iter().filter(|s| s.is_done()).count(),
-        2,
-        "{states:?}"
-    );
+    let done = states.iter().filter(|s| s.is_done()).count();
+    let reported = *finished.lock().unwrap_or_else(|p| p.into_inner());
+    assert_eq!(done, reported, "{states:?}");
+    assert!((2..5).contains(&done), "{states:?}");
     assert!(!states.contains(&BatchState::Running), "{states:?}");
     assert_eq!(
         case.env
@@ -1162,16 +1165,20 @@ pub async fn cancel_then_resume(env: Env) {
     });
     let report = runner.run(&case.job).await.expect("cancelled run");
     assert_eq!(report.status, RunStatus::Cancelled, "{report}");
-    assert_eq!(report.gaps.len(), 3);
+    // The cancel takes effect at the next commit-group boundary: what is
+    // done is what was reported finished.
+    let done = *count.lock().unwrap_or_else(|p| p.into_inner());
+    assert!((2..5).contains(&done), "{report}");
+    assert_eq!(report.gaps.len(), 5 - done);
     let states = case.states().await;
     assert_eq!(
         states.iter().filter(|s| s.is_done()).count(),
-        2,
+        done,
         "{states:?}"
     );
     assert!(!states.contains(&BatchState::Running), "{states:?}");
     let report = case.runner().run(&case.job).await.expect("resume");
-    assert_eq!(report.batches_this_run, 3);
+    assert_eq!(report.batches_this_run, 5 - done);
     assert_eq!(case.checksum(&case.target).await, case.expected().await);
 }
 
@@ -1341,6 +1348,24 @@ macro_rules! conformance_tests {
                 c::exactness::blocking_batch_check_before_commit
             );
             case!(emptied_day_refused, c::exactness::emptied_day_is_refused);
+            case!(groups_of_one, |e| {
+                c::groups::groups_write_every_batch(e, c::groups::Grouping::Fixed(1))
+            });
+            case!(groups_of_seven, |e| {
+                c::groups::groups_write_every_batch(e, c::groups::Grouping::Fixed(7))
+            });
+            case!(groups_adaptive, |e| {
+                c::groups::groups_write_every_batch(e, c::groups::Grouping::Adaptive)
+            });
+            case!(group_guard_of_one, |e| {
+                c::groups::group_stops_at_a_failed_guard(e, c::groups::Grouping::Fixed(1))
+            });
+            case!(group_guard_of_seven, |e| {
+                c::groups::group_stops_at_a_failed_guard(e, c::groups::Grouping::Fixed(7))
+            });
+            case!(group_guard_adaptive, |e| {
+                c::groups::group_stops_at_a_failed_guard(e, c::groups::Grouping::Adaptive)
+            });
             case!(freeze_refuses_cutover, c::exactness::freeze_refuses_cutover);
             case!(
                 rule_periods_split_batches,

@@ -40,8 +40,8 @@ use backfill_core::plan::Batch;
 use backfill_core::sql::Dialect;
 use backfill_core::validate::SAMPLE_LIMIT;
 use backfill_core::warehouse::{
-    Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome,
-    BATCH_COLUMN, MARKER_COLUMN,
+    BatchWrite, Checksum, Footprint, GroupFailure, KeyReport, MergeWrite, Restore, SliceWrite,
+    Warehouse, WriteOutcome, BATCH_COLUMN, MARKER_COLUMN,
 };
 use backfill_core::{
     Column, ColumnType, Error, Ident, Predicate, Result, Source, TableRef, TableSchema, Value,
@@ -423,20 +423,36 @@ impl FakeWarehouse {
         {
             Ok(()) => Ok(out),
             Err(e) => {
-                let mut st = self.lock();
-                for (name, table) in saved {
-                    match table {
-                        Some(t) => {
-                            st.tables.insert(name, t);
-                        }
-                        None => {
-                            st.tables.remove(&name);
-                        }
-                    }
-                }
+                self.put_back(saved);
                 Err(e)
             }
         }
+    }
+
+    /// Puts tables back as they were (a write's transaction rolls back).
+    fn put_back(&self, saved: Vec<(TableRef, Option<Table>)>) {
+        let mut st = self.lock();
+        for (name, table) in saved {
+            match table {
+                Some(t) => {
+                    st.tables.insert(name, t);
+                }
+                None => {
+                    st.tables.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// One write of a group and its guards, the tables left as written.
+    async fn write_one(&self, w: &BatchWrite<'_>) -> Result<WriteOutcome> {
+        let out = match w {
+            BatchWrite::Overwrite(s) => self.overwrite(s)?,
+            BatchWrite::Merge(m) => self.merge(m)?,
+        };
+        let rows = (out.rows_before, out.rows_written);
+        backfill_core::validate::guard::check_guards(self, w.slice(), rows).await?;
+        Ok(out)
     }
 
     fn overwrite(&self, w: &SliceWrite<'_>) -> Result<WriteOutcome> {
@@ -1198,6 +1214,42 @@ impl Warehouse for FakeWarehouse {
         let before = self.saved(&write.slice, write.key_log);
         let out = self.merge(write)?;
         self.guarded(&write.slice, out, before).await
+    }
+
+    fn max_group(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn write_group(
+        &self,
+        writes: &[BatchWrite<'_>],
+    ) -> std::result::Result<Vec<WriteOutcome>, GroupFailure> {
+        let _one = self.writing.lock().await;
+        let mut saved: Vec<(TableRef, Option<Table>)> = Vec::new();
+        for w in writes {
+            let key_log = match w {
+                BatchWrite::Merge(m) => m.key_log,
+                BatchWrite::Overwrite(_) => None,
+            };
+            for (name, table) in self.saved(w.slice(), key_log) {
+                if !saved.iter().any(|(n, _)| *n == name) {
+                    saved.push((name, table));
+                }
+            }
+        }
+        let writes_before = self.lock().writes;
+        let mut outs = Vec::with_capacity(writes.len());
+        for (i, w) in writes.iter().enumerate() {
+            match self.write_one(w).await {
+                Ok(out) => outs.push(out),
+                Err(e) => {
+                    self.put_back(saved);
+                    self.lock().writes = writes_before;
+                    return Err(GroupFailure::at(i, e));
+                }
+            }
+        }
+        Ok(outs)
     }
 
     async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {

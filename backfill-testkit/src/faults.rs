@@ -6,8 +6,8 @@
 //!
 //! | point | reached | when it fires |
 //! |---|---|---|
-//! | [`FaultPoint::BeforeWrite`] | at the start of `overwrite_slice` / `merge_slice` | nothing is written |
-//! | [`FaultPoint::AfterWriteBeforeLedger`] | after the wrapped slice write succeeded | the write landed, but the caller sees an error, as if the process died before updating the ledger |
+//! | [`FaultPoint::BeforeWrite`] | at the start of `overwrite_slice` / `merge_slice`, and before each batch of a `write_group` | nothing is written (of the whole group) |
+//! | [`FaultPoint::AfterWriteBeforeLedger`] | after the wrapped slice write (or group) succeeded, once per batch | the write landed, but the caller sees an error, as if the process died before updating the ledger |
 //! | [`FaultPoint::DuringSwap`] | at the start of `swap` | nothing is swapped |
 //! | [`FaultPoint::DuringCutover`] | at the start of `point_view` | the view is not moved |
 //!
@@ -37,7 +37,8 @@ use async_trait::async_trait;
 use backfill_core::inspect::{Answer, Inspect};
 use backfill_core::sql::Dialect;
 use backfill_core::warehouse::{
-    Checksum, KeyReport, MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome,
+    BatchWrite, Checksum, GroupFailure, KeyReport, MergeWrite, Restore, SliceWrite, Warehouse,
+    WriteOutcome,
 };
 use backfill_core::{Error, Ident, Predicate, Result, Source, TableRef, TableSchema, Value};
 
@@ -331,6 +332,31 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         let out = self.inner.merge_slice(write).await?;
         self.reach(FaultPoint::AfterWriteBeforeLedger)?;
         Ok(out)
+    }
+
+    fn max_group(&self) -> usize {
+        self.inner.max_group()
+    }
+
+    /// Each batch of the group reaches the write points in turn: a fault
+    /// before batch `i`'s write fails the group at `i` with nothing
+    /// written; a fault after the group's commit reports batch `i`'s
+    /// error with the whole group landed.
+    async fn write_group(
+        &self,
+        writes: &[BatchWrite<'_>],
+    ) -> std::result::Result<Vec<WriteOutcome>, GroupFailure> {
+        for i in 0..writes.len() {
+            self.before_write()
+                .await
+                .map_err(|e| GroupFailure::at(i, e))?;
+        }
+        let outs = self.inner.write_group(writes).await?;
+        for i in 0..writes.len() {
+            self.reach(FaultPoint::AfterWriteBeforeLedger)
+                .map_err(|e| GroupFailure::at(i, e))?;
+        }
+        Ok(outs)
     }
 
     async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {

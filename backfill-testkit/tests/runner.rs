@@ -33,6 +33,16 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// Options that commit every batch on its own: for tests that count batch
+/// boundaries (signals read, pauses taken, batches in flight), which
+/// commit groups would otherwise merge. Grouping has its own tests.
+fn per_batch() -> RunOptions {
+    RunOptions {
+        max_group: 1,
+        ..fast_options()
+    }
+}
+
 fn ident(s: &str) -> Ident {
     Ident::new(s).expect("valid identifier")
 }
@@ -287,7 +297,11 @@ async fn throttle_signal_names_itself_and_the_lag_then_completes() {
             Step::Throttle("replica lag 30s"),
         ],
     );
-    let (runner, mut rx) = recorded(case.runner().with_signal(lag.clone()));
+    let (runner, mut rx) = recorded(
+        case.runner()
+            .with_options(per_batch())
+            .with_signal(lag.clone()),
+    );
     let report = runner.run(&case.job).await.expect("run");
     let events = drain(&mut rx);
 
@@ -371,7 +385,11 @@ async fn stale_failing_and_silent_signals_throttle() {
 async fn critical_signal_pauses_until_resumed() {
     let (case, _) = overwrite_case("critical").await;
     let disk = Critical::new(2);
-    let (runner, mut rx) = recorded(case.runner().with_signal(disk.clone()));
+    let (runner, mut rx) = recorded(
+        case.runner()
+            .with_options(per_batch())
+            .with_signal(disk.clone()),
+    );
     let control = runner.control();
     let job = case.job.clone();
     let r2 = runner.clone();
@@ -483,7 +501,7 @@ async fn resume_right_after_critical_pause_is_announced() {
 fn slow_runner(case: &Case) -> Runner {
     let faulty = Faulty::new(case.env.warehouse.clone());
     faulty.slow_writes(Duration::from_millis(30));
-    Runner::new(Arc::new(faulty), case.env.ledger.clone()).with_options(fast_options())
+    Runner::new(Arc::new(faulty), case.env.ledger.clone()).with_options(per_batch())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -819,7 +837,7 @@ async fn progress_counts_up_with_eta_and_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_started_says_resumed_after_a_cancel() {
     let (case, _) = overwrite_case("resumed").await;
-    let runner = case.runner();
+    let runner = case.runner().with_options(per_batch());
     let ctl = runner.control();
     let (tx, mut rx) = unbounded_channel();
     let count = Arc::new(AtomicUsize::new(0));
@@ -1377,8 +1395,8 @@ async fn a_batch_claimed_too_often_waits_for_an_operator() {
 async fn a_cancelled_run_frees_its_target_and_resumes_with_a_plain_run() {
     let (case, mem) = memory_case("cancelled").await;
     let job = &case.job;
-    let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
-        .with_options(fast_options());
+    let runner =
+        Runner::new(case.env.warehouse.clone(), case.env.ledger.clone()).with_options(per_batch());
     let control = runner.control();
     let runner = runner.on_event(move |e| {
         if matches!(e, Event::BatchFinished { done: 2, .. }) {
@@ -1535,7 +1553,7 @@ async fn a_pause_in_the_ledger_stops_claims_at_the_next_boundary() {
     let steer = mem.clone();
     let run_id = job.run_id.clone();
     let runner = Runner::new(case.env.warehouse.clone(), case.env.ledger.clone())
-        .with_options(fast_options())
+        .with_options(per_batch())
         .on_event(move |e| {
             if matches!(e, Event::BatchFinished { done: 2, .. }) {
                 futures::executor::block_on(steer.steer(&run_id, Steering::Pause, "grace"))

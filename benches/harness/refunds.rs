@@ -271,6 +271,20 @@ pub async fn library_run(
     job: &Backfill,
     per_batch: bool,
 ) -> (Duration, RunReport, u64) {
+    let options = RunOptions {
+        stage_queries: !per_batch,
+        ..RunOptions::default()
+    };
+    library_run_with(e, job, options).await
+}
+
+/// [`library_run`] with the given options (the worker's name is the
+/// harness's).
+pub async fn library_run_with(
+    e: &Engine,
+    job: &Backfill,
+    options: RunOptions,
+) -> (Duration, RunReport, u64) {
     let (w, ledger): (Arc<dyn Warehouse>, Arc<dyn Ledger>) = match e {
         Engine::Duck(w) => (
             Arc::new(w.clone()),
@@ -285,9 +299,8 @@ pub async fn library_run(
     let mark = started.clone();
     let runner = Runner::new(w, ledger)
         .with_options(RunOptions {
-            stage_queries: !per_batch,
             worker: "bench".into(),
-            ..RunOptions::default()
+            ..options
         })
         .on_event(move |e| {
             if let backfill::Event::RunStarted { .. } = e {

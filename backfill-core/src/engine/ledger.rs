@@ -18,9 +18,10 @@ use jiff::Timestamp;
 use crate::engine::exec::{self, execute_all, finish, Conn, Executor, Failure, LivenessModel};
 use crate::error::{Error, Result};
 use crate::ledger::{
-    check_held, check_move, check_release, claim_reason, lease_expiry, release_reason,
-    steering_state, Asset, AssetKind, BatchRecord, BatchState, BatchUpdate, Claim, Clock, Lease,
-    Ledger, Liveness, RunId, RunRecord, RunStart, RunStatus, Steering, Transition, TxMark,
+    check_held, check_move, check_release, claim_reason, gives_claim_back, lease_expiry,
+    release_reason, steering_state, Asset, AssetKind, BatchRecord, BatchState, BatchUpdate, Claim,
+    Clock, Lease, Ledger, Liveness, RunId, RunRecord, RunStart, RunStatus, Steering, Transition,
+    TxMark,
 };
 use crate::plan::{Batch, BatchId};
 use crate::predicate::Predicate;
@@ -495,6 +496,33 @@ async fn log_transition(
     c.execute(&q).await.map(|_| ())
 }
 
+/// [`log_transition`] of several batches' moves at once, in order.
+async fn log_transitions(
+    c: &mut dyn Conn,
+    home: &LedgerHome,
+    run_id: &RunId,
+    moves: &[(&BatchId, &str, &str, String)],
+    at: Timestamp,
+) -> Result<()> {
+    let d = home.dialect;
+    advisory_lock(c, d, &numbering_key(home)).await?;
+    let rows: Vec<Vec<Value>> = moves
+        .iter()
+        .map(|(batch, from, to, reason)| {
+            vec![
+                text(run_id.as_str()),
+                text(batch.0.as_str()),
+                text(*from),
+                text(*to),
+                Value::Timestamp(at),
+                text(reason.as_str()),
+            ]
+        })
+        .collect();
+    let q = sql::insert_numbered_rows(d, &home.table(sql::TRANSITIONS), TRANSITION_COLUMNS, &rows);
+    c.execute(&q).await.map(|_| ())
+}
+
 /// The lease token as stored.
 fn token_value(lease: Option<&Lease>) -> Value {
     lease.map_or(Value::Null, |l| int(l.token))
@@ -579,6 +607,19 @@ async fn transitioned(
     update: &BatchUpdate,
     now: Timestamp,
 ) -> Result<()> {
+    if gives_claim_back(from, to) {
+        let q = sql::increment(
+            home.dialect,
+            &home.table(sql::BATCHES),
+            "attempts",
+            -1,
+            &[
+                ("run_id", text(run_id.as_str())),
+                ("batch_id", text(batch_id.0.as_str())),
+            ],
+        );
+        c.execute(&q).await?;
+    }
     log_transition(
         c,
         home,
@@ -861,6 +902,21 @@ impl<E: Executor> Ledger for SqlLedger<E> {
         lease: Duration,
         only: Option<&[BatchId]>,
     ) -> Result<Option<Claim>> {
+        Ok(self
+            .claim_many(run_id, worker, lease, only, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn claim_many(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[BatchId]>,
+        n: usize,
+    ) -> Result<Vec<Claim>> {
         let (d, home) = (self.d(), &self.home);
         let only: Option<Vec<String>> = only.map(|ids| ids.iter().map(|b| b.0.clone()).collect());
         ledger_tx!(self, |c| {
@@ -868,7 +924,7 @@ impl<E: Executor> Ledger for SqlLedger<E> {
             // the claim's transaction, with the run's row locked, so that
             // no batch is claimed once a steering change is recorded.
             if read_steering(c, home, run_id, true).await? != Steering::Run {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let now = home.clock.now();
             let batches = home.table(sql::BATCHES);
@@ -880,9 +936,9 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                 LivenessModel::SessionLock => sql::Takeover::ExpiredOrUnlocked(&now_value),
                 LivenessModel::LeaseOnly => sql::Takeover::Expired(&now_value),
             };
-            let mut found = None;
+            let mut found = Vec::new();
             for takeover in [None, Some(takeover)] {
-                // Locks the candidate where sessions write concurrently;
+                // Locks the candidates where sessions write concurrently;
                 // rows other workers are claiming right now are skipped.
                 let q = sql::claim_candidate(
                     d,
@@ -891,68 +947,63 @@ impl<E: Executor> Ledger for SqlLedger<E> {
                     run_id.as_str(),
                     only.as_deref(),
                     takeover,
+                    n,
                 );
-                if let Some(r) = c.query(&q).await?.first() {
-                    found = Some(read_batch(r)?);
+                for r in c.query(&q).await? {
+                    found.push(read_batch(&r)?);
+                }
+                if !found.is_empty() {
                     break;
                 }
             }
-            let Some(b) = found else {
+            if found.is_empty() {
                 // Nothing to claim: a run that does not exist says so.
                 load_run(c, home, run_id, false).await?;
-                return Ok(None);
-            };
-            let id = b.batch.id.clone();
-            let from = b.state;
-            let token = b.lease.as_ref().map_or(0, |l| l.token) + 1;
-            let expires_at = lease_expiry(now, lease);
-            let attempt = b.attempts + 1;
-            let q = sql::update(
+                return Ok(Vec::new());
+            }
+            // One statement claims them all, one logs them all.
+            let ids: Vec<String> = found.iter().map(|b| b.batch.id.0.clone()).collect();
+            let q = sql::claim_batches(
                 d,
                 &batches,
+                run_id.as_str(),
+                &ids,
                 &[
-                    ("state", text(BatchState::Running.as_str())),
-                    ("attempts", Value::Int(i64::from(attempt))),
                     ("lease_worker", text(worker)),
-                    ("lease_token", int(token)),
-                    ("lease_expires", Value::Timestamp(expires_at)),
+                    ("lease_expires", Value::Timestamp(lease_expiry(now, lease))),
                     ("started_at", Value::Timestamp(now)),
                     ("lease_instance", text(self.instance.as_str())),
                 ],
-                &[
-                    ("run_id", text(run_id.as_str())),
-                    ("batch_id", text(id.0.as_str())),
-                    ("state", text(from.as_str())),
-                    ("lease_token", token_value(b.lease.as_ref())),
-                ],
             );
-            if c.execute(&q).await? != 1 {
+            if c.execute(&q).await? != ids.len() as u64 {
                 return Err(Error::transient(format!(
-                    "batch {id} was claimed concurrently; retry"
+                    "batches {} were claimed concurrently; retry",
+                    ids.join(", ")
                 )));
             }
-            log_transition(
-                c,
-                home,
-                run_id,
-                Some(&id),
-                (from.as_str(), "running"),
-                now,
-                &claim_reason(
-                    from,
-                    worker,
-                    b.lease.as_ref(),
-                    // Taken while its lease still ran: its holder is dead.
-                    b.lease.as_ref().is_some_and(|l| l.expires_at > now),
-                    now,
-                ),
-            )
-            .await?;
-            Ok(Some(Claim {
-                batch: b.batch,
-                token,
-                attempt,
-            }))
+            let moves: Vec<_> = found
+                .iter()
+                .map(|b| {
+                    let reason = claim_reason(
+                        b.state,
+                        worker,
+                        b.lease.as_ref(),
+                        // Taken while its lease still ran: its holder is dead.
+                        b.lease.as_ref().is_some_and(|l| l.expires_at > now),
+                        now,
+                    );
+                    (&b.batch.id, b.state.as_str(), "running", reason)
+                })
+                .collect();
+            log_transitions(c, home, run_id, &moves, now).await?;
+            Ok(found
+                .into_iter()
+                .map(|b| Claim {
+                    token: b.lease.as_ref().map_or(0, |l| l.token) + 1,
+                    attempt: b.attempts + 1,
+                    batch: b.batch,
+                })
+                .collect())
         })
     }
 

@@ -22,8 +22,8 @@ use crate::plan::Batch;
 use crate::sql::{stmt, Dialect, Sql};
 use crate::warehouse::Guard;
 use crate::warehouse::{
-    check_columns, check_source, Checksum, Footprint, KeyReport, MergeWrite, Restore, SliceWrite,
-    Warehouse, WriteOutcome, BATCH_COLUMN, MARKER_COLUMN,
+    check_columns, check_source, BatchWrite, Checksum, Footprint, GroupFailure, KeyReport,
+    MergeWrite, Restore, SliceWrite, Warehouse, WriteOutcome, BATCH_COLUMN, MARKER_COLUMN,
 };
 use crate::{Column, ColumnType, Ident, Predicate, Source, TableRef, TableSchema, Value};
 
@@ -541,6 +541,7 @@ async fn run_guards(
 }
 
 /// What [`check_write`] found.
+#[derive(Clone)]
 struct Checked {
     /// The pre-image's data columns, if the write keeps one.
     snapshot: Option<Vec<Ident>>,
@@ -549,9 +550,50 @@ struct Checked {
     floats: Vec<Ident>,
 }
 
+/// What the writes of one transaction found in the catalog, keyed by what
+/// they asked: the later batches of a commit group write the same table
+/// with the same columns, and inside one transaction the catalog cannot
+/// change under its writes (DDL waits for their locks, or conflicts at
+/// their commit), so it is looked up once a group.
+#[derive(Default)]
+struct CatalogCache(Option<(String, Checked)>);
+
+impl CatalogCache {
+    /// [`check_write`], or what it found for the same question earlier in
+    /// this transaction.
+    async fn check(
+        &mut self,
+        c: &mut dyn Conn,
+        d: &dyn Dialect,
+        w: &SliceWrite<'_>,
+        keys: &[Ident],
+    ) -> Result<Checked> {
+        let asked = format!(
+            "{:?}|{:?}|{:?}|{keys:?}|{:?}",
+            w.table,
+            w.snapshot,
+            w.columns,
+            w.batch.predicate.columns()
+        );
+        if let Some((k, found)) = &self.0 {
+            if *k == asked {
+                return Ok(found.clone());
+            }
+        }
+        let found = check_write(c, d, w, keys).await?;
+        self.0 = Some((asked, found.clone()));
+        Ok(found)
+    }
+}
+
 impl<E: Executor> SqlWarehouse<E> {
     /// Overwrites one batch's slice inside the open transaction `c`.
-    async fn overwrite_in(&self, c: &mut dyn Conn, w: &SliceWrite<'_>) -> Result<WriteOutcome> {
+    async fn overwrite_in(
+        &self,
+        c: &mut dyn Conn,
+        w: &SliceWrite<'_>,
+        catalog: &mut CatalogCache,
+    ) -> Result<WriteOutcome> {
         let d = self.d();
         let (table, batch) = (w.table, w.batch);
         let id = batch.id.to_string();
@@ -559,7 +601,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let Checked {
             snapshot: snap_cols,
             floats,
-        } = check_write(c, d, w, &[]).await?;
+        } = catalog.check(c, d, w, &[]).await?;
         // The run's staged snapshot was checked when the run made it.
         let direct = w.straight_from_source();
         if !direct {
@@ -660,7 +702,12 @@ impl<E: Executor> SqlWarehouse<E> {
 
     /// Merges one batch's source slice on its keys inside the open
     /// transaction `c`.
-    async fn merge_in(&self, c: &mut dyn Conn, m: &MergeWrite<'_>) -> Result<WriteOutcome> {
+    async fn merge_in(
+        &self,
+        c: &mut dyn Conn,
+        m: &MergeWrite<'_>,
+        catalog: &mut CatalogCache,
+    ) -> Result<WriteOutcome> {
         let d = self.d();
         let w = &m.slice;
         let (table, batch, keys) = (w.table, w.batch, m.keys);
@@ -674,7 +721,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let Checked {
             snapshot: snap_cols,
             floats,
-        } = check_write(c, d, w, keys).await?;
+        } = catalog.check(c, d, w, keys).await?;
         let log_cols = match m.key_log {
             Some(l) => Some(snapshot_columns(c, d, l).await?),
             None => None,
@@ -1073,14 +1120,50 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
 
     async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome> {
         let mut tx = self.exec.begin(self.settings.limits).await?;
-        let r = self.overwrite_in(&mut *tx, write).await;
+        let r = self
+            .overwrite_in(&mut *tx, write, &mut CatalogCache::default())
+            .await;
         finish(tx, r).await
     }
 
     async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
         let mut tx = self.exec.begin(self.settings.limits).await?;
-        let r = self.merge_in(&mut *tx, write).await;
+        let r = self
+            .merge_in(&mut *tx, write, &mut CatalogCache::default())
+            .await;
         finish(tx, r).await
+    }
+
+    fn max_group(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn write_group(
+        &self,
+        writes: &[BatchWrite<'_>],
+    ) -> std::result::Result<Vec<WriteOutcome>, GroupFailure> {
+        let mut tx = self
+            .exec
+            .begin(self.settings.limits)
+            .await
+            .map_err(GroupFailure::whole)?;
+        let mut outs = Vec::with_capacity(writes.len());
+        let mut catalog = CatalogCache::default();
+        for (i, w) in writes.iter().enumerate() {
+            let r = match w {
+                BatchWrite::Overwrite(s) => self.overwrite_in(&mut *tx, s, &mut catalog).await,
+                BatchWrite::Merge(m) => self.merge_in(&mut *tx, m, &mut catalog).await,
+            };
+            match r {
+                Ok(o) => outs.push(o),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(GroupFailure::at(i, e));
+                }
+            }
+        }
+        tx.commit().await.map_err(GroupFailure::whole)?;
+        Ok(outs)
     }
 
     async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {

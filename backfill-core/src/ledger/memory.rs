@@ -399,6 +399,9 @@ impl Ledger for MemoryLedger {
         check_move(b, to)?;
         let from = b.state;
         b.state = to;
+        if gives_claim_back(from, to) {
+            b.attempts = b.attempts.saturating_sub(1);
+        }
         if let Some(r) = update.rows_before {
             b.rows_before = r;
         }

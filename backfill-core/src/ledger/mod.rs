@@ -581,6 +581,13 @@ pub fn check_release(b: &BatchRecord, who: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a move hands a claim back unused (`running` to `pending`): the
+/// batch was claimed but not written because another batch of its commit
+/// group stopped the run, so the claim's attempt is not counted.
+pub fn gives_claim_back(from: BatchState, to: BatchState) -> bool {
+    from == BatchState::Running && to == BatchState::Pending
+}
+
 /// The log entry of an operator's release.
 pub fn release_reason(who: &str, why: &str) -> String {
     format!("released by {who}: {why}")
@@ -639,6 +646,36 @@ pub trait Ledger: Send + Sync {
         only: Option<&[BatchId]>,
     ) -> Result<Option<Claim>>;
 
+    /// Claims up to `n` batches for one commit group, in the order
+    /// [`Ledger::claim`] would take them one by one, each with its own
+    /// fencing token; fewer (or none) when fewer are claimable. The
+    /// default claims them one by one; a ledger in an engine claims them
+    /// in one transaction.
+    async fn claim_many(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[BatchId]>,
+        n: usize,
+    ) -> Result<Vec<Claim>> {
+        let mut claims = Vec::new();
+        while claims.len() < n.max(1) {
+            match self.claim(run_id, worker, lease, only).await {
+                Ok(Some(c)) => claims.push(c),
+                Ok(None) => break,
+                Err(e) if claims.is_empty() => return Err(e),
+                // The batches already claimed are this worker's: a smaller
+                // group, never a claim lost.
+                Err(e) => {
+                    tracing::debug!(error = %e, "claim failed; the group is cut short");
+                    break;
+                }
+            }
+        }
+        Ok(claims)
+    }
+
     /// Steers the run from any process (pause, resume, cancel), logged
     /// with `who`; workers read it at each batch boundary.
     async fn steer(&self, run_id: &RunId, to: Steering, who: &str) -> Result<()>;
@@ -674,6 +711,8 @@ pub trait Ledger: Send + Sync {
 
     /// Moves a batch to `to`. With `token`, the move is refused with
     /// [`Error::LeaseLost`] unless the batch is still held under that token.
+    /// A move from `running` to `pending` hands the claim back unused: its
+    /// attempt is not counted ([`gives_claim_back`]).
     async fn transition(
         &self,
         run_id: &RunId,

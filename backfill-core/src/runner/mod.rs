@@ -4,6 +4,7 @@
 mod approval;
 mod control;
 mod drift;
+mod group;
 mod maintenance;
 mod progress;
 mod retrying;
@@ -135,6 +136,38 @@ pub struct RunOptions {
     /// regardless.
     #[serde(default = "default_drift_interval")]
     pub drift_interval: Duration,
+    /// The most consecutive batches written in one transaction, a commit
+    /// group (see [`crate::Warehouse::write_group`]); 1 writes each batch
+    /// in its own. Each batch keeps its own guard, pre-image, ledger
+    /// record, events and checks; a crash repeats at most the group in
+    /// flight. Groups are sized to [`RunOptions::group_target`], starting
+    /// from one batch. A job with a blocking per-batch check that runs
+    /// after the commit (one that is not a guard) writes one batch a
+    /// transaction, so that no batch is written past a failed check.
+    #[serde(default = "default_max_group")]
+    pub max_group: usize,
+    /// The time a commit group aims to take: groups grow while they take
+    /// less and shrink when they take more. On an engine with concurrent
+    /// sessions it bounds how long a group holds its locks. Signals,
+    /// steering (pause, cancel) and the drift baseline are read between
+    /// groups, so it also bounds how long they wait. Zero fixes every
+    /// group at [`RunOptions::max_group`].
+    #[serde(default = "default_group_target")]
+    pub group_target: Duration,
+}
+
+/// The default [`RunOptions::max_group`].
+pub const DEFAULT_MAX_GROUP: usize = 64;
+
+/// The default [`RunOptions::group_target`]: half a second.
+pub const DEFAULT_GROUP_TARGET: Duration = Duration::from_millis(500);
+
+fn default_max_group() -> usize {
+    DEFAULT_MAX_GROUP
+}
+
+fn default_group_target() -> Duration {
+    DEFAULT_GROUP_TARGET
 }
 
 /// The default [`RunOptions::drift_interval`]: one second, which bounds
@@ -168,6 +201,8 @@ impl Default for RunOptions {
             max_batch_attempts: 5,
             max_batches: DEFAULT_MAX_BATCHES,
             drift_interval: DEFAULT_DRIFT_INTERVAL,
+            max_group: DEFAULT_MAX_GROUP,
+            group_target: DEFAULT_GROUP_TARGET,
         }
     }
 }
@@ -1554,6 +1589,7 @@ impl Runner {
     async fn worker(&self, shared: &Shared<'_>, n: usize) {
         let worker = format!("{}#{n}", self.options.worker);
         let run_id = &shared.job.run_id;
+        let mut sizer = group::Sizer::new(self.group_limit(shared), self.options.group_target);
         loop {
             if !self.gate(shared).await {
                 return;
@@ -1562,13 +1598,18 @@ impl Runner {
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
-            let claim = match self
+            let claims = match self
                 .retried
-                .claim(run_id, &worker, self.options.lease, shared.only)
+                .claim_many(
+                    run_id,
+                    &worker,
+                    self.options.lease,
+                    shared.only,
+                    sizer.size(),
+                )
                 .await
             {
-                Ok(Some(c)) => c,
-                Ok(None) => {
+                Ok(c) if c.is_empty() => {
                     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     // Nothing left, or the run was steered between the
                     // gate and the claim: the claim reads the steering
@@ -1577,23 +1618,28 @@ impl Runner {
                     self.note_steering(shared).await;
                     return;
                 }
+                Ok(c) => c,
                 Err(e) => {
                     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     self.fail(shared, e);
                     return;
                 }
             };
-            if claim.attempt > self.options.max_batch_attempts.max(1) {
+            let max_attempts = self.options.max_batch_attempts.max(1);
+            if let Some(over) = claims.iter().position(|c| c.attempt > max_attempts) {
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                let e = self.give_up(run_id, &claim).await;
+                let e = self.give_up(run_id, &claims[over]).await;
+                let others: Vec<_> = claims
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != over)
+                    .map(|(_, c)| c)
+                    .collect();
+                self.unclaim(shared, &others, &claims[over].batch.id).await;
                 self.fail(shared, e);
                 return;
             }
-            let span = tracing::info_span!("backfill.batch", batch = %claim.batch.id, attempt = claim.attempt);
-            let r = self
-                .one_batch(shared, &claim.batch, claim.token, claim.attempt)
-                .instrument(span)
-                .await;
+            let r = self.one_group(shared, &claims, &mut sizer).await;
             shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             match r {
                 Ok(()) => {}
@@ -1609,6 +1655,188 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// The most batches this run writes in one transaction: one where the
+    /// engine commits each batch on its own, or where a blocking
+    /// per-batch check runs only after the commit (a later batch of the
+    /// group would be written past its failure).
+    fn group_limit(&self, shared: &Shared<'_>) -> usize {
+        let checked_after_commit = shared
+            .validators
+            .iter()
+            .any(|v| v.blocking() && v.guard().is_none());
+        if checked_after_commit {
+            return 1;
+        }
+        self.options
+            .max_group
+            .min(self.warehouse.max_group())
+            .max(1)
+    }
+
+    /// Writes the claimed batches as one commit group, then checks and
+    /// reports each. A group that fails is written again a batch at a
+    /// time before the batch at fault, which fails as it would alone; the
+    /// batches after it go back to `pending`.
+    async fn one_group(
+        &self,
+        shared: &Shared<'_>,
+        claims: &[crate::ledger::Claim],
+        sizer: &mut group::Sizer,
+    ) -> Result<()> {
+        if let [c] = claims {
+            let t0 = Instant::now();
+            let r = self.one_batch(shared, &c.batch, c.token, c.attempt).await;
+            if r.is_ok() {
+                sizer.observe(1, t0.elapsed());
+            }
+            return r;
+        }
+        let span = tracing::info_span!(
+            "backfill.group",
+            first = %claims[0].batch.id,
+            batches = claims.len()
+        );
+        for c in claims {
+            self.emit(Event::BatchStarted {
+                batch: c.batch.id.clone(),
+                attempt: c.attempt,
+            });
+        }
+        let t0 = Instant::now();
+        let write = self.write_group(shared, claims).instrument(span);
+        tokio::pin!(write);
+        let beat = self.heartbeat_all(&shared.job.run_id, claims);
+        tokio::pin!(beat);
+        let written = tokio::select! {
+            r = &mut write => r,
+            () = &mut beat => write.await,
+        };
+        match written {
+            Ok(outs) => {
+                let took = t0.elapsed();
+                sizer.observe(claims.len(), took);
+                let share = took / claims.len() as u32;
+                for (c, out) in claims.iter().zip(outs) {
+                    self.finish_batch(shared, &c.batch, c.token, out, Instant::now(), share)
+                        .await?;
+                }
+                Ok(())
+            }
+            Err(f) => {
+                sizer.shrink();
+                tracing::warn!(error = %f, "commit group failed; writing its batches one by one");
+                let upto = f.index.unwrap_or(claims.len());
+                for (i, c) in claims[..upto].iter().enumerate() {
+                    let r = self.one_batch(shared, &c.batch, c.token, c.attempt).await;
+                    match r {
+                        Ok(()) | Err(Error::LeaseLost { .. }) => {}
+                        Err(e) => {
+                            let rest: Vec<_> = claims[i + 1..].iter().collect();
+                            self.unclaim(shared, &rest, &c.batch.id).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                let Some(i) = f.index else { return Ok(()) };
+                let c = &claims[i];
+                let rest: Vec<_> = claims[i + 1..].iter().collect();
+                self.unclaim(shared, &rest, &c.batch.id).await;
+                let e = self.write_failed(shared, &c.batch, c.token, f.error).await;
+                Err(self.refused(shared, &c.batch, e))
+            }
+        }
+    }
+
+    /// Writes a commit group, retrying transient errors with backoff.
+    async fn write_group(
+        &self,
+        shared: &Shared<'_>,
+        claims: &[crate::ledger::Claim],
+    ) -> std::result::Result<Vec<WriteOutcome>, crate::warehouse::GroupFailure> {
+        let run_id = &shared.job.run_id;
+        let tables = shared
+            .strategy
+            .write_tables(&shared.ctx)
+            .map_err(crate::warehouse::GroupFailure::whole)?;
+        let marks: Vec<_> = claims
+            .iter()
+            .map(|c| self.retried.tx_mark(run_id, &c.batch.id, c.token))
+            .collect();
+        let ctxs: Vec<RunContext<'_>> = claims
+            .iter()
+            .map(|c| self.batch_context(shared, &c.batch))
+            .collect();
+        let writes: Vec<_> = claims
+            .iter()
+            .zip(&marks)
+            .zip(&ctxs)
+            .map(|((c, m), ctx)| tables.write(ctx, &c.batch, m.as_ref()))
+            .collect();
+        let mut tries = 1;
+        loop {
+            match self.warehouse.write_group(&writes).await {
+                Err(f) if f.error.is_transient() && tries < self.options.retry.max_attempts => {
+                    tries += 1;
+                    tracing::warn!(error = %f, "transient error in a commit group; retrying");
+                    tokio::time::sleep(self.options.retry.backoff(tries)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The run's context for one batch: with rule periods, the batch
+    /// reads its own period's logic.
+    fn batch_context<'s>(&self, shared: &'s Shared<'_>, batch: &Batch) -> RunContext<'s> {
+        match shared.job.rules.is_empty() {
+            true => shared.ctx,
+            false => RunContext {
+                source: shared.job.source_for(batch),
+                ..shared.ctx
+            },
+        }
+    }
+
+    /// Hands claimed batches that were not written back to `pending`,
+    /// logged with the batch whose failure stopped them.
+    async fn unclaim(
+        &self,
+        shared: &Shared<'_>,
+        claims: &[&crate::ledger::Claim],
+        stopped_by: &BatchId,
+    ) {
+        for c in claims {
+            let upd = BatchUpdate::reason(format!(
+                "not written: batch {stopped_by} of its commit group stopped the run"
+            ));
+            match self
+                .retried
+                .transition(
+                    &shared.job.run_id,
+                    &c.batch.id,
+                    Some(c.token),
+                    BatchState::Pending,
+                    upd,
+                )
+                .await
+            {
+                Ok(()) | Err(Error::LeaseLost { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(batch = %c.batch.id, error = %e, "could not hand an unwritten batch back");
+                }
+            }
+        }
+    }
+
+    /// Renews the leases of a commit group's batches while it is written;
+    /// returns when one is lost.
+    async fn heartbeat_all(&self, run_id: &RunId, claims: &[crate::ledger::Claim]) {
+        let beats = claims
+            .iter()
+            .map(|c| Box::pin(self.heartbeat(run_id, &c.batch.id, c.token)));
+        futures::future::select_all(beats).await;
     }
 
     /// Whether this run stages its source: when asked to, and the job
@@ -1699,56 +1927,113 @@ impl Runner {
         let mark = self.retried.tx_mark(run_id, &batch.id, token);
         let mut tries = 1;
         loop {
-            // With rule periods, each batch reads its own period's logic.
-            let ctx = match shared.job.rules.is_empty() {
-                true => shared.ctx,
-                false => RunContext {
-                    source: shared.job.source_for(batch),
-                    ..shared.ctx
-                },
-            };
+            let ctx = self.batch_context(shared, batch);
             match shared
                 .strategy
                 .write_batch(&ctx, batch, mark.as_ref())
                 .await
             {
                 Ok(w) => return Ok(w),
-                Err(e) => {
-                    let retry = e.is_transient() && tries < self.options.retry.max_attempts;
+                Err(e) if e.is_transient() && tries < self.options.retry.max_attempts => {
                     self.emit(Event::BatchFailed {
                         batch: batch.id.clone(),
                         error: e.to_string(),
-                        will_retry: retry,
+                        will_retry: true,
                     });
-                    if retry {
-                        tries += 1;
-                        tracing::warn!(error = %e, "transient error; retrying");
-                        tokio::time::sleep(self.options.retry.backoff(tries)).await;
-                        continue;
-                    }
-                    let upd = BatchUpdate {
-                        error: Some(e.to_string()),
-                        ..BatchUpdate::reason("write failed")
-                    };
-                    // A lost lease means another worker owns the batch now.
-                    if !matches!(e, Error::LeaseLost { .. }) {
-                        let failed = self
-                            .retried
-                            .transition(run_id, &batch.id, Some(token), BatchState::Failed, upd)
-                            .await;
-                        match failed {
-                            // The batch is no longer ours under this token:
-                            // its write committed together with its ledger
-                            // mark before the error (an in-engine ledger),
-                            // or another worker took it over. Either way the
-                            // ledger is right as it stands.
-                            Ok(()) | Err(Error::LeaseLost { .. }) => {}
-                            Err(other) => return Err(other),
-                        }
-                    }
-                    return Err(e);
+                    tries += 1;
+                    tracing::warn!(error = %e, "transient error; retrying");
+                    tokio::time::sleep(self.options.retry.backoff(tries)).await;
                 }
+                Err(e) => return Err(self.write_failed(shared, batch, token, e).await),
             }
+        }
+    }
+
+    /// Records a batch whose write failed for good: announced, and
+    /// marked `failed` unless another worker owns it now. Returns the
+    /// error (or the ledger's, if it could not be recorded).
+    async fn write_failed(
+        &self,
+        shared: &Shared<'_>,
+        batch: &Batch,
+        token: u64,
+        e: Error,
+    ) -> Error {
+        let run_id = &shared.job.run_id;
+        self.emit(Event::BatchFailed {
+            batch: batch.id.clone(),
+            error: e.to_string(),
+            will_retry: false,
+        });
+        // A lost lease means another worker owns the batch now.
+        if matches!(e, Error::LeaseLost { .. }) {
+            return e;
+        }
+        let upd = BatchUpdate {
+            error: Some(e.to_string()),
+            ..BatchUpdate::reason("write failed")
+        };
+        let failed = self
+            .retried
+            .transition(run_id, &batch.id, Some(token), BatchState::Failed, upd)
+            .await;
+        match failed {
+            // The batch is no longer ours under this token: its write
+            // committed together with its ledger mark before the error (an
+            // in-engine ledger), or another worker took it over. Either way
+            // the ledger is right as it stands.
+            Ok(()) | Err(Error::LeaseLost { .. }) => e,
+            Err(other) => other,
+        }
+    }
+
+    /// The error that stops the run for a batch whose write failed: a
+    /// guard that failed before the commit is reported as a failed
+    /// blocking check, with its outcome.
+    fn refused(&self, shared: &Shared<'_>, batch: &Batch, e: Error) -> Error {
+        let Error::GuardFailed {
+            check,
+            observed,
+            expected,
+            detail,
+            sample,
+        } = e
+        else {
+            return e;
+        };
+        let threshold = shared
+            .ctx
+            .guards
+            .iter()
+            .find(|g| g.name() == check)
+            .map(crate::warehouse::Guard::threshold);
+        // A blocking check failed before the commit: the batch is not
+        // written (write_batch marked it failed), and the run stops on a
+        // failed check.
+        let o = Outcome {
+            check: check.clone(),
+            batch: Some(batch.id.clone()),
+            status: crate::validate::Status::Fail,
+            blocking: true,
+            observed,
+            expected,
+            threshold,
+            detail: format!("{detail}; checked before the commit, nothing written"),
+            sample,
+            query: "before the batch's commit".into(),
+        };
+        self.emit(Event::Checked { outcome: o.clone() });
+        shared
+            .outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(o);
+        Error::ValidationFailed {
+            check,
+            detail: format!(
+                "batch {}: {detail}; nothing of the batch was written",
+                batch.id
+            ),
         }
     }
 
@@ -1773,52 +2058,25 @@ impl Runner {
             r = &mut write => r,
             () = &mut beat => write.await,
         };
-        let written = match written {
-            Ok(w) => w,
-            Err(Error::GuardFailed {
-                check,
-                observed,
-                expected,
-                detail,
-                sample,
-            }) => {
-                let threshold = shared
-                    .ctx
-                    .guards
-                    .iter()
-                    .find(|g| g.name() == check)
-                    .map(crate::warehouse::Guard::threshold);
-                // A blocking check failed before the commit: the batch is
-                // not written (write_batch marked it failed), and the run
-                // stops on a failed check.
-                let o = Outcome {
-                    check: check.clone(),
-                    batch: Some(batch.id.clone()),
-                    status: crate::validate::Status::Fail,
-                    blocking: true,
-                    observed,
-                    expected,
-                    threshold,
-                    detail: format!("{detail}; checked before the commit, nothing written"),
-                    sample,
-                    query: "before the batch's commit".into(),
-                };
-                self.emit(Event::Checked { outcome: o.clone() });
-                shared
-                    .outcomes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(o);
-                return Err(Error::ValidationFailed {
-                    check,
-                    detail: format!(
-                        "batch {}: {detail}; nothing of the batch was written",
-                        batch.id
-                    ),
-                });
-            }
-            Err(e) => return Err(e),
-        };
+        let written = written.map_err(|e| self.refused(shared, batch, e))?;
+        self.finish_batch(shared, batch, token, written, t0, Duration::ZERO)
+            .await
+    }
+
+    /// What follows a batch's write: its ledger mark (when the write
+    /// could not make it), its per-batch checks, and its report. `t0` is
+    /// when this batch's own part began, and `share` its part of a commit
+    /// group's transaction before it.
+    async fn finish_batch(
+        &self,
+        shared: &Shared<'_>,
+        batch: &Batch,
+        token: u64,
+        written: WriteOutcome,
+        t0: Instant,
+        share: Duration,
+    ) -> Result<()> {
+        let run_id = &shared.job.run_id;
         if !written.ledger_marked {
             self.retried
                 .transition(
@@ -1908,7 +2166,7 @@ impl Runner {
                 )
                 .await?;
         }
-        let elapsed = t0.elapsed();
+        let elapsed = t0.elapsed() + share;
         let done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
         shared.this_run.fetch_add(1, Ordering::SeqCst);
         let rows = shared
@@ -2108,9 +2366,25 @@ impl Runner {
         let (columns, _) = self.target_columns(job).await?;
         let ctx = self.context(job, &columns);
         let records = self.retried.batches(run_id).await?;
+        // A pending batch that was ever claimed may have landed: the rest
+        // of a commit group handed back after its commit was cut off, or a
+        // batch an operator released. Restores are marker-guarded, so one
+        // that never landed is left as it is.
+        let claimed: std::collections::HashSet<BatchId> = self
+            .retried
+            .transitions(run_id)
+            .await?
+            .into_iter()
+            .filter(|t| t.to == BatchState::Running.as_str())
+            .filter_map(|t| t.batch_id)
+            .collect();
         let touched: Vec<&crate::ledger::BatchRecord> = records
             .iter()
-            .filter(|b| b.state != BatchState::Pending && b.state != BatchState::RolledBack)
+            .filter(|b| match b.state {
+                BatchState::RolledBack => false,
+                BatchState::Pending => claimed.contains(&b.batch.id),
+                _ => true,
+            })
             .collect();
         let written: Vec<Batch> = touched.iter().map(|b| b.batch.clone()).collect();
         strategy_for(&job.brief.strategy)

@@ -91,6 +91,20 @@ impl Ledger for Retrying {
             .await
     }
 
+    async fn claim_many(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[BatchId]>,
+        n: usize,
+    ) -> Result<Vec<Claim>> {
+        self.retry("claim", || {
+            self.inner.claim_many(run_id, worker, lease, only, n)
+        })
+        .await
+    }
+
     async fn steer(&self, run_id: &RunId, to: Steering, who: &str) -> Result<()> {
         self.retry("steer", || self.inner.steer(run_id, to, who))
             .await

@@ -1421,6 +1421,74 @@ pub mod ledger {
         b.finish()
     }
 
+    /// [`insert_numbered`] of several rows at once, numbered in order
+    /// after the table's highest id.
+    pub fn insert_numbered_rows(
+        d: &dyn Dialect,
+        table: &TableRef,
+        columns: &[&str],
+        rows: &[Vec<Value>],
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("INSERT INTO ").table(table).push(" (\"id\"");
+        for c in columns {
+            b.push(", ").ident(&ident(c));
+        }
+        b.push(") SELECT \"__bf_m\".\"base\" + \"__bf_v\".\"n\"");
+        for c in columns {
+            b.push(", \"__bf_v\".").ident(&ident(c));
+        }
+        b.push(" FROM (SELECT coalesce(max(\"id\"), 0) AS \"base\" FROM ")
+            .table(table)
+            .push(") AS \"__bf_m\" CROSS JOIN (");
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                b.push(" UNION ALL ");
+            }
+            b.push(&format!("SELECT {} AS \"n\"", i + 1));
+            for (c, v) in columns.iter().zip(row) {
+                b.push(", ");
+                select_param(&mut b, v);
+                b.push(" AS ").ident(&ident(c));
+            }
+        }
+        b.push(") AS \"__bf_v\"");
+        b.finish()
+    }
+
+    /// Claims batches `ids` of a run in one statement: each moves to
+    /// `running` with one more attempt and a fencing token one higher,
+    /// with the lease's columns `lease`, only while it is claimable
+    /// (`pending`, or `running` under a lease being taken over). The rows
+    /// changed must be as many as `ids`.
+    pub fn claim_batches(
+        d: &dyn Dialect,
+        batches: &TableRef,
+        run_id: &str,
+        ids: &[String],
+        lease: &[(&str, Value)],
+    ) -> Sql {
+        let mut b = SqlBuilder::new(d);
+        b.push("UPDATE ").table(batches).push(
+            " SET \"state\" = 'running', \"attempts\" = \"attempts\" + 1, \
+             \"lease_token\" = coalesce(\"lease_token\", 0) + 1",
+        );
+        for (c, v) in lease {
+            b.push(", ").ident(&ident(c)).push(" = ").param(v.clone());
+        }
+        b.push(" WHERE \"run_id\" = ")
+            .param(Value::Text(run_id.to_string()))
+            .push(" AND \"state\" IN ('pending', 'running') AND \"batch_id\" IN (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.param(Value::Text(id.clone()));
+        }
+        b.push(")");
+        b.finish()
+    }
+
     /// Which running batches a claim may take over.
     #[derive(Clone, Copy, Debug)]
     pub enum Takeover<'a> {
@@ -1448,6 +1516,7 @@ pub mod ledger {
         run_id: &str,
         only: Option<&[String]>,
         takeover: Option<Takeover<'_>>,
+        limit: usize,
     ) -> Sql {
         let mut b = SqlBuilder::new(d);
         b.push("SELECT ");
@@ -1501,7 +1570,7 @@ pub mod ledger {
                 b.push(")");
             }
         }
-        b.push(" ORDER BY \"seq\" LIMIT 1")
+        b.push(&format!(" ORDER BY \"seq\" LIMIT {}", limit.max(1)))
             .push(d.lock_rows_skip_locked());
         b.finish()
     }
