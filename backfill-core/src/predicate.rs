@@ -69,6 +69,77 @@ impl Predicate {
         }
     }
 
+    /// The rows any of `ps` selects, for predicates that are disjoint
+    /// (the batches of one plan): ranges on one column that follow each
+    /// other, each with the same other conditions (the scope's filter),
+    /// become one range, which an engine can prune by; anything else is
+    /// their `Or`.
+    ///
+    /// ```
+    /// use backfill_core::{Ident, Predicate, Value};
+    /// let day = |a: i64, b: i64| Predicate::Range {
+    ///     column: Ident::new("d").unwrap(),
+    ///     start: Some(Value::Int(a)),
+    ///     end: Some(Value::Int(b)),
+    /// };
+    /// assert_eq!(Predicate::union(&[day(1, 2), day(2, 3)]), day(1, 3));
+    /// assert!(matches!(Predicate::union(&[day(1, 2), day(3, 4)]), Predicate::Or(_)));
+    /// ```
+    pub fn union(ps: &[Predicate]) -> Predicate {
+        fn split(p: &Predicate) -> Option<(&Predicate, &[Predicate])> {
+            match p {
+                Predicate::Range { .. } => Some((p, &[])),
+                Predicate::And(parts) => match parts.split_first() {
+                    Some((r @ Predicate::Range { .. }, rest)) => Some((r, rest)),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+        let merged = (|| {
+            let (first, rest) = split(ps.first()?)?;
+            let Predicate::Range { column, start, .. } = first else {
+                return None;
+            };
+            let mut end = None;
+            let mut expect: Option<&Option<Value>> = None;
+            for p in ps {
+                let (r, others) = split(p)?;
+                let Predicate::Range {
+                    column: c,
+                    start: s,
+                    end: e,
+                } = r
+                else {
+                    return None;
+                };
+                if c != column || others != rest || expect.is_some_and(|x| x != s) {
+                    return None;
+                }
+                expect = Some(e);
+                end = e.clone();
+            }
+            let range = Predicate::Range {
+                column: column.clone(),
+                start: start.clone(),
+                end,
+            };
+            Some(match rest {
+                [] => range,
+                _ => {
+                    let mut all = vec![range];
+                    all.extend(rest.iter().cloned());
+                    Predicate::And(all)
+                }
+            })
+        })();
+        match (merged, ps) {
+            (Some(p), _) => p,
+            (None, [one]) => one.clone(),
+            (None, _) => Predicate::Or(ps.to_vec()),
+        }
+    }
+
     /// Columns this predicate reads.
     pub fn columns(&self) -> Vec<&Ident> {
         let mut out = Vec::new();

@@ -658,6 +658,54 @@ pub async fn mark_written(
     .await
 }
 
+/// [`mark_written`] of a commit group's batches, in one statement fenced
+/// batch by batch on its token, and one log insert. A batch no longer
+/// held under its token is [`Error::LeaseLost`] for all of them (the
+/// caller rolls the group back).
+pub async fn mark_written_many(
+    c: &mut dyn Conn,
+    home: &LedgerHome,
+    marks: &[(TxMark, u64, u64)],
+) -> Result<()> {
+    let Some((first, _, _)) = marks.first() else {
+        return Ok(());
+    };
+    let run_id = &first.run_id;
+    if let Some((other, _, _)) = marks.iter().find(|(m, _, _)| m.run_id != *run_id) {
+        return Err(Error::InvalidPlan(format!(
+            "a commit group spans runs {run_id} and {}",
+            other.run_id
+        )));
+    }
+    let now = home.clock.now();
+    let rows: Vec<(&str, u64, u64, u64)> = marks
+        .iter()
+        .map(|(m, before, written)| (m.batch_id.0.as_str(), m.token, *before, *written))
+        .collect();
+    let q = sql::mark_written_many(
+        home.dialect,
+        &home.table(sql::BATCHES),
+        run_id.as_str(),
+        &rows,
+        now,
+    );
+    if c.execute(&q).await? != marks.len() as u64 {
+        let ids: Vec<String> = marks
+            .iter()
+            .map(|(m, _, _)| m.batch_id.to_string())
+            .collect();
+        return Err(Error::LeaseLost {
+            batch: ids.join(", "),
+            token: first.token,
+        });
+    }
+    let moves: Vec<_> = marks
+        .iter()
+        .map(|(m, _, _)| (&m.batch_id, "running", "written", "written".to_string()))
+        .collect();
+    log_transitions(c, home, run_id, &moves, now).await
+}
+
 /// A batch's row as first recorded.
 /// Batches recorded by one statement when a plan is recorded (17 bound
 /// values each: well under PostgreSQL's 65,535 parameters a statement).

@@ -399,6 +399,33 @@ async fn stage_slice(
     Ok(tmp)
 }
 
+/// The rows of `table` in each of `slices` (disjoint), in one scan of
+/// their `union`.
+async fn slice_counts(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    table: &TableRef,
+    slices: &[&Predicate],
+    union: &Predicate,
+) -> Result<Vec<u64>> {
+    let mut counts = vec![0; slices.len()];
+    for r in c
+        .query(&stmt::slice_counts(d, table, slices, union))
+        .await?
+    {
+        let i = exec::int(&r, 0)?.and_then(|i| usize::try_from(i).ok());
+        match i.and_then(|i| counts.get_mut(i)) {
+            Some(n) => *n = exec::count(&r, 1)?,
+            None => {
+                return Err(Error::engine(format!(
+                    "rows of {table} in a group's union but in none of its batches"
+                )))
+            }
+        }
+    }
+    Ok(counts)
+}
+
 async fn has_marker(
     c: &mut dyn Conn,
     d: &dyn Dialect,
@@ -558,6 +585,26 @@ struct Checked {
 #[derive(Default)]
 struct CatalogCache(Option<(String, Checked)>);
 
+/// What the writes of one transaction share: the catalog they looked up,
+/// and, in a commit group, the ledger marks held back to be made in one
+/// statement after the last write.
+#[derive(Default)]
+struct TxState {
+    catalog: CatalogCache,
+    /// `Some` in a group: the marks to make before the commit.
+    marks: Option<Vec<(TxMark, LedgerHome, u64, u64)>>,
+}
+
+impl TxState {
+    /// The state of a commit group's transaction.
+    fn group() -> Self {
+        TxState {
+            catalog: CatalogCache::default(),
+            marks: Some(Vec::new()),
+        }
+    }
+}
+
 impl CatalogCache {
     /// [`check_write`], or what it found for the same question earlier in
     /// this transaction.
@@ -592,7 +639,7 @@ impl<E: Executor> SqlWarehouse<E> {
         &self,
         c: &mut dyn Conn,
         w: &SliceWrite<'_>,
-        catalog: &mut CatalogCache,
+        tx: &mut TxState,
     ) -> Result<WriteOutcome> {
         let d = self.d();
         let (table, batch) = (w.table, w.batch);
@@ -601,7 +648,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let Checked {
             snapshot: snap_cols,
             floats,
-        } = catalog.check(c, d, w, &[]).await?;
+        } = tx.catalog.check(c, d, w, &[]).await?;
         // The run's staged snapshot was checked when the run made it.
         let direct = w.straight_from_source();
         if !direct {
@@ -673,6 +720,7 @@ impl<E: Executor> SqlWarehouse<E> {
         self.settle(
             c,
             w,
+            tx,
             WriteOutcome {
                 rows_before: before,
                 rows_written: written,
@@ -683,18 +731,168 @@ impl<E: Executor> SqlWarehouse<E> {
         .await
     }
 
+    /// The overwrites of a group that can be written as one: each inserts
+    /// straight from the same staged snapshot into the same table with
+    /// the same columns, pre-image and guards, and the engine has no
+    /// native partition path to prefer.
+    fn fusable<'w, 'a>(&self, writes: &'w [BatchWrite<'a>]) -> Option<Vec<&'w SliceWrite<'a>>> {
+        if writes.len() < 2 || self.exec.partitions().is_some() {
+            return None;
+        }
+        let slices: Vec<&SliceWrite<'a>> = writes
+            .iter()
+            .map(|w| match w {
+                BatchWrite::Overwrite(s) => Some(s),
+                BatchWrite::Merge(_) => None,
+            })
+            .collect::<Option<_>>()?;
+        let first = slices[0];
+        let same = |w: &SliceWrite<'_>| {
+            w.straight_from_source()
+                && matches!(w.source, Source::Table(_))
+                && w.source == first.source
+                && w.table == first.table
+                && w.columns == first.columns
+                && w.snapshot == first.snapshot
+                && w.guards == first.guards
+                && w.run_id == first.run_id
+        };
+        slices.iter().all(|w| same(w)).then_some(slices)
+    }
+
+    /// Writes a group of overwrites as one: each batch's pre-image and
+    /// row counts as its own (one scan for the counts of all), then one
+    /// delete and one insert over the union of their slices, then each
+    /// batch's guards and ledger mark. The batches of a plan are disjoint,
+    /// so this is the same table, and the same per-batch record, as
+    /// writing them one after another in the transaction.
+    async fn overwrite_fused(
+        &self,
+        c: &mut dyn Conn,
+        ws: &[&SliceWrite<'_>],
+        tx: &mut TxState,
+    ) -> std::result::Result<Vec<WriteOutcome>, GroupFailure> {
+        let d = self.d();
+        let first = ws[0];
+        let table = first.table;
+        for (i, w) in ws.iter().enumerate() {
+            lock_batch_write(c, d, table, w.batch.id.0.as_str())
+                .await
+                .map_err(|e| GroupFailure::at(i, e))?;
+        }
+        let checked = tx
+            .catalog
+            .check(c, d, first, &[])
+            .await
+            .map_err(|e| GroupFailure::at(0, e))?;
+        let slices: Vec<&Predicate> = ws.iter().map(|w| &w.batch.predicate).collect();
+        let owned: Vec<Predicate> = slices.iter().map(|p| (*p).clone()).collect();
+        let union = Predicate::union(&owned);
+        let whole = GroupFailure::whole;
+        if let Source::Table(src) = first.source {
+            // A non-finite value is found batch by batch when the group is
+            // written again one batch at a time.
+            check_finite(c, d, first, &checked.floats, src, &union)
+                .await
+                .map_err(whole)?;
+        }
+        let mut snapshotted = vec![0; ws.len()];
+        if let (Some(snap), Some(cols)) = (first.snapshot, &checked.snapshot) {
+            for (i, w) in ws.iter().enumerate() {
+                let id = w.batch.id.0.as_str();
+                let at = |e| GroupFailure::at(i, e);
+                if !has_marker(c, d, snap, id).await.map_err(at)? {
+                    snapshotted[i] = c
+                        .execute(&stmt::snapshot_slice(
+                            d,
+                            snap,
+                            cols,
+                            table,
+                            &w.batch.predicate,
+                            id,
+                        ))
+                        .await
+                        .map_err(at)?;
+                    c.execute(&stmt::insert_marker(d, snap, id))
+                        .await
+                        .map_err(at)?;
+                }
+            }
+        }
+        let Source::Table(src) = first.source else {
+            return Err(whole(Error::engine("a fused group reads a staged table")));
+        };
+        let before = slice_counts(c, d, table, &slices, &union)
+            .await
+            .map_err(whole)?;
+        let written = slice_counts(c, d, src, &slices, &union)
+            .await
+            .map_err(whole)?;
+        let deleted = c
+            .execute(&stmt::delete_slice(d, table, &union))
+            .await
+            .map_err(whole)?;
+        let group = Batch {
+            id: crate::plan::BatchId("group".into()),
+            seq: first.batch.seq,
+            predicate: union,
+            start: None,
+            end: None,
+        };
+        let inserted = c
+            .execute(&stmt::insert_slice(
+                d,
+                table,
+                first.columns,
+                first.source,
+                &group,
+            ))
+            .await
+            .map_err(whole)?;
+        if deleted != before.iter().sum::<u64>() || inserted != written.iter().sum::<u64>() {
+            return Err(whole(Error::engine(format!(
+                "a commit group of {} batches deleted {deleted} and inserted {inserted} rows, \
+                 where its batches' counts say {} and {}",
+                ws.len(),
+                before.iter().sum::<u64>(),
+                written.iter().sum::<u64>()
+            ))));
+        }
+        let mut outs = Vec::with_capacity(ws.len());
+        for (i, w) in ws.iter().enumerate() {
+            let out = WriteOutcome {
+                rows_before: before[i],
+                rows_written: written[i],
+                rows_snapshotted: snapshotted[i],
+                ledger_marked: false,
+            };
+            outs.push(
+                self.settle(c, w, tx, out)
+                    .await
+                    .map_err(|e| GroupFailure::at(i, e))?,
+            );
+        }
+        Ok(outs)
+    }
+
     /// Runs the write's guards, then marks the batch written in the same
     /// transaction, when its ledger lives in this database.
     async fn settle(
         &self,
         c: &mut dyn Conn,
         w: &SliceWrite<'_>,
+        tx: &mut TxState,
         mut out: WriteOutcome,
     ) -> Result<WriteOutcome> {
         run_guards(c, self.d(), w, (out.rows_before, out.rows_written)).await?;
         if let Some((mark, home)) = self.home_of(w.mark) {
-            crate::engine::ledger::mark_written(c, &home, &mark, out.rows_before, out.rows_written)
-                .await?;
+            let rows = (out.rows_before, out.rows_written);
+            match &mut tx.marks {
+                Some(held) => held.push((mark, home, rows.0, rows.1)),
+                None => {
+                    crate::engine::ledger::mark_written(c, &home, &mark, rows.0, rows.1).await?
+                }
+            }
             out.ledger_marked = true;
         }
         Ok(out)
@@ -706,7 +904,7 @@ impl<E: Executor> SqlWarehouse<E> {
         &self,
         c: &mut dyn Conn,
         m: &MergeWrite<'_>,
-        catalog: &mut CatalogCache,
+        tx: &mut TxState,
     ) -> Result<WriteOutcome> {
         let d = self.d();
         let w = &m.slice;
@@ -721,7 +919,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let Checked {
             snapshot: snap_cols,
             floats,
-        } = catalog.check(c, d, w, keys).await?;
+        } = tx.catalog.check(c, d, w, keys).await?;
         let log_cols = match m.key_log {
             Some(l) => Some(snapshot_columns(c, d, l).await?),
             None => None,
@@ -833,6 +1031,7 @@ impl<E: Executor> SqlWarehouse<E> {
         self.settle(
             c,
             w,
+            tx,
             WriteOutcome {
                 rows_before: updated,
                 rows_written: updated + inserted,
@@ -1121,7 +1320,7 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
     async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome> {
         let mut tx = self.exec.begin(self.settings.limits).await?;
         let r = self
-            .overwrite_in(&mut *tx, write, &mut CatalogCache::default())
+            .overwrite_in(&mut *tx, write, &mut TxState::default())
             .await;
         finish(tx, r).await
     }
@@ -1129,7 +1328,7 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
     async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
         let mut tx = self.exec.begin(self.settings.limits).await?;
         let r = self
-            .merge_in(&mut *tx, write, &mut CatalogCache::default())
+            .merge_in(&mut *tx, write, &mut TxState::default())
             .await;
         finish(tx, r).await
     }
@@ -1148,11 +1347,20 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
             .await
             .map_err(GroupFailure::whole)?;
         let mut outs = Vec::with_capacity(writes.len());
-        let mut catalog = CatalogCache::default();
-        for (i, w) in writes.iter().enumerate() {
+        let mut state = TxState::group();
+        if let Some(slices) = self.fusable(writes) {
+            match self.overwrite_fused(&mut *tx, &slices, &mut state).await {
+                Ok(o) => outs = o,
+                Err(f) => {
+                    let _ = tx.rollback().await;
+                    return Err(f);
+                }
+            }
+        }
+        for (i, w) in writes.iter().enumerate().skip(outs.len()) {
             let r = match w {
-                BatchWrite::Overwrite(s) => self.overwrite_in(&mut *tx, s, &mut catalog).await,
-                BatchWrite::Merge(m) => self.merge_in(&mut *tx, m, &mut catalog).await,
+                BatchWrite::Overwrite(s) => self.overwrite_in(&mut *tx, s, &mut state).await,
+                BatchWrite::Merge(m) => self.merge_in(&mut *tx, m, &mut state).await,
             };
             match r {
                 Ok(o) => outs.push(o),
@@ -1160,6 +1368,19 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
                     let _ = tx.rollback().await;
                     return Err(GroupFailure::at(i, e));
                 }
+            }
+        }
+        // The group's ledger marks, in one statement before the commit;
+        // one no longer held fails the group as a whole, and the batches
+        // written again one by one say which.
+        let held = state.marks.take().unwrap_or_default();
+        if let Some((_, home, _, _)) = held.first() {
+            let home = home.clone();
+            let marks: Vec<_> = held.into_iter().map(|(m, _, b, w)| (m, b, w)).collect();
+            if let Err(e) = crate::engine::ledger::mark_written_many(&mut *tx, &home, &marks).await
+            {
+                let _ = tx.rollback().await;
+                return Err(GroupFailure::whole(e));
             }
         }
         tx.commit().await.map_err(GroupFailure::whole)?;

@@ -785,6 +785,29 @@ pub fn delete_slice(d: &dyn Dialect, table: &TableRef, predicate: &Predicate) ->
     b.finish()
 }
 
+/// Rows of `table` in each of several disjoint slices, in one scan of
+/// their union: rows `(slice number, count)`, the number the position in
+/// `slices`, a slice without rows absent.
+pub fn slice_counts(
+    d: &dyn Dialect,
+    table: &TableRef,
+    slices: &[&Predicate],
+    union: &Predicate,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT CASE");
+    for (i, p) in slices.iter().enumerate() {
+        b.push(" WHEN ").predicate(p, Some("__t"));
+        b.push(&format!(" THEN {i}"));
+    }
+    b.push(" END AS \"__bf_slice\", count(*) FROM ")
+        .table(table)
+        .push(" AS __t WHERE ")
+        .predicate(union, Some("__t"))
+        .push(" GROUP BY 1");
+    b.finish()
+}
+
 /// Inserts a batch's source slice ([`SqlBuilder::source_slice`]) into
 /// `table`, columns by name.
 pub fn insert_slice(
@@ -1486,6 +1509,52 @@ pub mod ledger {
             b.param(Value::Text(id.clone()));
         }
         b.push(")");
+        b.finish()
+    }
+
+    /// Marks several batches of a run `written` in one statement, each
+    /// fenced on `running` under its own token, with its row counts:
+    /// `rows` are `(batch, token, rows before, rows written)`.
+    pub fn mark_written_many(
+        d: &dyn Dialect,
+        batches: &TableRef,
+        run_id: &str,
+        rows: &[(&str, u64, u64, u64)],
+        now: Timestamp,
+    ) -> Sql {
+        let count = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut b = SqlBuilder::new(d);
+        b.push("UPDATE ").table(batches).push(
+            " SET \"state\" = 'written', \"rows_before\" = \"__bf_v\".\"rows_before\", \
+             \"rows_written\" = \"__bf_v\".\"rows_written\", \"finished_at\" = ",
+        );
+        b.param(Value::Timestamp(now)).push(" FROM (");
+        for (i, (batch, token, before, written)) in rows.iter().enumerate() {
+            if i > 0 {
+                b.push(" UNION ALL ");
+            }
+            b.push("SELECT ");
+            select_param(&mut b, &Value::Text((*batch).to_string()));
+            b.push(" AS \"batch_id\", ");
+            select_param(&mut b, &count(*token));
+            b.push(" AS \"token\", ");
+            select_param(&mut b, &count(*before));
+            b.push(" AS \"rows_before\", ");
+            select_param(&mut b, &count(*written));
+            b.push(" AS \"rows_written\"");
+        }
+        let t = ident(BATCHES);
+        b.push(") AS \"__bf_v\" WHERE ")
+            .ident(&t)
+            .push(".\"run_id\" = ");
+        b.param(Value::Text(run_id.to_string()));
+        b.push(" AND ")
+            .ident(&t)
+            .push(".\"batch_id\" = \"__bf_v\".\"batch_id\"");
+        b.push(" AND ").ident(&t).push(".\"state\" = 'running'");
+        b.push(" AND ")
+            .ident(&t)
+            .push(".\"lease_token\" = \"__bf_v\".\"token\"");
         b.finish()
     }
 

@@ -24,15 +24,22 @@ pub enum Grouping {
 }
 
 impl Grouping {
-    /// The runner options of this grouping.
+    /// The runner options of this grouping. The source is staged, so
+    /// that an engine may write a group's overwrites as one (the other
+    /// cases run groups of unstaged sources, batch after batch in the
+    /// group's transaction).
     pub fn options(self) -> RunOptions {
+        let staged = RunOptions {
+            stage_source: true,
+            ..fast_options()
+        };
         match self {
             Grouping::Fixed(n) => RunOptions {
                 max_group: n,
                 group_target: Duration::ZERO,
-                ..fast_options()
+                ..staged
             },
-            Grouping::Adaptive => fast_options(),
+            Grouping::Adaptive => staged,
         }
     }
 }
