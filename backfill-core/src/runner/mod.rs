@@ -755,6 +755,12 @@ impl Runner {
             && after
                 .iter()
                 .all(|b| matches!(b.state, BatchState::Pending | BatchState::Failed));
+        if staged && failure.is_none() && after.iter().all(|b| b.state.is_done()) {
+            // Every batch is written from the snapshot: it has served, and
+            // the engine need not keep (nor checkpoint) a copy of the
+            // source. A later call stages afresh if it writes again.
+            self.drop_staged_source(job, &ctx0).await?;
+        }
         self.release_target(job, &opened.key, status, wrote_nothing)
             .await?;
         // A cancel ends this call only; the next `run` starts afresh.
@@ -1197,6 +1203,18 @@ impl Runner {
             self.retried.record_asset(a).await?;
         }
         Ok(source)
+    }
+
+    /// Drops the run's staged snapshot of its source and records it
+    /// dropped.
+    async fn drop_staged_source(&self, job: &Backfill, ctx: &RunContext<'_>) -> Result<()> {
+        let table = ctx.staged_source_table()?;
+        if self.warehouse.drop_table(&table).await? {
+            self.retried
+                .asset_dropped(&job.run_id, &table, self.retried.now())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Records the working tables this call will make as the run's
