@@ -86,6 +86,31 @@ impl Predicate {
     /// assert!(matches!(Predicate::union(&[day(1, 2), day(3, 4)]), Predicate::Or(_)));
     /// ```
     pub fn union(ps: &[Predicate]) -> Predicate {
+        let merged = Predicate::successive(ps).map(|s| {
+            let range = Predicate::Range {
+                column: s.column.clone(),
+                start: s.start.clone(),
+                end: s.ends.last().cloned().cloned(),
+            };
+            match s.rest {
+                [] => range,
+                rest => {
+                    let mut all = vec![range];
+                    all.extend(rest.iter().cloned());
+                    Predicate::And(all)
+                }
+            }
+        });
+        match (merged, ps) {
+            (Some(p), _) => p,
+            (None, [one]) => one.clone(),
+            (None, _) => Predicate::Or(ps.to_vec()),
+        }
+    }
+
+    /// `ps` as ranges on one column that follow each other (each with
+    /// the same other conditions), if they are.
+    pub fn successive(ps: &[Predicate]) -> Option<Successive<'_>> {
         fn split(p: &Predicate) -> Option<(&Predicate, &[Predicate])> {
             match p {
                 Predicate::Range { .. } => Some((p, &[])),
@@ -96,48 +121,34 @@ impl Predicate {
                 _ => None,
             }
         }
-        let merged = (|| {
-            let (first, rest) = split(ps.first()?)?;
-            let Predicate::Range { column, start, .. } = first else {
+        let (first, rest) = split(ps.first()?)?;
+        let Predicate::Range { column, start, .. } = first else {
+            return None;
+        };
+        let mut ends = Vec::with_capacity(ps.len());
+        let mut expect: Option<&Option<Value>> = None;
+        for p in ps {
+            let (r, others) = split(p)?;
+            let Predicate::Range {
+                column: c,
+                start: s,
+                end: e,
+            } = r
+            else {
                 return None;
             };
-            let mut end = None;
-            let mut expect: Option<&Option<Value>> = None;
-            for p in ps {
-                let (r, others) = split(p)?;
-                let Predicate::Range {
-                    column: c,
-                    start: s,
-                    end: e,
-                } = r
-                else {
-                    return None;
-                };
-                if c != column || others != rest || expect.is_some_and(|x| x != s) {
-                    return None;
-                }
-                expect = Some(e);
-                end = e.clone();
+            if c != column || others != rest || expect.is_some_and(|x| x != s) {
+                return None;
             }
-            let range = Predicate::Range {
-                column: column.clone(),
-                start: start.clone(),
-                end,
-            };
-            Some(match rest {
-                [] => range,
-                _ => {
-                    let mut all = vec![range];
-                    all.extend(rest.iter().cloned());
-                    Predicate::And(all)
-                }
-            })
-        })();
-        match (merged, ps) {
-            (Some(p), _) => p,
-            (None, [one]) => one.clone(),
-            (None, _) => Predicate::Or(ps.to_vec()),
+            expect = Some(e);
+            ends.push(e.as_ref()?);
         }
+        Some(Successive {
+            column,
+            start,
+            ends,
+            rest,
+        })
     }
 
     /// Columns this predicate reads.
@@ -267,4 +278,18 @@ impl Hasher for Fnv {
             self.0 = self.0.wrapping_mul(0x100000001b3);
         }
     }
+}
+
+/// Ranges on one column that follow each other: see
+/// [`Predicate::successive`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Successive<'a> {
+    /// The column.
+    pub column: &'a Ident,
+    /// Where the first range starts.
+    pub start: &'a Option<Value>,
+    /// Where each range ends (the next one starts there).
+    pub ends: Vec<&'a Value>,
+    /// The other conditions every range carries.
+    pub rest: &'a [Predicate],
 }

@@ -506,21 +506,36 @@ async fn log_transitions(
 ) -> Result<()> {
     let d = home.dialect;
     advisory_lock(c, d, &numbering_key(home)).await?;
-    let rows: Vec<Vec<Value>> = moves
-        .iter()
-        .map(|(batch, from, to, reason)| {
-            vec![
-                text(run_id.as_str()),
-                text(batch.0.as_str()),
-                text(*from),
-                text(*to),
-                Value::Timestamp(at),
-                text(reason.as_str()),
-            ]
-        })
-        .collect();
-    let q = sql::insert_numbered_rows(d, &home.table(sql::TRANSITIONS), TRANSITION_COLUMNS, &rows);
-    c.execute(&q).await.map(|_| ())
+    // Moves alike (the same from, to and reason) are logged by one
+    // statement that binds only their batch ids; they follow plan order,
+    // as a group's batches do.
+    let mut rest = moves;
+    while let Some((_, from, to, reason)) = rest.first() {
+        let alike = rest
+            .iter()
+            .take_while(|(_, f, t, r)| f == from && t == to && r == reason)
+            .count();
+        let ids: Vec<&str> = rest[..alike].iter().map(|(b, ..)| b.0.as_str()).collect();
+        let q = sql::log_moves(
+            d,
+            &home.table(sql::TRANSITIONS),
+            &home.table(sql::BATCHES),
+            TRANSITION_COLUMNS,
+            run_id.as_str(),
+            &ids,
+            (from, to),
+            at,
+            reason,
+        );
+        if c.execute(&q).await? != ids.len() as u64 {
+            return Err(Error::engine(format!(
+                "the log of batches {} found fewer batches than it logs",
+                ids.join(", ")
+            )));
+        }
+        rest = &rest[alike..];
+    }
+    Ok(())
 }
 
 /// The lease token as stored.

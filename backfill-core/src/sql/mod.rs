@@ -313,6 +313,13 @@ impl<'d> SqlBuilder<'d> {
         }
     }
 
+    /// Drops the last `n` bytes of the text (a trailing separator).
+    pub fn text_truncate(&mut self, n: usize) -> &mut Self {
+        let len = self.text.len().saturating_sub(n);
+        self.text.truncate(len);
+        self
+    }
+
     /// The text so far.
     pub fn text(&self) -> &str {
         &self.text

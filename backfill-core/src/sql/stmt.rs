@@ -795,17 +795,43 @@ pub fn slice_counts(
     union: &Predicate,
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
-    b.push("SELECT CASE");
-    for (i, p) in slices.iter().enumerate() {
-        b.push(" WHEN ").predicate(p, Some("__t"));
-        b.push(&format!(" THEN {i}"));
+    b.push("SELECT ");
+    let owned: Vec<Predicate> = slices.iter().map(|p| (*p).clone()).collect();
+    match Predicate::successive(&owned) {
+        // Ranges that follow each other: a row's slice is found by a
+        // binary search on their ends, a few comparisons a row.
+        Some(s) => bisect(&mut b, s.column, &s.ends, 0, s.ends.len()),
+        None => {
+            b.push("CASE");
+            for (i, p) in slices.iter().enumerate() {
+                b.push(" WHEN ").predicate(p, Some("__t"));
+                b.push(&format!(" THEN {i}"));
+            }
+            b.push(" END");
+        }
     }
-    b.push(" END AS \"__bf_slice\", count(*) FROM ")
+    b.push(" AS \"__bf_slice\", count(*) FROM ")
         .table(table)
         .push(" AS __t WHERE ")
         .predicate(union, Some("__t"))
         .push(" GROUP BY 1");
     b.finish()
+}
+
+/// The number of the range, among `lo..hi`, that a row's `column` falls
+/// in, given where each range ends: nested `CASE`s, halving each time.
+fn bisect(b: &mut SqlBuilder<'_>, column: &Ident, ends: &[&Value], lo: usize, hi: usize) {
+    if hi - lo <= 1 {
+        b.push(&lo.to_string());
+        return;
+    }
+    let mid = (lo + hi) / 2;
+    b.push("CASE WHEN ").qualified("__t", column).push(" < ");
+    b.param(ends[mid - 1].clone()).push(" THEN ");
+    bisect(b, column, ends, lo, mid);
+    b.push(" ELSE ");
+    bisect(b, column, ends, mid, hi);
+    b.push(" END");
 }
 
 /// Inserts a batch's source slice ([`SqlBuilder::source_slice`]) into
@@ -1444,38 +1470,53 @@ pub mod ledger {
         b.finish()
     }
 
-    /// [`insert_numbered`] of several rows at once, numbered in order
-    /// after the table's highest id.
-    pub fn insert_numbered_rows(
+    /// Logs the same move of several batches of a run (the log's columns
+    /// as in `columns`: run, batch, from, to, at, reason), numbered in
+    /// plan order after the log's highest id: the batches are read from
+    /// the batches table, so the statement binds their ids only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn log_moves(
         d: &dyn Dialect,
-        table: &TableRef,
+        transitions: &TableRef,
+        batches: &TableRef,
         columns: &[&str],
-        rows: &[Vec<Value>],
+        run_id: &str,
+        ids: &[&str],
+        (from, to): (&str, &str),
+        at: Timestamp,
+        reason: &str,
     ) -> Sql {
         let mut b = SqlBuilder::new(d);
-        b.push("INSERT INTO ").table(table).push(" (\"id\"");
+        b.push("INSERT INTO ").table(transitions).push(" (\"id\"");
         for c in columns {
             b.push(", ").ident(&ident(c));
         }
-        b.push(") SELECT \"__bf_m\".\"base\" + \"__bf_v\".\"n\"");
-        for c in columns {
-            b.push(", \"__bf_v\".").ident(&ident(c));
+        b.push(") SELECT \"__bf_m\".\"base\" + row_number() OVER (ORDER BY \"__bf_b\".\"seq\"), ");
+        b.push("\"__bf_b\".\"run_id\", \"__bf_b\".\"batch_id\", ");
+        for v in [
+            Value::Text(from.to_string()),
+            Value::Text(to.to_string()),
+            Value::Timestamp(at),
+            Value::Text(reason.to_string()),
+        ] {
+            select_param(&mut b, &v);
+            b.push(", ");
         }
-        b.push(" FROM (SELECT coalesce(max(\"id\"), 0) AS \"base\" FROM ")
-            .table(table)
-            .push(") AS \"__bf_m\" CROSS JOIN (");
-        for (i, row) in rows.iter().enumerate() {
+        b.text_truncate(2);
+        b.push(" FROM ")
+            .table(batches)
+            .push(" AS \"__bf_b\" CROSS JOIN (SELECT coalesce(max(\"id\"), 0) AS \"base\" FROM ");
+        b.table(transitions)
+            .push(") AS \"__bf_m\" WHERE \"__bf_b\".\"run_id\" = ");
+        b.param(Value::Text(run_id.to_string()))
+            .push(" AND \"__bf_b\".\"batch_id\" IN (");
+        for (i, id) in ids.iter().enumerate() {
             if i > 0 {
-                b.push(" UNION ALL ");
-            }
-            b.push(&format!("SELECT {} AS \"n\"", i + 1));
-            for (c, v) in columns.iter().zip(row) {
                 b.push(", ");
-                select_param(&mut b, v);
-                b.push(" AS ").ident(&ident(c));
             }
+            b.param(Value::Text((*id).to_string()));
         }
-        b.push(") AS \"__bf_v\"");
+        b.push(")");
         b.finish()
     }
 
