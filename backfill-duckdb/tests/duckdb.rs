@@ -257,10 +257,12 @@ impl backfill_core::runner::MaintenanceHook for SettingProbe {
     }
 }
 
-/// A run defers DuckDB's automatic checkpoints while it writes (a day a
-/// commit would otherwise checkpoint every few batches), and puts the
-/// default back however the run ends: completed, or failed on its third
-/// batch. A threshold the user set is left exactly as it is.
+/// A run that commits every batch on its own defers DuckDB's automatic
+/// checkpoints while it writes (a day a commit would otherwise checkpoint
+/// every few batches), and puts the default back however the run ends:
+/// completed, or failed on its third batch. A threshold the user set is
+/// left exactly as it is, and so is the default under a run in commit
+/// groups, whose few commits cost less with the engine's own checkpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_defer_checkpoints_and_restore_the_setting() {
     use backfill_testkit::{FaultPoint, Faulty};
@@ -282,8 +284,12 @@ async fn runs_defer_checkpoints_and_restore_the_setting() {
             Source::Table(fix.clone()),
         )
     };
+    let per_batch = backfill_core::RunOptions {
+        max_group: 1,
+        ..fast_options()
+    };
     Runner::new(Arc::new(w.clone()), ledger.clone())
-        .with_options(fast_options())
+        .with_options(per_batch.clone())
         .with_maintenance(probe.clone())
         .run(&job("deferred"))
         .await
@@ -293,10 +299,22 @@ async fn runs_defer_checkpoints_and_restore_the_setting() {
     assert_ne!(seen[0], users, "deferred while the run wrote");
     assert_eq!(checkpoint_threshold(&w).await, users, "put back");
 
+    Runner::new(Arc::new(w.clone()), ledger.clone())
+        .with_options(fast_options())
+        .with_maintenance(probe.clone())
+        .run(&job("grouped"))
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.1.lock().unwrap().last(),
+        Some(&users),
+        "a run in groups leaves the engine's checkpoints alone"
+    );
+
     let faulty = Arc::new(Faulty::new(Arc::new(w.clone()) as Arc<dyn Warehouse>));
     faulty.fail_nth(FaultPoint::BeforeWrite, 3);
     Runner::new(faulty, ledger.clone())
-        .with_options(fast_options())
+        .with_options(per_batch.clone())
         .run(&job("failing"))
         .await
         .expect_err("the third batch fails");
@@ -316,7 +334,7 @@ async fn runs_defer_checkpoints_and_restore_the_setting() {
         .unwrap();
     let theirs = checkpoint_threshold(&w).await;
     Runner::new(Arc::new(w.clone()), ledger)
-        .with_options(fast_options())
+        .with_options(per_batch)
         .with_maintenance(probe.clone())
         .run(&job("theirs"))
         .await
