@@ -84,11 +84,11 @@ pub enum Command {
         #[arg(long, default_value = "backfill")]
         ledger_schema: String,
     },
-    /// Pauses the run at the next batch boundary, in every process.
+    /// Pauses the run at the next commit-group boundary, in every process.
     Pause(SteerArgs),
     /// Lifts a pause or a cancel; the next `run` goes on.
     Resume(SteerArgs),
-    /// Stops the run at the next batch boundary; it stays resumable.
+    /// Stops the run at the next commit-group boundary; it stays resumable.
     Cancel(SteerArgs),
     /// Accepts the drift that paused the run (as `--as`, with a reason):
     /// what the run depends on now becomes its baseline, and the pause is

@@ -10,7 +10,7 @@
 //!   held. The running process looks for it between batches, records it
 //!   in the ledger as the operator's steering (with who asked), and
 //!   removes it; the runner reads the ledger's steering at every claim,
-//!   so the request takes effect at the next batch boundary. A request
+//!   so the request takes effect at the next commit-group boundary. A request
 //!   left when no run holds the file is applied by the next `run`.
 //! - `<db>.status.json`: what the running process last saw (counts,
 //!   rows, rate, ETA, the last event, its pid), rewritten after every

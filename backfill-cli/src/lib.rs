@@ -11,7 +11,7 @@
 //! backfill slice -f brief.yaml              the test slice and the run's estimate
 //! backfill run -f brief.yaml                start or resume
 //! backfill status RUN                       from any terminal, while it runs
-//! backfill pause|resume|cancel RUN          at the next batch boundary, in every process
+//! backfill pause|resume|cancel RUN          at the next commit-group boundary, in every process
 //! backfill validate|approve|cutover|rollback|refresh|note|done -f brief.yaml
 //! backfill cleanup [--dry-run]
 //! ```

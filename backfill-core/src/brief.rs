@@ -263,8 +263,8 @@ impl Brief {
                     rerun: "Running again continues the recorded plan: finished batches are \
                             skipped and the table does not change."
                         .into(),
-                    pause: "A pause or cancel takes effect at the next batch boundary; no \
-                            batch is half-written."
+                    pause: "A pause or cancel takes effect at the next commit-group \
+                            boundary (about half a second); no batch is half-written."
                         .into(),
                     recovery: "Run again after a failure or a crash: the ledger resumes the \
                                stored plan from the first unfinished batch; or roll back."

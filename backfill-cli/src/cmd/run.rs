@@ -210,7 +210,7 @@ fn outcome(report: &RunReport) -> Report {
         RunStatus::Paused => (
             Exit::Incomplete,
             format!(
-                "paused at a batch boundary: {}/{} batches written; `backfill resume {}` then `backfill run` to go on",
+                "paused between commit groups: {}/{} batches written; `backfill resume {}` then `backfill run` to go on",
                 report.batches_done, report.batches_total, report.run_id
             ),
         ),

@@ -267,11 +267,11 @@ pub async fn steer(ctx: &Ctx, run: &str, schema: &str, to: Steering) -> Result<R
             s.ledger.steer(&run, to, &ctx.actor).await?;
             let after = match to {
                 Steering::Pause => {
-                    "workers stop claiming at their next batch boundary; `backfill resume` lifts it"
+                    "workers stop claiming at their next commit-group boundary; `backfill resume` lifts it"
                 }
                 Steering::Run => "the next `backfill run` goes on",
                 Steering::Cancel => {
-                    "workers stop at their next batch boundary; the run stays resumable"
+                    "workers stop at their next commit-group boundary; the run stays resumable"
                 }
             };
             Ok(Report::new(
@@ -298,7 +298,7 @@ pub async fn steer(ctx: &Ctx, run: &str, schema: &str, to: Steering) -> Result<R
                        "file": channel::control_path(&path)}),
                 format!(
                     "{what} requested for run {run}: the process holding {} records it in the ledger \
-                     and it takes effect at the next batch boundary\n",
+                     and it takes effect at the next commit-group boundary\n",
                     path.display()
                 ),
             ))
