@@ -202,33 +202,12 @@ fn repeats(sql: &Sql) -> bool {
 impl PgConn {
     /// `sql` as a named statement of this connection, prepared the first
     /// time the connection runs its text: each later run binds and
-    /// executes it in one round trip instead of two.
+    /// executes it in one round trip instead of two. Only statements that
+    /// return no rows are cached ([`repeats`]), so a cached plan never
+    /// meets a changed result type.
     async fn prepared(&self, sql: &Sql) -> Result<tokio_postgres::Statement> {
         let c = self.client()?;
-        c.prepare_cached(&sql.text).await.map_err(|e| self.stale(e))
-    }
-
-    /// Maps an error of a cached statement: a plan whose result type
-    /// changed under it (a table altered since it was prepared) empties
-    /// the connection's cache and is worth another attempt, which
-    /// prepares afresh.
-    fn stale(&self, e: tokio_postgres::Error) -> Error {
-        let stale = e.as_db_error().is_some_and(|db| {
-            *db.code() == SqlState::FEATURE_NOT_SUPPORTED
-                && db
-                    .message()
-                    .contains("cached plan must not change result type")
-        });
-        if stale {
-            if let Ok(c) = self.client() {
-                c.statement_cache.clear();
-            }
-            return Error::transient(format!(
-                "{}; prepared again on the next attempt",
-                pg_error(e)
-            ));
-        }
-        pg_error(e)
+        c.prepare_cached(&sql.text).await.map_err(pg_error)
     }
 }
 
@@ -243,7 +222,7 @@ impl Conn for PgConn {
         }
         let st = self.prepared(sql).await?;
         let r = self.client()?.execute(&st, &refs(&ps)).await;
-        r.map_err(|e| self.stale(e))
+        r.map_err(pg_error)
     }
 
     async fn query(&mut self, sql: &Sql) -> Result<Vec<Vec<Value>>> {

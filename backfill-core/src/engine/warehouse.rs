@@ -789,13 +789,14 @@ impl<E: Executor> SqlWarehouse<E> {
         let owned: Vec<Predicate> = slices.iter().map(|p| (*p).clone()).collect();
         let union = Predicate::union(&owned);
         let whole = GroupFailure::whole;
-        if let Source::Table(src) = first.source {
-            // A non-finite value is found batch by batch when the group is
-            // written again one batch at a time.
-            check_finite(c, d, first, &checked.floats, src, &union)
-                .await
-                .map_err(whole)?;
-        }
+        let Source::Table(src) = first.source else {
+            return Err(whole(Error::engine("a fused group reads a staged table")));
+        };
+        // A non-finite value is found batch by batch when the group is
+        // written again one batch at a time.
+        check_finite(c, d, first, &checked.floats, src, &union)
+            .await
+            .map_err(whole)?;
         let mut snapshotted = vec![0; ws.len()];
         if let (Some(snap), Some(cols)) = (first.snapshot, &checked.snapshot) {
             for (i, w) in ws.iter().enumerate() {
@@ -819,9 +820,6 @@ impl<E: Executor> SqlWarehouse<E> {
                 }
             }
         }
-        let Source::Table(src) = first.source else {
-            return Err(whole(Error::engine("a fused group reads a staged table")));
-        };
         let before = slice_counts(c, d, table, &slices, &union)
             .await
             .map_err(whole)?;
