@@ -12,9 +12,9 @@ use backfill_core::jiff::civil::{Date, DateTime};
 use backfill_core::jiff::tz::TimeZone;
 use backfill_core::jiff::Timestamp;
 use backfill_core::sql::{stmt, Dialect, DuckDbDialect, Sql};
-use backfill_core::{ColumnType, Error, Result, Value};
+use backfill_core::{ColumnType, Error, Result, TableRef, Value};
 use duckdb::types::{TimeUnit, Value as DValue, ValueRef};
-use duckdb::{params_from_iter, Connection, Row};
+use duckdb::{appender_params_from_iter, params_from_iter, Connection, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// The dialect every statement is rendered in.
@@ -208,6 +208,49 @@ impl Conn for DuckConn {
         let text = text.to_string();
         self.on(move |s| s.conn.execute_batch(&text).map_err(engine_error))
             .await
+    }
+
+    async fn append(
+        &mut self,
+        table: &TableRef,
+        columns: &[&str],
+        rows: &[Vec<Value>],
+    ) -> Result<bool> {
+        // The appender casts text into any column, so values the dialect
+        // would cast by their placeholder (dates and times) go by
+        // statements instead.
+        let plain = rows.iter().flatten().all(|v| {
+            matches!(
+                v,
+                Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Text(_)
+            )
+        });
+        if !plain {
+            return Ok(false);
+        }
+        let schema = table
+            .schema
+            .as_ref()
+            .map_or("main", |s| s.as_str())
+            .to_string();
+        let name = table.name.as_str().to_string();
+        let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        let rows = rows.to_vec();
+        self.on(move |s| {
+            tracing::trace!(table = %name, rows = rows.len(), "append");
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            let mut app = s
+                .conn
+                .appender_with_columns_to_db(&name, &schema, &columns)
+                .map_err(engine_error)?;
+            for row in &rows {
+                app.append_row(appender_params_from_iter(row.iter().map(bind)))
+                    .map_err(engine_error)?;
+            }
+            app.flush().map_err(engine_error)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn commit(&mut self) -> Result<()> {

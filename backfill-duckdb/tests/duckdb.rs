@@ -180,6 +180,56 @@ async fn file_database_keeps_the_ledger() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The appender (how a plan is recorded) writes inside the connection's
+/// transaction: rolled back, nothing of it stays; committed, every row, with
+/// the columns it was not given at their defaults. Values it would have to
+/// cast from text (dates) are left to statements, with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_inside_the_transaction() {
+    use backfill_core::engine::Executor;
+    let w = DuckDbWarehouse::in_memory().unwrap();
+    let e = w.executor();
+    let mut c = e.connect().await.unwrap();
+    c.script("CREATE SCHEMA s; CREATE TABLE s.t (a BIGINT, b VARCHAR, c BIGINT DEFAULT 7)")
+        .await
+        .unwrap();
+    drop(c);
+    let t = tr("s.t");
+    let rows = vec![
+        vec![Value::Int(1), Value::Text("x".into())],
+        vec![Value::Int(2), Value::Null],
+    ];
+    let mut tx = e.begin(None).await.unwrap();
+    assert!(tx.append(&t, &["a", "b"], &rows).await.unwrap());
+    tx.rollback().await.unwrap();
+    drop(tx);
+    assert_eq!(w.count(&t, &Predicate::All).await.unwrap(), 0);
+    let mut tx = e.begin(None).await.unwrap();
+    assert!(tx.append(&t, &["a", "b"], &rows).await.unwrap());
+    let dated = vec![vec![
+        Value::Int(3),
+        Value::Date("2026-01-01".parse().unwrap()),
+    ]];
+    assert!(!tx.append(&t, &["a", "b"], &dated).await.unwrap());
+    tx.commit().await.unwrap();
+    drop(tx);
+    let got = w
+        .with_connection(|c| {
+            c.prepare("SELECT a, coalesce(b, '-'), c FROM s.t ORDER BY a")?
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<duckdb::Result<Vec<_>>>()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, vec![(1, "x".to_string(), 7), (2, "-".to_string(), 7)]);
+}
+
 /// A DuckDB copy is `CREATE TABLE AS` with its NOT NULLs: a primary key,
 /// checks, defaults and indexes stay behind, so a staging swap would drop
 /// them from the live table. Preflight names them and refuses before any

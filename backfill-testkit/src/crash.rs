@@ -371,6 +371,15 @@ impl Conn for CrashConn {
         self.inner.script(text).await
     }
 
+    async fn append(
+        &mut self,
+        table: &TableRef,
+        columns: &[&str],
+        rows: &[Vec<Value>],
+    ) -> Result<bool> {
+        self.inner.append(table, columns, rows).await
+    }
+
     async fn commit(&mut self) -> Result<()> {
         let fire = self.plan.when != When::Statement
             && self.matched

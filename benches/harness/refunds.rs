@@ -11,7 +11,8 @@
 //! - **P2**: the same with pre-images, per-batch row counts and uniqueness,
 //!   and the end-of-run reconciliation with a row diff;
 //! - **P6**: the Rust heap's peak during the P1 run (the rows stay in the
-//!   engine, so it must not grow with the table);
+//!   engine, so it must not grow with the table), and the process's
+//!   resident growth beside it;
 //! - **P7** (Postgres): 1 against 4 workers sharing one run whose batches
 //!   wait on I/O, with every claim checked.
 
@@ -265,12 +266,13 @@ pub fn daily_job(
 /// Runs `job` to completion with a fresh ledger and default options
 /// (which stage a query source once per run), or with the query read by
 /// each batch when `per_batch` says so; returns the time of
-/// `Runner::run` alone, its report and the Rust heap's peak growth.
+/// `Runner::run` alone, its report, and the heap and resident peaks it
+/// added.
 pub async fn library_run(
     e: &Engine,
     job: &Backfill,
     per_batch: bool,
-) -> (Duration, RunReport, u64) {
+) -> (Duration, RunReport, heap::Held) {
     let options = RunOptions {
         stage_queries: !per_batch,
         ..RunOptions::default()
@@ -284,7 +286,7 @@ pub async fn library_run_with(
     e: &Engine,
     job: &Backfill,
     options: RunOptions,
-) -> (Duration, RunReport, u64) {
+) -> (Duration, RunReport, heap::Held) {
     let (w, ledger): (Arc<dyn Warehouse>, Arc<dyn Ledger>) = match e {
         Engine::Duck(w) => (
             Arc::new(w.clone()),
@@ -308,6 +310,7 @@ pub async fn library_run_with(
             }
         });
     let base = heap::reset_peak();
+    let resident = heap::reset_resident();
     let t = Instant::now();
     let report = runner.run(job).await.expect("library run");
     let took = t.elapsed();
@@ -319,8 +322,11 @@ pub async fn library_run_with(
             s.elapsed().as_secs_f64() * 1e3
         );
     }
-    let peak = heap::peak().saturating_sub(base);
-    (took, report, peak)
+    let held = heap::Held {
+        heap: heap::peak().saturating_sub(base),
+        resident: heap::resident_peak().saturating_sub(resident),
+    };
+    (took, report, held)
 }
 
 /// The table's content as (rows, sum of net, sum of refunds) over the

@@ -80,6 +80,20 @@ pub trait Conn: Send {
     /// without parameters.
     async fn script(&mut self, text: &str) -> Result<()>;
 
+    /// Appends `rows` (values of `columns`, in that order) to `table` by
+    /// the engine's native bulk path, inside this connection's transaction
+    /// if one is open. Returns `false`, having written nothing, where the
+    /// engine has no such path (the default) or it does not take these
+    /// values; the caller then inserts them by statements.
+    async fn append(
+        &mut self,
+        _table: &TableRef,
+        _columns: &[&str],
+        _rows: &[Vec<Value>],
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Commits the transaction this connection was opened with.
     async fn commit(&mut self) -> Result<()>;
 

@@ -859,15 +859,19 @@ impl<E: Executor> Ledger for SqlLedger<E> {
             c.execute(&q).await?;
             let mut columns = vec!["run_id"];
             columns.extend_from_slice(BATCH_COLUMNS);
-            // The plan in bulk: a few statements of many rows each, not a
-            // statement a batch.
+            // The plan in bulk: the engine's bulk path where it has one,
+            // else a few statements of many rows each, never a statement a
+            // batch.
             let rows = batches
                 .iter()
                 .map(|b| pending_row(&run.run_id, b))
                 .collect::<Result<Vec<_>>>()?;
-            for chunk in rows.chunks(PLAN_ROWS_PER_STATEMENT) {
-                let q = sql::insert_rows(d, &home.table(sql::BATCHES), &columns, chunk);
-                c.execute(&q).await?;
+            let table = home.table(sql::BATCHES);
+            if !c.append(&table, &columns, &rows).await? {
+                for chunk in rows.chunks(PLAN_ROWS_PER_STATEMENT) {
+                    c.execute(&sql::insert_rows(d, &table, &columns, chunk))
+                        .await?;
+                }
             }
             log_transition(
                 c,
