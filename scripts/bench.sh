@@ -14,4 +14,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
+./scripts/need-protoc.sh
 exec ./scripts/with-postgres.sh cargo bench --profile dev --all-features --bench harness -- "$@"

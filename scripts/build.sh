@@ -8,5 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
+./scripts/need-protoc.sh
 cargo test --workspace --all-targets --all-features --no-run --quiet >&2
 echo "$CARGO_TARGET_DIR"

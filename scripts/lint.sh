@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
+./scripts/need-protoc.sh
 
 cargo fmt --all -- --check
 # Core stays a layered graph (see backfill-core/src/lib.rs).
@@ -17,4 +18,4 @@ CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
 # Rustdoc for the crates that do not link DuckDB (documenting the DuckDB
 # adapter would also build DuckDB in check mode); its docs are checked by
 # the missing_docs lint above.
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p backfill-core -p backfill-testkit -p backfill-postgres
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p backfill-core -p backfill-testkit -p backfill-postgres -p backfill-spark

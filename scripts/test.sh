@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, the Postgres ones included: the tests
-# run inside ./scripts/with-postgres.sh, which starts a throwaway cluster
-# and stops it afterwards.
+# Runs every test of the workspace, the Postgres and Spark ones included:
+# the tests run inside ./scripts/with-postgres.sh and ./scripts/with-spark.sh,
+# which start a throwaway PostgreSQL cluster and a Sail server (installing
+# what is missing) and stop them afterwards.
 #
 #   ./scripts/test.sh            # all tests
 #   ./scripts/test.sh -p NAME    # extra arguments go to `cargo test`
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/backfill-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-./scripts/with-postgres.sh cargo test --workspace --all-targets --all-features "$@"
+./scripts/with-postgres.sh ./scripts/with-spark.sh \
+  cargo test --workspace --all-targets --all-features "$@"
 # Doc examples.
 cargo test --workspace --doc --all-features "$@"

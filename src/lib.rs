@@ -7,6 +7,7 @@
 //!   write strategies, the ledger, the runner and the validators;
 //! - `duckdb` (feature `duckdb`, on by default): the DuckDB adapter;
 //! - `postgres` (feature `postgres`): the PostgreSQL adapter;
+//! - `spark` (feature `spark`): the Spark client over Spark Connect;
 //! - `testkit` (feature `testkit`): the fake warehouse, fault injection,
 //!   fixtures and the adapter conformance suite.
 #![warn(missing_docs)]
@@ -19,6 +20,9 @@ pub use backfill_duckdb as duckdb;
 
 #[cfg(feature = "postgres")]
 pub use backfill_postgres as postgres;
+
+#[cfg(feature = "spark")]
+pub use backfill_spark as spark;
 
 #[cfg(feature = "testkit")]
 pub use backfill_testkit as testkit;

@@ -3,13 +3,16 @@
 //! Engines share this renderer; a small [`Dialect`] covers where they
 //! differ (quoting, placeholders, hashing, catalogs). Identifiers arrive
 //! validated ([`crate::Ident`]) and are quoted again here; values are
-//! always bound as parameters.
+//! bound as parameters, except on Spark, whose dialect writes them as
+//! literals that hold none of the value's characters ([`spark`]).
 
 mod dialect;
 pub mod inspect;
+pub mod spark;
 pub mod stmt;
 
 pub use dialect::{DeferredCheckpoints, Dialect, DuckDbDialect, PostgresDialect};
+pub use spark::SparkDialect;
 
 use crate::plan::Batch;
 use crate::source::{END_TOKEN, START_TOKEN};

@@ -1,0 +1,250 @@
+//! One Spark Connect session: statements in, numbers and bounded rows out.
+
+use std::fmt;
+use std::sync::Arc;
+
+use backfill_core::sql::{Dialect, SparkDialect, Sql};
+use backfill_core::{ColumnType, Error, Result, Value};
+use spark_connect_core::{ChannelBuilder, SparkConnectClient, SparkError};
+use spark_connect_proto as pb;
+
+use crate::decode;
+
+/// The dialect every statement is rendered in.
+pub static DIALECT: SparkDialect = SparkDialect;
+
+/// The client name servers log with each request.
+const CLIENT_TYPE: &str = "backfill";
+
+/// A Spark Connect session. Cheap to clone: clones share the connection and
+/// the session, and may run statements at the same time.
+///
+/// Statements are rendered by the shared renderer in [`SparkDialect`],
+/// which writes every value as a literal (Spark Connect servers do not all
+/// bind parameters), so [`Sql::params`] travel only for reports.
+#[derive(Clone)]
+pub struct Spark {
+    client: Arc<SparkConnectClient>,
+    url: Arc<str>,
+}
+
+impl fmt::Debug for Spark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spark")
+            .field("url", &self.url)
+            .field("session", &self.client.session_id())
+            .finish()
+    }
+}
+
+impl Spark {
+    /// Opens a session on a Spark Connect server, for example
+    /// `sc://127.0.0.1:15002` (the URL may carry `;token=…`, `;use_ssl=true`
+    /// and the other parameters of the Spark Connect URL), and checks that
+    /// the server answers a query.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> backfill_core::Result<()> {
+    /// use backfill_core::sql::SqlBuilder;
+    /// use backfill_core::{TableRef, Value};
+    /// use backfill_spark::Spark;
+    ///
+    /// let spark = Spark::connect("sc://127.0.0.1:15002").await?;
+    /// let mut q = SqlBuilder::new(spark.dialect());
+    /// q.push("SELECT count(*) FROM ")
+    ///     .table(&TableRef::parse("analytics.revenue")?)
+    ///     .push(" WHERE region = ")
+    ///     .param(Value::Text("it's north".into())); // a literal of hex digits
+    /// let rows = spark.query(&q.finish()).await?;
+    /// # let _ = rows; Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Spark> {
+        let builder = ChannelBuilder::parse(url).map_err(spark_error)?;
+        let client = SparkConnectClient::connect(&builder)
+            .await
+            .map_err(spark_error)?;
+        let spark = Spark {
+            client: Arc::new(client),
+            url: url.into(),
+        };
+        spark
+            .query(&Sql {
+                text: "SELECT 1".into(),
+                params: Vec::new(),
+            })
+            .await?;
+        Ok(spark)
+    }
+
+    /// The dialect statements for this session are rendered in.
+    pub fn dialect(&self) -> &'static dyn Dialect {
+        &DIALECT
+    }
+
+    fn user(&self) -> pb::UserContext {
+        pb::UserContext {
+            user_id: self.client.user_id().unwrap_or_default().to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Sends `plan` and returns every response of its stream.
+    async fn run(&self, plan: pb::Plan) -> Result<Vec<pb::ExecutePlanResponse>> {
+        let request = pb::ExecutePlanRequest {
+            session_id: self.client.session_id().to_string(),
+            user_context: Some(self.user()),
+            operation_id: Some(uuid::Uuid::new_v4().to_string()),
+            client_type: Some(CLIENT_TYPE.into()),
+            plan: Some(plan),
+            ..Default::default()
+        };
+        let mut stream = self
+            .client
+            .execute_plan(request)
+            .await
+            .map_err(spark_error)?;
+        let mut out = Vec::new();
+        while let Some(r) = stream
+            .message()
+            .await
+            .map_err(|s| spark_error(SparkError::from_grpc_status(s)))?
+        {
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Runs a statement now, as `spark.sql` runs a command.
+    ///
+    /// It says nothing of the rows it changed: servers do not agree on
+    /// what a command reports (Sail's `DELETE` reports the rows it wrote
+    /// back, Apache Spark's parquet `INSERT` nothing), so whoever needs a
+    /// count asks for one with a query.
+    pub async fn execute(&self, sql: &Sql) -> Result<()> {
+        tracing::trace!(sql = %sql.text, "spark execute");
+        let command = pb::Command {
+            command_type: Some(pb::command::CommandType::SqlCommand(pb::SqlCommand {
+                input: Some(sql_relation(&sql.text)),
+                ..Default::default()
+            })),
+        };
+        self.run(pb::Plan {
+            op_type: Some(pb::plan::OpType::Command(command)),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Runs a query and returns its rows, decoded as [`Value`]s: integers
+    /// as [`Value::Int`], floats as [`Value::Float`], exact decimals as
+    /// [`Value::Text`], dates, wall-clock times and instants by their types.
+    /// Only numbers and bounded samples are ever asked for this way.
+    pub async fn query(&self, sql: &Sql) -> Result<Vec<Vec<Value>>> {
+        tracing::trace!(sql = %sql.text, "spark query");
+        let batches = self.collect(sql_relation(&sql.text)).await?;
+        decode::batches(batches)
+    }
+
+    /// The result columns of a query, `(name, type, nullable)`, from the
+    /// server's analysis of it: nothing is run. `None` when a table or view
+    /// it reads does not exist.
+    pub async fn columns(&self, sql: &Sql) -> Result<Option<Vec<(String, ColumnType, bool)>>> {
+        let r = self
+            .client
+            .analyze_plan(pb::AnalyzePlanRequest {
+                session_id: self.client.session_id().to_string(),
+                user_context: Some(self.user()),
+                client_type: Some(CLIENT_TYPE.into()),
+                analyze: Some(pb::analyze_plan_request::Analyze::Schema(
+                    pb::analyze_plan_request::Schema {
+                        plan: Some(pb::Plan {
+                            op_type: Some(pb::plan::OpType::Root(sql_relation(&sql.text))),
+                        }),
+                    },
+                )),
+                ..Default::default()
+            })
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) if is_missing_relation(&e) => return Ok(None),
+            Err(e) => return Err(spark_error(e)),
+        };
+        match r.result {
+            Some(pb::analyze_plan_response::Result::Schema(s)) => {
+                Ok(Some(decode::struct_fields(s.schema.as_ref())))
+            }
+            _ => Err(Error::engine(
+                "the Spark Connect server did not give a schema",
+            )),
+        }
+    }
+
+    async fn collect(
+        &self,
+        relation: pb::Relation,
+    ) -> Result<Vec<spark_arrow::array::RecordBatch>> {
+        let mut out = Vec::new();
+        for r in self
+            .run(pb::Plan {
+                op_type: Some(pb::plan::OpType::Root(relation)),
+            })
+            .await?
+        {
+            if let Some(pb::execute_plan_response::ResponseType::ArrowBatch(b)) = r.response_type {
+                out.extend(decode::arrow_ipc(&b.data)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a setting of this session (`spark.conf.set`), for example
+    /// `spark.sql.warehouse.dir`.
+    pub async fn set_config(&self, key: &str, value: &str) -> Result<()> {
+        self.client
+            .set_config(key, value)
+            .await
+            .map_err(spark_error)
+    }
+
+    /// Ends the session on the server (its temporary views and settings).
+    pub async fn close(&self) -> Result<()> {
+        self.client.release_session().await.map_err(spark_error)
+    }
+}
+
+fn sql_relation(text: &str) -> pb::Relation {
+    pb::Relation {
+        common: None,
+        rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
+            query: text.to_string(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Whether a server error says a table or view does not exist.
+fn is_missing_relation(e: &SparkError) -> bool {
+    e.error_class.contains("TABLE_OR_VIEW_NOT_FOUND")
+        || e.message.contains("TABLE_OR_VIEW_NOT_FOUND")
+        || e.message.contains("Table or view not found")
+}
+
+/// A Spark Connect error as an engine error: the server's error class as
+/// its code; a server that is unreachable or shutting down is transient.
+pub(crate) fn spark_error(e: SparkError) -> Error {
+    // gRPC UNAVAILABLE (14): the server is down or restarting.
+    let transient = e.grpc_code == Some(14);
+    let code = (!e.error_class.is_empty()).then(|| e.error_class.clone());
+    let message = if e.message.is_empty() {
+        e.to_string()
+    } else {
+        e.message.clone()
+    };
+    if is_missing_relation(&e) {
+        // "… Table or view not found: name"
+        let name = message.rsplit(": ").next().unwrap_or(&message).trim();
+        return Error::UnknownTable(name.to_string());
+    }
+    Error::from_driver(message, transient, code, e)
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Runs a command against two throwaway Spark Connect servers:
+#   - Sail (a Spark Connect server written in Rust, with Delta tables);
+#   - Apache Spark 4.0.1 (the JVM engine, from the pyspark wheel, which
+#     bundles its jars and the Spark Connect server; tables in parquet,
+#     since the Delta jars come only from Maven).
+#
+#   ./scripts/with-spark.sh cargo test -p backfill-spark
+#
+# Installs what is missing: protoc and Java 17 (Debian), and pysail and
+# pyspark from PyPI into virtual environments under ~/.cache/backfill-spark
+# (outside the checkout; override with BACKFILL_SPARK_CACHE). Starts both on
+# free ports of 127.0.0.1, waits until they listen, and exports
+#   BACKFILL_SPARK_SAIL_URL    sc://127.0.0.1:PORT of Sail
+#   BACKFILL_SPARK_JVM_URL     sc://127.0.0.1:PORT of Apache Spark
+#   BACKFILL_SPARK_WAREHOUSE   a temporary directory for their tables
+# The servers are stopped and the directory removed when the command ends,
+# however it ends.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+"$ROOT/scripts/need-protoc.sh"
+CACHE="${BACKFILL_SPARK_CACHE:-$HOME/.cache/backfill-spark}"
+
+# Installs a PyPI package into its own virtual environment under the cache,
+# once: built beside it and moved in whole, so an interrupted install is
+# never taken for a finished one. (The environment's scripts keep naming
+# the interpreter by the path it was built at; the servers are started
+# through the interpreter, so the move is harmless.)
+venv() {
+  local dir="$CACHE/$1" package="$2"
+  if [ ! -d "$dir" ]; then
+    echo "with-spark: installing $package into $dir" >&2
+    mkdir -p "$CACHE"
+    rm -rf "$dir.partial"
+    python3 -m venv "$dir.partial"
+    "$dir.partial/bin/pip" install --quiet --disable-pip-version-check "$package" >&2
+    mv "$dir.partial" "$dir"
+  fi
+}
+
+SAIL_VERSION=0.7.2
+VENV="$CACHE/sail-$SAIL_VERSION"
+venv "sail-$SAIL_VERSION" "pysail==$SAIL_VERSION"
+SPARK_VERSION=4.0.1
+SPARK_VENV="$CACHE/spark-$SPARK_VERSION"
+venv "spark-$SPARK_VERSION" "pyspark==$SPARK_VERSION"
+SPARK_HOME="$(echo "$SPARK_VENV"/lib/python3*/site-packages/pyspark)"
+if ! command -v java >/dev/null 2>&1; then
+  echo "with-spark: java not found; installing openjdk-17-jre-headless with apt" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq openjdk-17-jre-headless >&2
+fi
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+SAIL_PORT="$(free_port)"
+JVM_PORT="$(free_port)"
+DATA="$(mktemp -d /tmp/backfill-spark.XXXXXX)"
+mkdir -p "$DATA/warehouse"
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}"; do
+    wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$DATA"
+}
+trap cleanup EXIT INT TERM
+
+# Each in its own process group, so that stopping it stops all of it.
+( cd "$DATA" && SAIL_MODE=local-cluster exec setsid "$VENV/bin/python" "$VENV/bin/sail" \
+    spark server --ip 127.0.0.1 --port "$SAIL_PORT" ) >"$DATA/sail.log" 2>&1 &
+PIDS+=($!)
+( cd "$DATA" && SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 exec setsid \
+    "$SPARK_HOME/bin/spark-submit" \
+    --class org.apache.spark.sql.connect.service.SparkConnectServer \
+    --name backfill-spark-connect --master "local[2]" \
+    --driver-memory 1g \
+    --conf spark.connect.grpc.binding.address=127.0.0.1 \
+    --conf "spark.connect.grpc.binding.port=$JVM_PORT" \
+    --conf "spark.sql.warehouse.dir=$DATA/warehouse/jvm" \
+    --conf spark.ui.enabled=false \
+    spark-internal ) >"$DATA/spark.log" 2>&1 &
+PIDS+=($!)
+
+# Waits until a server's port accepts connections (or the server exits).
+await() {
+  local name="$1" port="$2" pid="$3" log="$4"
+  for _ in $(seq 1 1200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "with-spark: $name exited before listening:" >&2
+      cat "$log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "with-spark: $name is not listening on $port after 120 s:" >&2
+  cat "$log" >&2
+  exit 1
+}
+await Sail "$SAIL_PORT" "${PIDS[0]}" "$DATA/sail.log"
+await "Apache Spark" "$JVM_PORT" "${PIDS[1]}" "$DATA/spark.log"
+
+export BACKFILL_SPARK_SAIL_URL="sc://127.0.0.1:$SAIL_PORT"
+export BACKFILL_SPARK_JVM_URL="sc://127.0.0.1:$JVM_PORT"
+export BACKFILL_SPARK_WAREHOUSE="$DATA/warehouse"
+echo "with-spark: Sail $SAIL_VERSION on port $SAIL_PORT, Apache Spark $SPARK_VERSION on port $JVM_PORT" >&2
+"$@"
