@@ -31,8 +31,22 @@ pub(crate) fn arrow_ipc(data: &[u8]) -> Result<Vec<RecordBatch>> {
 
 /// The rows of `batches`.
 pub(crate) fn batches(batches: Vec<RecordBatch>) -> Result<Vec<Vec<Value>>> {
+    Ok(named(batches)?.1)
+}
+
+/// The column names and the rows of `batches`.
+pub(crate) fn named(batches: Vec<RecordBatch>) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+    let mut names = Vec::new();
     let mut rows = Vec::new();
     for b in batches {
+        if names.is_empty() {
+            names = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+        }
         let start = rows.len();
         rows.extend((0..b.num_rows()).map(|_| Vec::with_capacity(b.num_columns())));
         for col in b.columns() {
@@ -41,7 +55,7 @@ pub(crate) fn batches(batches: Vec<RecordBatch>) -> Result<Vec<Vec<Value>>> {
             }
         }
     }
-    Ok(rows)
+    Ok((names, rows))
 }
 
 const MICROS_A_DAY: i64 = 86_400_000_000;

@@ -5,9 +5,10 @@
 //!
 //! [`Spark`] is one session. It sends Spark SQL rendered by the shared
 //! renderer in [`SparkDialect`](backfill_core::sql::SparkDialect), reads
-//! back only numbers and bounded rows as Arrow, and reads a relation's
-//! columns from the server's analysis without running anything. Data stays
-//! in the engine.
+//! back only numbers and bounded rows as Arrow, and reads relations from
+//! the server's catalog (kind, columns, nullability, partitioning) or a
+//! query's columns from the server's analysis, without running anything.
+//! Data stays in the engine.
 //!
 //! **Values never reach Spark as text.** Servers do not all bind
 //! parameters, so the dialect writes each value as a literal made only of
@@ -25,4 +26,4 @@
 mod decode;
 mod session;
 
-pub use session::{Spark, DIALECT};
+pub use session::{CatalogColumn, Relation, RelationKind, Spark, DIALECT};

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use backfill_core::sql::{Dialect, SparkDialect, Sql};
-use backfill_core::{ColumnType, Error, Result, Value};
+use backfill_core::sql::{spark, Dialect, SparkDialect, Sql};
+use backfill_core::{ColumnType, Error, Result, TableRef, Value};
 use spark_connect_core::{ChannelBuilder, SparkConnectClient, SparkError};
 use spark_connect_proto as pb;
 
@@ -180,6 +180,80 @@ impl Spark {
         }
     }
 
+    /// What the catalog says of a table or view: its kind and its columns
+    /// (with nullability and whether each partitions the table), or `None`
+    /// when nothing has the name. Read through Spark Connect's catalog
+    /// calls, which every server answers alike, since Spark has no
+    /// information schema.
+    pub async fn relation(&self, table: &TableRef) -> Result<Option<Relation>> {
+        let table_name = table.name.as_str().to_string();
+        let db_name = table.schema.as_ref().map(|s| s.as_str().to_string());
+        let (_, rows) = self
+            .catalog(pb::catalog::CatType::TableExists(pb::TableExists {
+                table_name: table_name.clone(),
+                db_name: db_name.clone(),
+            }))
+            .await?;
+        if rows.first().and_then(|r| r.first()) != Some(&Value::Bool(true)) {
+            return Ok(None);
+        }
+        let (names, rows) = self
+            .catalog(pb::catalog::CatType::GetTable(pb::GetTable {
+                table_name: table_name.clone(),
+                db_name: db_name.clone(),
+            }))
+            .await?;
+        let kind = match field(&names, rows.first(), "tableType") {
+            Some(Value::Text(t))
+                if t.eq_ignore_ascii_case("VIEW") || t.eq_ignore_ascii_case("TEMPORARY") =>
+            {
+                RelationKind::View
+            }
+            Some(Value::Text(_)) => RelationKind::Table,
+            _ => {
+                return Err(Error::engine(format!(
+                    "the catalog gave no kind for {table}"
+                )))
+            }
+        };
+        let (names, rows) = self
+            .catalog(pb::catalog::CatType::ListColumns(pb::ListColumns {
+                table_name,
+                db_name,
+            }))
+            .await?;
+        let mut columns = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let text = |f: &str| match field(&names, Some(r), f) {
+                Some(Value::Text(t)) => Some(t.clone()),
+                _ => None,
+            };
+            let flag = |f: &str| field(&names, Some(r), f) == Some(&Value::Bool(true));
+            let (Some(name), Some(ty)) = (text("name"), text("dataType")) else {
+                return Err(Error::engine(format!(
+                    "the catalog listed a column of {table} without its name or type"
+                )));
+            };
+            columns.push(CatalogColumn {
+                name,
+                ty: spark::column_type(&ty),
+                nullable: flag("nullable"),
+                partition: flag("isPartition"),
+            });
+        }
+        Ok(Some(Relation { kind, columns }))
+    }
+
+    async fn catalog(&self, call: pb::catalog::CatType) -> Result<(Vec<String>, Vec<Vec<Value>>)> {
+        let relation = pb::Relation {
+            common: None,
+            rel_type: Some(pb::relation::RelType::Catalog(pb::Catalog {
+                cat_type: Some(call),
+            })),
+        };
+        decode::named(self.collect(relation).await?)
+    }
+
     async fn collect(
         &self,
         relation: pb::Relation,
@@ -211,6 +285,43 @@ impl Spark {
     pub async fn close(&self) -> Result<()> {
         self.client.release_session().await.map_err(spark_error)
     }
+}
+
+/// A table or a view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelationKind {
+    /// A table (managed or external).
+    Table,
+    /// A view (or a temporary view).
+    View,
+}
+
+/// A column as the catalog lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogColumn {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub ty: ColumnType,
+    /// Whether it may hold NULL.
+    pub nullable: bool,
+    /// Whether the table is partitioned by it.
+    pub partition: bool,
+}
+
+/// What the catalog says of a relation ([`Spark::relation`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relation {
+    /// A table or a view.
+    pub kind: RelationKind,
+    /// Its columns, in order.
+    pub columns: Vec<CatalogColumn>,
+}
+
+/// The value of the column named `name` in `row`.
+fn field<'r>(names: &[String], row: Option<&'r Vec<Value>>, name: &str) -> Option<&'r Value> {
+    let i = names.iter().position(|n| n == name)?;
+    row?.get(i)
 }
 
 fn sql_relation(text: &str) -> pb::Relation {

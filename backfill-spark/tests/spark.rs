@@ -11,15 +11,16 @@ use backfill_core::jiff::civil::date;
 use backfill_core::jiff::Timestamp;
 use backfill_core::sql::{Sql, SqlBuilder};
 use backfill_core::{ColumnType, Error, Ident, TableRef, Value};
-use backfill_spark::Spark;
+use backfill_spark::{CatalogColumn, RelationKind, Spark};
 
 /// One server under test and what its tables can do.
 struct Server {
     spark: Spark,
     /// The table format its tables are created in.
     format: &'static str,
-    /// Its tables take `DELETE`, `MERGE` and `REPLACE WHERE` (Delta);
-    /// parquet tables on Apache Spark without the Delta jars do not.
+    /// Its tables take `DELETE`, `MERGE` and `REPLACE WHERE` and keep
+    /// `NOT NULL` (Delta); parquet tables on Apache Spark without the
+    /// Delta jars do neither (a file source's columns are all nullable).
     delta: bool,
 }
 
@@ -100,6 +101,7 @@ on_each_server!(
     hostile_text_is_stored_as_it_is,
     commands_count_rows_and_columns_come_from_analysis,
     dialect_fragments_compute_what_they_say,
+    the_catalog_says_kind_columns_and_partitions,
 );
 
 fn sql(text: &str) -> Sql {
@@ -332,5 +334,67 @@ async fn dialect_fragments_compute_what_they_say(s: Server) {
     assert_eq!(
         s.spark.query(&b.finish()).await.unwrap(),
         vec![vec![Value::Float(1_767_225_600.0)]]
+    );
+}
+
+/// The catalog tells a table from a view, lists columns in order with
+/// their types, nullability and partitioning, and says nothing of a name
+/// nothing has.
+async fn the_catalog_says_kind_columns_and_partitions(s: Server) {
+    let spark = &s.spark;
+    spark
+        .execute(&sql(&format!(
+            "CREATE TABLE listed (id BIGINT NOT NULL, amount DECIMAL(18,2), at TIMESTAMP, day DATE) USING {} PARTITIONED BY (day)",
+            s.format
+        )))
+        .await
+        .unwrap();
+    spark
+        .execute(&sql(
+            "CREATE OR REPLACE VIEW listed_view AS SELECT id, day FROM listed",
+        ))
+        .await
+        .unwrap();
+    let t = spark
+        .relation(&tr("listed"))
+        .await
+        .unwrap()
+        .expect("the table");
+    assert_eq!(t.kind, RelationKind::Table);
+    let col = |name: &str, ty, nullable, partition| CatalogColumn {
+        name: name.into(),
+        ty,
+        nullable,
+        partition,
+    };
+    assert_eq!(
+        t.columns,
+        vec![
+            col("id", ColumnType::Int, !s.delta, false),
+            col("amount", ColumnType::Decimal, true, false),
+            col("at", ColumnType::Timestamp, true, false),
+            col("day", ColumnType::Date, true, true),
+        ]
+    );
+    let v = spark
+        .relation(&tr("listed_view"))
+        .await
+        .unwrap()
+        .expect("the view");
+    assert_eq!(v.kind, RelationKind::View);
+    assert_eq!(
+        v.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["id", "day"]
+    );
+    assert_eq!(spark.relation(&tr("no_such_relation")).await.unwrap(), None);
+    assert_eq!(
+        spark
+            .relation(&tr("default.no_such_relation"))
+            .await
+            .unwrap(),
+        None
     );
 }

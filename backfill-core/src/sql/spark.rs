@@ -22,7 +22,7 @@
 
 use super::stmt;
 use super::{Dialect, Sql, SqlBuilder};
-use crate::{Ident, TableRef, TableSchema, Value};
+use crate::{ColumnType, Ident, TableRef, TableSchema, Value};
 
 /// Spark SQL over Spark Connect: values as literals, identifiers in
 /// backquotes.
@@ -55,6 +55,28 @@ pub fn literal(value: &Value) -> String {
         Value::Date(d) => format!("DATE'{d}'"),
         Value::DateTime(d) => format!("TIMESTAMP_NTZ'{d}'"),
         Value::Timestamp(t) => format!("TIMESTAMP'{t}'"),
+    }
+}
+
+/// The column type a Spark type name stands for, as its catalog writes it
+/// (`bigint`, `decimal(18,2)`, `timestamp`, `timestamp_ntz`, …). Spark's
+/// `timestamp` is an instant (it carries the session's zone);
+/// `timestamp_ntz` is a wall-clock time.
+pub fn column_type(name: &str) -> ColumnType {
+    let name = name.trim().to_ascii_lowercase();
+    let base = name.split('(').next().unwrap_or("");
+    match base {
+        "boolean" => ColumnType::Bool,
+        "tinyint" | "byte" | "smallint" | "short" | "int" | "integer" | "bigint" | "long" => {
+            ColumnType::Int
+        }
+        "float" | "real" | "double" => ColumnType::Float,
+        "decimal" | "dec" | "numeric" => ColumnType::Decimal,
+        "string" | "varchar" | "char" => ColumnType::Text,
+        "date" => ColumnType::Date,
+        "timestamp_ntz" => ColumnType::DateTime,
+        "timestamp" | "timestamp_ltz" => ColumnType::Timestamp,
+        _ => ColumnType::Other,
     }
 }
 
@@ -134,6 +156,10 @@ impl Dialect for SparkDialect {
     }
 
     fn relation_kind(&self, table: &TableRef) -> Sql {
+        // Spark answers this only by its catalog calls, which the Spark
+        // session makes (`backfill_spark::Spark::relation`, which also
+        // tells a view from a table). In SQL, the nearest is this listing:
+        // a row (namespace, name, temporary) when the name exists.
         let mut b = SqlBuilder::new(self);
         b.push("SHOW TABLES IN ");
         match &table.schema {
@@ -226,6 +252,16 @@ mod tests {
         );
         assert_eq!(literal(&Value::Null), "NULL");
         assert_eq!(literal(&Value::Bool(true)), "TRUE");
+    }
+
+    #[test]
+    fn catalog_type_names_map_to_column_types() {
+        assert_eq!(column_type("bigint"), ColumnType::Int);
+        assert_eq!(column_type("decimal(18,2)"), ColumnType::Decimal);
+        assert_eq!(column_type("timestamp"), ColumnType::Timestamp);
+        assert_eq!(column_type("timestamp_ntz"), ColumnType::DateTime);
+        assert_eq!(column_type("varchar(10)"), ColumnType::Text);
+        assert_eq!(column_type("array<int>"), ColumnType::Other);
     }
 
     #[test]
