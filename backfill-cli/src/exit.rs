@@ -66,7 +66,8 @@ impl Exit {
             Error::TargetLocked { .. }
             | Error::FingerprintMismatch { .. }
             | Error::Approval(_)
-            | Error::NotAllowed(_) => Exit::Refused,
+            | Error::NotAllowed(_)
+            | Error::Unsupported(_) => Exit::Refused,
             Error::Cancelled => Exit::Incomplete,
             _ => Exit::Failure,
         }
@@ -81,4 +82,5 @@ pub const TABLE: &str = "Exit codes:
   3  incomplete: paused, cancelled, running elsewhere, or not done
   4  a blocking check failed
   5  refused: target locked by another run, approval missing or refused,
-     the run was begun with another definition, or the step is not allowed now";
+     the run was begun with another definition, the step is not allowed now,
+     or the engine cannot do it safely";

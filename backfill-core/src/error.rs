@@ -393,6 +393,11 @@ pub enum Error {
     /// report, or an approval was refused.
     #[error("approval: {0}")]
     Approval(String),
+    /// The engine cannot do this safely, so it is refused before anything
+    /// is written (for example a write that needs a transaction, on an
+    /// engine without transactions).
+    #[error("not supported here: {0}")]
+    Unsupported(String),
     /// A fault injected by a test harness.
     #[error("injected fault at {0}")]
     InjectedFault(String),

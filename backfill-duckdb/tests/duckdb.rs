@@ -59,6 +59,7 @@ fn capabilities() -> Capabilities {
         ledger_in_data_tx: true,
         views_bind_by_name: true,
         runs_sql: true,
+        keeps_not_null: true,
     }
 }
 

@@ -157,6 +157,7 @@ fn capabilities() -> Capabilities {
         ledger_in_data_tx: true,
         views_bind_by_name: false,
         runs_sql: true,
+        keeps_not_null: true,
     }
 }
 

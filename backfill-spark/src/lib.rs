@@ -24,6 +24,46 @@
 #![warn(missing_docs)]
 
 mod decode;
+mod exec;
 mod session;
 
+pub use exec::SparkExec;
 pub use session::{CatalogColumn, Relation, RelationKind, Spark, DIALECT};
+
+backfill_core::sql_warehouse! {
+    /// A Spark Connect session as a backfill
+    /// [`Warehouse`](backfill_core::Warehouse), on the shared SQL engine.
+    ///
+    /// What runs today is the read side, pushed down as Spark SQL:
+    /// describing tables, views and sources, counts, checksums, key
+    /// boundaries and key reports, typed samples, and inspections
+    /// (profiles, spines, orphans, metrics, row diffs and
+    /// reconciliation). Anything that needs a transaction (a batch's
+    /// write, a ledger kept in Spark) is refused with
+    /// [`Error::Unsupported`](backfill_core::Error::Unsupported) before it
+    /// writes anything.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> backfill_core::Result<()> {
+    /// use backfill_core::{Predicate, TableRef, Warehouse};
+    /// use backfill_spark::SparkWarehouse;
+    ///
+    /// let w = SparkWarehouse::connect("sc://127.0.0.1:15002").await?;
+    /// let n = w.count(&TableRef::parse("analytics.revenue")?, &Predicate::All).await?;
+    /// # let _ = n; Ok(()) }
+    /// ```
+    pub struct SparkWarehouse(SparkExec);
+}
+
+impl SparkWarehouse {
+    /// Opens a session on the Spark Connect server at `url` (see
+    /// [`Spark::connect`]).
+    pub async fn connect(url: &str) -> backfill_core::Result<SparkWarehouse> {
+        Ok(Self::on(Spark::connect(url).await?))
+    }
+
+    /// The warehouse on an open session.
+    pub fn on(spark: Spark) -> SparkWarehouse {
+        backfill_core::engine::SqlWarehouse::new(SparkExec::new(spark)).into()
+    }
+}

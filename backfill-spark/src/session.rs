@@ -76,6 +76,11 @@ impl Spark {
         Ok(spark)
     }
 
+    /// The session's id on the server.
+    pub fn session_id(&self) -> &str {
+        self.client.session_id()
+    }
+
     /// The dialect statements for this session are rendered in.
     pub fn dialect(&self) -> &'static dyn Dialect {
         &DIALECT
@@ -146,9 +151,9 @@ impl Spark {
     }
 
     /// The result columns of a query, `(name, type, nullable)`, from the
-    /// server's analysis of it: nothing is run. `None` when a table or view
-    /// it reads does not exist.
-    pub async fn columns(&self, sql: &Sql) -> Result<Option<Vec<(String, ColumnType, bool)>>> {
+    /// server's analysis of it: nothing is run. A table or view it reads
+    /// that does not exist is [`Error::UnknownTable`], naming it.
+    pub async fn columns(&self, sql: &Sql) -> Result<Vec<(String, ColumnType, bool)>> {
         let r = self
             .client
             .analyze_plan(pb::AnalyzePlanRequest {
@@ -164,15 +169,11 @@ impl Spark {
                 )),
                 ..Default::default()
             })
-            .await;
-        let r = match r {
-            Ok(r) => r,
-            Err(e) if is_missing_relation(&e) => return Ok(None),
-            Err(e) => return Err(spark_error(e)),
-        };
+            .await
+            .map_err(spark_error)?;
         match r.result {
             Some(pb::analyze_plan_response::Result::Schema(s)) => {
-                Ok(Some(decode::struct_fields(s.schema.as_ref())))
+                Ok(decode::struct_fields(s.schema.as_ref()))
             }
             _ => Err(Error::engine(
                 "the Spark Connect server did not give a schema",
@@ -341,9 +342,42 @@ fn is_missing_relation(e: &SparkError) -> bool {
         || e.message.contains("Table or view not found")
 }
 
+/// The name of the missing relation an error names: the last part of the
+/// first backquoted name (Apache Spark: "The table or view `nope` cannot
+/// be found"), else what follows the last colon (Sail: "Table or view not
+/// found: nope").
+fn missing_name(message: &str) -> String {
+    let first_line = message.trim().lines().next().unwrap_or("");
+    if let Some(start) = first_line.find('`') {
+        let mut parts = Vec::new();
+        let mut rest = &first_line[start..];
+        while let Some(r) = rest.strip_prefix('`') {
+            let Some(end) = r.find('`') else { break };
+            parts.push(&r[..end]);
+            rest = &r[end + 1..];
+            match rest.strip_prefix('.') {
+                Some(r) => rest = r,
+                None => break,
+            }
+        }
+        if let Some(last) = parts.last() {
+            return (*last).to_string();
+        }
+    }
+    first_line
+        .rsplit(": ")
+        .next()
+        .unwrap_or(first_line)
+        .trim()
+        .to_string()
+}
+
 /// A Spark Connect error as an engine error: the server's error class as
 /// its code; a server that is unreachable or shutting down is transient.
 pub(crate) fn spark_error(e: SparkError) -> Error {
+    if is_missing_relation(&e) {
+        return Error::UnknownTable(missing_name(&e.message));
+    }
     // gRPC UNAVAILABLE (14): the server is down or restarting.
     let transient = e.grpc_code == Some(14);
     let code = (!e.error_class.is_empty()).then(|| e.error_class.clone());
@@ -352,10 +386,28 @@ pub(crate) fn spark_error(e: SparkError) -> Error {
     } else {
         e.message.clone()
     };
-    if is_missing_relation(&e) {
-        // "… Table or view not found: name"
-        let name = message.rsplit(": ").next().unwrap_or(&message).trim();
-        return Error::UnknownTable(name.to_string());
-    }
     Error::from_driver(message, transient, code, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_name;
+
+    #[test]
+    fn the_missing_relation_is_named() {
+        assert_eq!(
+            missing_name("[TABLE_OR_VIEW_NOT_FOUND] The table or view `nope` cannot be found."),
+            "nope"
+        );
+        assert_eq!(
+            missing_name("[TABLE_OR_VIEW_NOT_FOUND] The table or view `spark_catalog`.`s`.`nope` cannot be found."),
+            "nope"
+        );
+        assert_eq!(
+            missing_name(
+                "Table not found: [TABLE_OR_VIEW_NOT_FOUND] Table or view not found: nope"
+            ),
+            "nope"
+        );
+    }
 }

@@ -11,10 +11,19 @@ use backfill_core::jiff::civil::date;
 use backfill_core::jiff::Timestamp;
 use backfill_core::sql::{Sql, SqlBuilder};
 use backfill_core::{ColumnType, Error, Ident, TableRef, Value};
-use backfill_spark::{CatalogColumn, RelationKind, Spark};
+use std::sync::Arc;
+
+use backfill_core::ledger::Ledger;
+use backfill_core::sql::stmt;
+use backfill_core::{MemoryLedger, Source, TableSchema, Warehouse};
+use backfill_spark::{CatalogColumn, RelationKind, Spark, SparkWarehouse};
+use backfill_testkit::conformance::{self as c, Capabilities, Env};
+use backfill_testkit::fixtures::Seed;
 
 /// One server under test and what its tables can do.
 struct Server {
+    /// The case's name, which names its schema.
+    name: &'static str,
     spark: Spark,
     /// The table format its tables are created in.
     format: &'static str,
@@ -32,7 +41,7 @@ enum Which {
 
 /// A session on the server, or `None` (outside CI) when it was not
 /// started.
-async fn server(which: Which) -> Option<Server> {
+async fn server(which: Which, name: &'static str) -> Option<Server> {
     let var = match which {
         Which::Sail => "BACKFILL_SPARK_SAIL_URL",
         Which::Jvm => "BACKFILL_SPARK_JVM_URL",
@@ -56,13 +65,20 @@ async fn server(which: Which) -> Option<Server> {
                 .set_config("spark.sql.warehouse.dir", &format!("{warehouse}/sail"))
                 .await
                 .expect("warehouse directory set");
+            // Tables made without `USING` (the shared renderer's) are Delta.
+            spark
+                .set_config("spark.sql.sources.default", "delta")
+                .await
+                .expect("default format set");
             Some(Server {
+                name,
                 spark,
                 format: "delta",
                 delta: true,
             })
         }
         Which::Jvm => Some(Server {
+            name,
             spark,
             format: "parquet",
             delta: false,
@@ -77,7 +93,7 @@ macro_rules! on_each_server {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    if let Some(s) = super::server(super::Which::Sail).await {
+                    if let Some(s) = super::server(super::Which::Sail, stringify!($case)).await {
                         super::$case(s).await;
                     }
                 }
@@ -87,7 +103,7 @@ macro_rules! on_each_server {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    if let Some(s) = super::server(super::Which::Jvm).await {
+                    if let Some(s) = super::server(super::Which::Jvm, stringify!($case)).await {
                         super::$case(s).await;
                     }
                 }
@@ -102,6 +118,16 @@ on_each_server!(
     commands_count_rows_and_columns_come_from_analysis,
     dialect_fragments_compute_what_they_say,
     the_catalog_says_kind_columns_and_partitions,
+    writes_are_refused_before_anything_is_written,
+    conformance_describe,
+    conformance_counts_checksums_samples,
+    conformance_key_reports,
+    conformance_profile,
+    conformance_spine,
+    conformance_orphans,
+    conformance_metric,
+    conformance_diff,
+    conformance_diff_metric,
 );
 
 fn sql(text: &str) -> Sql {
@@ -207,7 +233,7 @@ async fn hostile_text_is_stored_as_it_is(s: Server) {
 
 /// Commands run when sent (a Delta `DELETE` too); a query's columns come
 /// from the server's analysis without running it, and a missing table is
-/// `None` there and a typed error when queried.
+/// a typed error naming it, there and when queried.
 async fn commands_count_rows_and_columns_come_from_analysis(s: Server) {
     let spark = s.spark;
     spark
@@ -248,8 +274,7 @@ async fn commands_count_rows_and_columns_come_from_analysis(s: Server) {
     let cols = spark
         .columns(&spark.dialect().describe_relation(&t))
         .await
-        .unwrap()
-        .expect("the table exists");
+        .unwrap();
     let names: Vec<(&str, ColumnType)> = cols.iter().map(|(n, t, _)| (n.as_str(), *t)).collect();
     assert_eq!(
         names,
@@ -262,12 +287,13 @@ async fn commands_count_rows_and_columns_come_from_analysis(s: Server) {
         ]
     );
     let missing = TableRef::new(Ident::new("no_such_table").unwrap());
-    assert_eq!(
-        spark
-            .columns(&spark.dialect().describe_relation(&missing))
-            .await
-            .unwrap(),
-        None
+    let err = spark
+        .columns(&spark.dialect().describe_relation(&missing))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownTable(ref n) if n == "no_such_table"),
+        "{err:?}"
     );
     let err = spark
         .query(&sql("SELECT count(*) FROM no_such_table"))
@@ -396,5 +422,168 @@ async fn the_catalog_says_kind_columns_and_partitions(s: Server) {
             .await
             .unwrap(),
         None
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The shared conformance suite's read cases, on the Spark warehouse: the
+// warehouse is the shared SQL engine on Spark, so its reads are the same
+// statements the other engines run, rendered in Spark SQL. The write cases
+// wait for Spark's own write paths (Delta's `REPLACE WHERE` and `MERGE`);
+// until then a write is refused before it writes anything.
+// ---------------------------------------------------------------------------
+
+/// Seeds through the session: tables from the shared renderer's DDL (Delta
+/// on Sail, parquet on Apache Spark), rows as literals, views as views.
+struct SparkSeed(Spark);
+
+#[async_trait::async_trait]
+impl Seed for SparkSeed {
+    async fn create_table(
+        &self,
+        table: &TableRef,
+        schema: &TableSchema,
+    ) -> backfill_core::Result<()> {
+        self.0
+            .execute(&stmt::create_table(self.0.dialect(), table, schema))
+            .await
+    }
+
+    async fn insert_rows(
+        &self,
+        table: &TableRef,
+        rows: &[Vec<Value>],
+    ) -> backfill_core::Result<()> {
+        let r = self.0.relation(table).await?.expect("a seeded table");
+        let names: Vec<Ident> = r
+            .columns
+            .iter()
+            .map(|c| Ident::new(c.name.clone()).unwrap())
+            .collect();
+        for chunk in rows.chunks(200) {
+            self.0
+                .execute(&stmt::insert_values(self.0.dialect(), table, &names, chunk))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn create_view(&self, view: &TableRef, table: &TableRef) -> backfill_core::Result<()> {
+        let mut b = SqlBuilder::new(self.0.dialect());
+        b.push("CREATE OR REPLACE VIEW ")
+            .table(view)
+            .push(" AS SELECT * FROM ")
+            .table(table);
+        self.0.execute(&b.finish()).await
+    }
+}
+
+/// A bounded query source over `table` in Spark SQL.
+fn spark_bounded_source(table: &TableRef, column: &Ident, leaky_end: bool) -> Source {
+    let op = if leaky_end { "<=" } else { "<" };
+    let t = match &table.schema {
+        Some(s) => format!("`{s}`.`{}`", table.name),
+        None => format!("`{}`", table.name),
+    };
+    Source::query(format!(
+        "SELECT * FROM {t} WHERE `{column}` >= {{start}} AND `{column}` {op} {{end}}"
+    ))
+}
+
+/// An env for the read cases: the Spark warehouse, the ledger in memory,
+/// the case's tables in a schema of its own (Apache Spark's catalog is
+/// shared by every session of the server).
+async fn env(s: Server) -> Env {
+    let schema = Ident::new(s.name).unwrap();
+    let delta = s.delta;
+    let mut b = SqlBuilder::new(s.spark.dialect());
+    b.push("CREATE SCHEMA IF NOT EXISTS ").ident(&schema);
+    s.spark.execute(&b.finish()).await.unwrap();
+    Env {
+        warehouse: Arc::new(SparkWarehouse::on(s.spark.clone())),
+        ledger: Arc::new(MemoryLedger::new()),
+        seed: Arc::new(SparkSeed(s.spark)),
+        schema: Some(schema),
+        bounded_source: Arc::new(spark_bounded_source),
+        clocked_ledger: Arc::new(|clock| {
+            let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::with_clock(clock));
+            Box::pin(async move { ledger })
+        }),
+        capabilities: Capabilities {
+            ledger_in_data_tx: false,
+            // Spark stores a view's SQL and binds it when it is read.
+            views_bind_by_name: true,
+            runs_sql: true,
+            keeps_not_null: delta,
+        },
+        ledger_batches: None,
+    }
+}
+
+/// A read case of the suite, on the case's env.
+macro_rules! read_cases {
+    ($($name:ident => $case:path),* $(,)?) => {
+        $(
+            async fn $name(s: Server) {
+                $case(env(s).await).await
+            }
+        )*
+    };
+}
+
+read_cases!(
+    conformance_describe => c::catalog::describe_tables_views_and_sources,
+    conformance_counts_checksums_samples => c::catalog::counts_checksums_samples_and_boundaries,
+    conformance_key_reports => c::catalog::key_reports_find_nulls_and_duplicates,
+    conformance_profile => c::inspect::profile_counts_groups,
+    conformance_spine => c::inspect::spine_shows_missing_day,
+    conformance_orphans => c::inspect::orphans_found,
+    conformance_metric => c::inspect::metric_by_period_and_dim,
+    conformance_diff => c::inspect::diff_classifies_rows,
+    conformance_diff_metric => c::inspect::diff_attributes_metric,
+);
+
+/// A write, which on the shared protocol needs a transaction, is refused
+/// with a typed error and the table is left as it was; so is a ledger
+/// kept in Spark.
+async fn writes_are_refused_before_anything_is_written(s: Server) {
+    let e = env(s).await;
+    let schema = c::facts_schema();
+    let facts = e.table("refused_facts");
+    e.seed.create_table(&facts, &schema).await.unwrap();
+    e.seed
+        .insert_rows(&facts, &c::original_rows())
+        .await
+        .unwrap();
+    let fix = e.table("refused_fix");
+    e.seed.create_table(&fix, &schema).await.unwrap();
+    e.seed.insert_rows(&fix, &c::source_rows()).await.unwrap();
+    let before = e
+        .warehouse
+        .checksum(&facts, &backfill_core::Predicate::All)
+        .await
+        .unwrap();
+    let plan = c::daily_plan(facts.clone());
+    let run = backfill_core::RunId::new("refused").unwrap();
+    let columns = schema.names();
+    let err = e
+        .warehouse
+        .overwrite_slice(&c::writes::slice_write(
+            &run,
+            &plan.batches[0],
+            &facts,
+            &Source::Table(fix),
+            &columns,
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
+    assert_eq!(
+        e.warehouse
+            .checksum(&facts, &backfill_core::Predicate::All)
+            .await
+            .unwrap(),
+        before
     );
 }

@@ -88,11 +88,13 @@ pub type ClockedLedgerFn =
 /// assert!(!engine.runs_sql);
 /// ```
 ///
-/// | engine | `ledger_in_data_tx` | `views_bind_by_name` | `runs_sql` |
-/// | --- | --- | --- | --- |
-/// | the fake ([`fake_env`]) | no: its ledger is in memory | yes | no: it answers registered queries only |
-/// | DuckDB | yes | yes | yes |
-/// | PostgreSQL | yes | no: views bind by identity | yes |
+/// | engine | `ledger_in_data_tx` | `views_bind_by_name` | `runs_sql` | `keeps_not_null` |
+/// | --- | --- | --- | --- | --- |
+/// | the fake ([`fake_env`]) | no: its ledger is in memory | yes | no: it answers registered queries only | yes |
+/// | DuckDB | yes | yes | yes | yes |
+/// | PostgreSQL | yes | no: views bind by identity | yes | yes |
+/// | Spark: Sail, Delta tables (read cases) | no: its ledger is elsewhere | yes | yes | yes |
+/// | Spark: Apache Spark, parquet tables (read cases) | no | yes | yes | no |
 ///
 /// A case checks a flag where it can (an engine that says it has no
 /// in-transaction ledger must hand out no marks), so a wrong flag fails
@@ -119,6 +121,9 @@ pub struct Capabilities {
     /// relation. An engine without it (the fake) answers only the queries
     /// registered with it and runs no statements; it has no SQL dialect.
     pub runs_sql: bool,
+    /// Tables keep `NOT NULL` on their columns. Parquet tables on Apache
+    /// Spark do not: a file source's columns are all nullable.
+    pub keeps_not_null: bool,
 }
 
 /// One fresh, isolated place to run a conformance case.
@@ -225,6 +230,7 @@ pub fn fake_env_on(fake: crate::FakeWarehouse) -> Env {
         }),
         capabilities: Capabilities {
             views_bind_by_name: true,
+            keeps_not_null: true,
             ..Capabilities::default()
         },
         ledger_batches: None,

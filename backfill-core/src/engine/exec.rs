@@ -94,11 +94,36 @@ pub trait Conn: Send {
         Ok(false)
     }
 
+    /// The engine's own answer to what a relation is, where its catalog
+    /// is read by a call rather than by SQL (Spark Connect's catalog
+    /// calls). The default, [`CatalogAnswer::BySql`], has the shared code
+    /// read it with the dialect's catalog statements.
+    async fn relation(&mut self, _table: &TableRef) -> Result<CatalogAnswer> {
+        Ok(CatalogAnswer::BySql)
+    }
+
     /// Commits the transaction this connection was opened with.
     async fn commit(&mut self) -> Result<()>;
 
     /// Rolls the transaction back.
     async fn rollback(&mut self) -> Result<()>;
+}
+
+/// What an engine's own catalog says of a relation ([`Conn::relation`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CatalogAnswer {
+    /// The engine has no such call: read the catalog by SQL.
+    BySql,
+    /// Nothing has the name.
+    Missing,
+    /// A table or a view, with its columns.
+    Found {
+        /// Whether it is a view.
+        view: bool,
+        /// Its columns in order, `(name, type, nullable)`, names as the
+        /// engine gives them (the shared code validates them).
+        columns: Vec<(String, ColumnType, bool)>,
+    },
 }
 
 /// A SQL engine: connections, transactions and the meaning of its errors.
@@ -121,7 +146,17 @@ pub trait Executor: Send + Sync + Debug + 'static {
     async fn connect(&self) -> Result<Box<dyn Conn>>;
 
     /// A connection with an open transaction, under `limits` if given.
+    /// An engine without transactions refuses with
+    /// [`Error::Unsupported`], so nothing that needs one (a batch's write,
+    /// a ledger in the engine) runs on it.
     async fn begin(&self, limits: Option<Limits>) -> Result<Box<dyn Conn>>;
+
+    /// Whether the engine has transactions (see [`Executor::begin`]).
+    /// Reads that would run in one for a consistent view run on one
+    /// session without.
+    fn transactions(&self) -> bool {
+        true
+    }
 
     /// What an error of this engine means.
     fn classify(&self, _error: &Error) -> Failure {

@@ -14,7 +14,9 @@ mod ledger;
 mod read;
 mod warehouse;
 
-pub use exec::{Conn, Executor, Failure, Limits, LivenessModel, NativePartitions, Partition};
+pub use exec::{
+    CatalogAnswer, Conn, Executor, Failure, Limits, LivenessModel, NativePartitions, Partition,
+};
 pub use ledger::{mark_written, LedgerHome, SqlLedger};
 pub use read::{answer, SqlRead};
 pub use warehouse::{SqlWarehouse, WriteSettings};

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::checks::SAMPLE_LIMIT;
 use crate::engine::exec::{
-    self, execute_all, finish, in_tx, query_count, Conn, Executor, Failure, Limits,
+    self, execute_all, finish, in_tx, query_count, CatalogAnswer, Conn, Executor, Failure, Limits,
 };
 use crate::engine::ledger::{LedgerHome, SqlLedger};
 use crate::engine::read::SqlRead;
@@ -231,6 +231,13 @@ const TABLE: &str = "BASE TABLE";
 
 /// `Some("BASE TABLE" | "VIEW" | …)`, or `None` when nothing has the name.
 async fn kind(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Result<Option<String>> {
+    match c.relation(t).await? {
+        CatalogAnswer::BySql => {}
+        CatalogAnswer::Missing => return Ok(None),
+        CatalogAnswer::Found { view, .. } => {
+            return Ok(Some(if view { "VIEW" } else { TABLE }.to_string()))
+        }
+    }
     let rows = c.query(&stmt::relation_kind(d, t)).await?;
     rows.first().map(|r| exec::string(r, 0)).transpose()
 }
@@ -244,23 +251,35 @@ async fn describe(
     t: &TableRef,
     strict: bool,
 ) -> Result<Option<TableSchema>> {
-    let rows = c.query(&stmt::describe(d, t)).await?;
-    if rows.is_empty() {
+    let listed = match c.relation(t).await? {
+        CatalogAnswer::Missing => return Ok(None),
+        CatalogAnswer::Found { columns, .. } => columns,
+        CatalogAnswer::BySql => {
+            let rows = c.query(&stmt::describe(d, t)).await?;
+            let mut listed = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let (name, ty, nullable) =
+                    (exec::string(r, 0)?, exec::string(r, 1)?, exec::text(r, 2)?);
+                listed.push((
+                    name,
+                    stmt::column_type(&ty),
+                    nullable.as_deref() != Some("NO"),
+                ));
+            }
+            listed
+        }
+    };
+    if listed.is_empty() {
         return Ok(None);
     }
     let mut columns = Vec::new();
-    for r in &rows {
-        let (name, ty, nullable) = (exec::string(r, 0)?, exec::string(r, 1)?, exec::text(r, 2)?);
+    for (name, ty, nullable) in listed {
         let name = match Ident::new(name) {
             Ok(n) => n,
             Err(e) if strict => return Err(e),
             Err(_) => continue,
         };
-        columns.push(Column {
-            name,
-            ty: stmt::column_type(&ty),
-            nullable: nullable.as_deref() != Some("NO"),
-        });
+        columns.push(Column { name, ty, nullable });
     }
     Ok(Some(TableSchema { columns }))
 }
@@ -1592,7 +1611,13 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
 #[async_trait]
 impl<E: Executor> SqlRead for SqlWarehouse<E> {
     async fn read(&self, stmts: Vec<Sql>) -> Result<Vec<Vec<Vec<Value>>>> {
-        let mut tx = self.exec.begin(None).await?;
+        let mut tx = if self.exec.transactions() {
+            self.exec.begin(None).await?
+        } else {
+            // One session, which is what makes a temporary view seen by
+            // the next statement.
+            self.exec.connect().await?
+        };
         let c = &mut *tx;
         let r = async {
             let mut out = Vec::with_capacity(stmts.len());

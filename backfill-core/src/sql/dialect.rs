@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 use super::stmt::{self, schema_of};
 use super::{Sql, SqlBuilder};
-use crate::{Ident, TableRef, TableSchema, Value};
+use crate::{ColumnType, Ident, TableRef, TableSchema, Value};
 
 /// The prefix of the text an instance's session lock is keyed by.
 const INSTANCE_KEY: &str = "backfill:instance:";
@@ -21,6 +21,11 @@ pub trait Dialect: Send + Sync + Debug {
 
     /// The placeholder for parameter `n` (1-based) holding `value`.
     fn placeholder(&self, n: usize, value: &Value) -> String;
+
+    /// The SQL type a column of type `ty` is created with.
+    fn type_name(&self, ty: ColumnType) -> &'static str {
+        stmt::sql_type(ty)
+    }
 
     /// An expression giving the bucket (`0..buckets`) of `expr`, with NULL
     /// in bucket 0.
@@ -130,6 +135,14 @@ pub trait Dialect: Send + Sync + Debug {
 
     /// The schema of the session's temporary tables.
     fn temp_schema(&self) -> &'static str;
+
+    /// How a statement's result is kept for the session's next statements
+    /// and let go: the text before `name AS query`, and before `name` to
+    /// drop it. A temporary table by default; a temporary view where the
+    /// engine has no temporary tables (Spark), read again each time.
+    fn scratch(&self) -> (&'static str, &'static str) {
+        ("CREATE TEMP TABLE ", "DROP TABLE ")
+    }
 
     /// Statements that refresh the planner's statistics of a table just
     /// filled and read next (none where the engine keeps them itself).

@@ -136,11 +136,12 @@ fn dims_select(b: &mut SqlBuilder<'_>, by: &[Dim], alias: &str) {
 fn group_order(b: &mut SqlBuilder<'_>, n: usize) {
     if n > 0 {
         let pos: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
-        let pos = pos.join(", ");
+        // NULL groups last on every engine (Spark sorts them first).
+        let order: Vec<String> = pos.iter().map(|p| format!("{p} NULLS LAST")).collect();
         b.push(" GROUP BY ")
-            .push(&pos)
+            .push(&pos.join(", "))
             .push(" ORDER BY ")
-            .push(&pos);
+            .push(&order.join(", "));
     }
 }
 
@@ -475,7 +476,7 @@ fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
 
     // 1. The differing rows, kept in the engine.
     let mut c = SqlBuilder::new(d);
-    c.push("CREATE TEMP TABLE ").table(&diff_table).push(" AS ");
+    c.push(d.scratch().0).table(&diff_table).push(" AS ");
     diff_with(&mut c, diff, &cols);
     c.push("SELECT CASE WHEN __j.__bf_side = 0 THEN 3 ELSE __j.__bf_side END AS __bf_kind, __j.* FROM (SELECT CASE WHEN __o.__bf_in IS NULL THEN 1 WHEN __n.__bf_in IS NULL THEN 2 ELSE 0 END AS __bf_side");
     for k in keys {
@@ -579,7 +580,7 @@ fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
     }
 
     let mut drop = SqlBuilder::new(d);
-    drop.push("DROP TABLE ").table(&diff_table);
+    drop.push(d.scratch().1).table(&diff_table);
     out.push(drop.finish());
     out
 }

@@ -17,7 +17,7 @@
 //!
 //! let d = SparkDialect;
 //! assert_eq!(d.placeholder(1, &Value::Text("it's".into())), "CAST(X'69742773' AS STRING)");
-//! assert_eq!(d.placeholder(2, &Value::Int(-5)), "CAST(-5 AS BIGINT)");
+//! assert_eq!(d.placeholder(2, &Value::Int(-5)), "(-5)");
 //! ```
 
 use super::stmt;
@@ -36,6 +36,13 @@ pub fn literal(value: &Value) -> String {
         Value::Null => "NULL".to_string(),
         Value::Bool(true) => "TRUE".to_string(),
         Value::Bool(false) => "FALSE".to_string(),
+        // Plain digits where they fit an INT (a `LIMIT` takes nothing
+        // else on Apache Spark); wider values cast, since Spark cannot
+        // read the magnitude of i64::MIN as a BIGINT literal.
+        // A negative one is parenthesised, so no text before it can make
+        // its sign part of a comment marker (`--`).
+        Value::Int(i) if i32::try_from(*i).is_ok() && *i < 0 => format!("({i})"),
+        Value::Int(i) if i32::try_from(*i).is_ok() => i.to_string(),
         Value::Int(i) => format!("CAST({i} AS BIGINT)"),
         Value::Float(f) if f.is_nan() => "CAST('NaN' AS DOUBLE)".to_string(),
         Value::Float(f) if f.is_infinite() && *f > 0.0 => "CAST('Infinity' AS DOUBLE)".to_string(),
@@ -100,6 +107,19 @@ impl Dialect for SparkDialect {
 
     fn placeholder(&self, _n: usize, value: &Value) -> String {
         literal(value)
+    }
+
+    fn type_name(&self, ty: ColumnType) -> &'static str {
+        match ty {
+            ColumnType::Bool => "BOOLEAN",
+            ColumnType::Int => "BIGINT",
+            ColumnType::Float => "DOUBLE",
+            ColumnType::Decimal => "DECIMAL(38,10)",
+            ColumnType::Text | ColumnType::Other => "STRING",
+            ColumnType::Date => "DATE",
+            ColumnType::DateTime => "TIMESTAMP_NTZ",
+            ColumnType::Timestamp => "TIMESTAMP",
+        }
     }
 
     fn hash_bucket(&self, expr: &str, buckets: u32) -> String {
@@ -181,6 +201,11 @@ impl Dialect for SparkDialect {
 
     fn temp_schema(&self) -> &'static str {
         "default"
+    }
+
+    fn scratch(&self) -> (&'static str, &'static str) {
+        // Apache Spark refuses `CREATE TEMPORARY TABLE … AS`.
+        ("CREATE OR REPLACE TEMPORARY VIEW ", "DROP VIEW IF EXISTS ")
     }
 
     fn copy_shape(&self, to: &TableRef, from: &TableRef, _schema: &TableSchema) -> Vec<Sql> {

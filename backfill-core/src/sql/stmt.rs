@@ -336,7 +336,7 @@ pub fn create_table(d: &dyn Dialect, table: &TableRef, schema: &TableSchema) -> 
         if i > 0 {
             b.push(", ");
         }
-        b.ident(&c.name).push(" ").push(sql_type(c.ty));
+        b.ident(&c.name).push(" ").push(d.type_name(c.ty));
         if !c.nullable {
             b.push(" NOT NULL");
         }
@@ -966,9 +966,9 @@ pub(crate) fn select_param(b: &mut SqlBuilder<'_>, v: &Value) {
         }
         Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
             let ty = match v {
-                Value::Int(_) => "BIGINT",
-                Value::Float(_) => "DOUBLE PRECISION",
-                _ => "BOOLEAN",
+                Value::Int(_) => d.type_name(ColumnType::Int),
+                Value::Float(_) => d.type_name(ColumnType::Float),
+                _ => d.type_name(ColumnType::Bool),
             };
             let n = b.bind(v.clone());
             let p = d.placeholder(n, v);

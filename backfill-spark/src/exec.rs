@@ -1,0 +1,128 @@
+//! The shared SQL engine's seam on Spark: [`SparkExec`] runs the shared
+//! renderer's statements through a [`Spark`] session, reads relations from
+//! its catalog calls, and refuses transactions, which Spark does not have.
+
+use async_trait::async_trait;
+use backfill_core::engine::{CatalogAnswer, Conn, Executor, Limits};
+use backfill_core::sql::{Dialect, Sql};
+use backfill_core::{ColumnType, Error, Result, TableRef, Value};
+
+use crate::session::{RelationKind, Spark, DIALECT};
+
+/// The [`Executor`] on one Spark Connect session.
+///
+/// Spark has no transaction spanning several statements, so
+/// [`Executor::begin`] is refused with [`Error::Unsupported`]: whatever in
+/// the shared engine needs one (a batch's write, a ledger kept in the
+/// engine) is refused before it writes anything, and reads run on the
+/// session as they are. Writes on Spark take its own atomic statements
+/// (Delta's `REPLACE WHERE`, `MERGE`), not the shared protocol.
+#[derive(Clone, Debug)]
+pub struct SparkExec {
+    spark: Spark,
+    id: String,
+}
+
+impl SparkExec {
+    /// An executor on `spark`.
+    pub fn new(spark: Spark) -> SparkExec {
+        let id = format!("spark:{}", spark.session_id());
+        SparkExec { spark, id }
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Spark {
+        &self.spark
+    }
+}
+
+#[async_trait]
+impl Executor for SparkExec {
+    fn dialect(&self) -> &'static dyn Dialect {
+        &DIALECT
+    }
+
+    fn engine(&self) -> &'static str {
+        "spark"
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Conn>> {
+        Ok(Box::new(SparkConn {
+            spark: self.spark.clone(),
+        }))
+    }
+
+    async fn begin(&self, _limits: Option<Limits>) -> Result<Box<dyn Conn>> {
+        Err(Error::Unsupported(
+            "Spark has no transaction spanning several statements, so a write that needs one \
+             is not run there (keep the ledger in PostgreSQL or DuckDB)"
+                .into(),
+        ))
+    }
+
+    fn transactions(&self) -> bool {
+        false
+    }
+}
+
+/// The session, as the shared engine's connection.
+struct SparkConn {
+    spark: Spark,
+}
+
+#[async_trait]
+impl Conn for SparkConn {
+    /// Runs the statement. Spark does not say how many rows a statement
+    /// changed in the same way on every server (see [`Spark::execute`]),
+    /// so this returns 0: the shared engine counts rows by query where it
+    /// needs a count.
+    async fn execute(&mut self, sql: &Sql) -> Result<u64> {
+        self.spark.execute(sql).await.map(|()| 0)
+    }
+
+    async fn query(&mut self, sql: &Sql) -> Result<Vec<Vec<Value>>> {
+        self.spark.query(sql).await
+    }
+
+    async fn columns(&mut self, sql: &Sql) -> Result<Vec<(String, ColumnType)>> {
+        let cols = self.spark.columns(sql).await?;
+        Ok(cols.into_iter().map(|(n, t, _)| (n, t)).collect())
+    }
+
+    async fn script(&mut self, text: &str) -> Result<()> {
+        self.spark
+            .execute(&Sql {
+                text: text.to_string(),
+                params: Vec::new(),
+            })
+            .await
+    }
+
+    async fn relation(&mut self, table: &TableRef) -> Result<CatalogAnswer> {
+        Ok(match self.spark.relation(table).await? {
+            None => CatalogAnswer::Missing,
+            Some(r) => CatalogAnswer::Found {
+                view: r.kind == RelationKind::View,
+                columns: r
+                    .columns
+                    .into_iter()
+                    .map(|c| (c.name, c.ty, c.nullable))
+                    .collect(),
+            },
+        })
+    }
+
+    /// Nothing to commit: statements took effect when they ran.
+    async fn commit(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nothing to roll back: this connection never holds a transaction.
+    async fn rollback(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
