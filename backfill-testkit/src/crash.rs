@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use backfill_core::engine::{Conn, Executor, Failure, Limits, LivenessModel, NativePartitions};
+use backfill_core::engine::{
+    CatalogAnswer, Conn, Executor, Failure, Limits, LivenessModel, NativePartitions,
+};
 use backfill_core::ledger::{Ledger, RunStatus};
 use backfill_core::runner::{RunOptions, Runner};
 use backfill_core::sql::{Dialect, Sql};
@@ -380,6 +382,10 @@ impl Conn for CrashConn {
         self.inner.append(table, columns, rows).await
     }
 
+    async fn relation(&mut self, table: &TableRef) -> Result<CatalogAnswer> {
+        self.inner.relation(table).await
+    }
+
     async fn commit(&mut self) -> Result<()> {
         let fire = self.plan.when != When::Statement
             && self.matched
@@ -427,6 +433,10 @@ impl<E: Executor> Executor for Crashing<E> {
             plan: self.plan.clone(),
             matched: false,
         }))
+    }
+
+    fn transactions(&self) -> bool {
+        self.inner.transactions()
     }
 
     fn classify(&self, error: &Error) -> Failure {
