@@ -63,21 +63,42 @@ PY
 }
 SAIL_PORT="$(free_port)"
 JVM_PORT="$(free_port)"
+while [ "$JVM_PORT" = "$SAIL_PORT" ]; do
+  JVM_PORT="$(free_port)"
+done
 DATA="$(mktemp -d /tmp/backfill-spark.XXXXXX)"
 mkdir -p "$DATA/warehouse"
 
 PIDS=()
+# Stops every server's whole process group: TERM, up to 10 s to go, then
+# KILL; only then is their directory removed.
+CMD=""
 cleanup() {
   local p
+  if [ -n "$CMD" ]; then
+    kill -TERM "$CMD" 2>/dev/null || true
+  fi
   for p in "${PIDS[@]}"; do
     kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
   done
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in "${PIDS[@]}"; do
+      if kill -0 -- "-$p" 2>/dev/null; then alive=1; fi
+    done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
   for p in "${PIDS[@]}"; do
+    kill -KILL -- "-$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
   rm -rf "$DATA"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A signal ends the script (and so runs the cleanup) at once.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Each in its own process group, so that stopping it stops all of it.
 ( cd "$DATA" && SAIL_MODE=local-cluster exec setsid "$VENV/bin/python" "$VENV/bin/sail" \
@@ -120,4 +141,9 @@ export BACKFILL_SPARK_SAIL_URL="sc://127.0.0.1:$SAIL_PORT"
 export BACKFILL_SPARK_JVM_URL="sc://127.0.0.1:$JVM_PORT"
 export BACKFILL_SPARK_WAREHOUSE="$DATA/warehouse"
 echo "with-spark: Sail $SAIL_VERSION on port $SAIL_PORT, Apache Spark $SPARK_VERSION on port $JVM_PORT" >&2
-"$@"
+# The command runs in the background and is waited for, so that a signal
+# to this script is handled at once (a trap waits for a foreground
+# command) and the command is stopped with the servers.
+"$@" &
+CMD=$!
+wait "$CMD"

@@ -2,10 +2,14 @@
 //! renderer's statements through a [`Spark`] session, reads relations from
 //! its catalog calls, and refuses transactions, which Spark does not have.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use backfill_core::engine::{CatalogAnswer, Conn, Executor, Limits};
 use backfill_core::sql::{Dialect, Sql};
 use backfill_core::{ColumnType, Error, Result, TableRef, Value};
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::session::{RelationKind, Spark, DIALECT};
 
@@ -17,17 +21,27 @@ use crate::session::{RelationKind, Spark, DIALECT};
 /// engine) is refused before it writes anything, and reads run on the
 /// session as they are. Writes on Spark take its own atomic statements
 /// (Delta's `REPLACE WHERE`, `MERGE`), not the shared protocol.
+///
+/// A connection holds the session for its whole life, one at a time: the
+/// statements of one read see each other's temporary views (a row diff
+/// keeps its differing rows in one), and two reads never replace each
+/// other's.
 #[derive(Clone, Debug)]
 pub struct SparkExec {
     spark: Spark,
     id: String,
+    held: Arc<Mutex<()>>,
 }
 
 impl SparkExec {
     /// An executor on `spark`.
     pub fn new(spark: Spark) -> SparkExec {
         let id = format!("spark:{}", spark.session_id());
-        SparkExec { spark, id }
+        SparkExec {
+            spark,
+            id,
+            held: Arc::default(),
+        }
     }
 
     /// The session.
@@ -53,6 +67,7 @@ impl Executor for SparkExec {
     async fn connect(&self) -> Result<Box<dyn Conn>> {
         Ok(Box::new(SparkConn {
             spark: self.spark.clone(),
+            _held: self.held.clone().lock_owned().await,
         }))
     }
 
@@ -69,9 +84,10 @@ impl Executor for SparkExec {
     }
 }
 
-/// The session, as the shared engine's connection.
+/// The session, as the shared engine's connection, held while it lives.
 struct SparkConn {
     spark: Spark,
+    _held: OwnedMutexGuard<()>,
 }
 
 #[async_trait]

@@ -175,23 +175,17 @@ impl Dialect for SparkDialect {
         b.finish()
     }
 
-    fn relation_kind(&self, table: &TableRef) -> Sql {
-        // Spark answers this only by its catalog calls, which the Spark
-        // session makes (`backfill_spark::Spark::relation`, which also
-        // tells a view from a table). In SQL, the nearest is this listing:
-        // a row (namespace, name, temporary) when the name exists.
-        let mut b = SqlBuilder::new(self);
-        b.push("SHOW TABLES IN ");
-        match &table.schema {
-            Some(s) => b.ident(s),
-            None => b.push("default"),
-        };
-        b.push(" LIKE ").push(&literal_pattern(table.name.as_str()));
-        b.finish()
+    fn relation_kind(&self, _table: &TableRef) -> Sql {
+        // Spark answers this only by its catalog calls, which its
+        // connection makes (`Conn::relation`), so the shared code never
+        // asks this; were it asked, no row reads as "nothing has the
+        // name", and a write to it is refused.
+        no_rows("'' AS table_type")
     }
 
     fn dependents(&self, _table: &TableRef) -> Sql {
-        // Spark records no view's dependencies where SQL can read them.
+        // Spark records no view's dependencies where SQL can read them:
+        // none are known (not "none exist").
         no_rows("'' AS schema_name, '' AS view_name, 'view' AS kind, '' AS definition")
     }
 
@@ -211,15 +205,6 @@ impl Dialect for SparkDialect {
     fn copy_shape(&self, to: &TableRef, from: &TableRef, _schema: &TableSchema) -> Vec<Sql> {
         vec![stmt::create_table_like(self, to, from)]
     }
-}
-
-/// A `SHOW TABLES … LIKE` pattern matching exactly `name`. A pattern
-/// must be a quoted literal there: the one place text is written between
-/// quotes, which is safe because an [`Ident`] holds only ASCII letters,
-/// digits and underscores (none of them special in Spark's patterns).
-fn literal_pattern(name: &str) -> String {
-    debug_assert!(Ident::new(name).is_ok());
-    format!("'{name}'")
 }
 
 #[cfg(test)]
@@ -280,6 +265,17 @@ mod tests {
     }
 
     #[test]
+    fn text_bound_inside_the_renderer_is_its_own_literal() {
+        let t = TableRef::parse("pre").unwrap();
+        let q = stmt::marker_count(&SparkDialect, &t, "b1");
+        assert!(
+            q.text.contains("CAST(CAST(X'6231' AS STRING) AS STRING)"),
+            "{}",
+            q.text
+        );
+    }
+
+    #[test]
     fn catalog_type_names_map_to_column_types() {
         assert_eq!(column_type("bigint"), ColumnType::Int);
         assert_eq!(column_type("decimal(18,2)"), ColumnType::Decimal);
@@ -293,6 +289,5 @@ mod tests {
     fn identifiers_are_backquoted() {
         let d = SparkDialect;
         assert_eq!(d.quote_ident(&Ident::new("facts").unwrap()), "`facts`");
-        assert_eq!(literal_pattern("facts_2026"), "'facts_2026'");
     }
 }

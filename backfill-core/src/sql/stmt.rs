@@ -192,8 +192,8 @@ fn marker_ident() -> Ident {
 /// Binds a text value, cast to text so engines need not infer its type
 /// (a bare placeholder in a select list has no context to infer from).
 fn text_param(b: &mut SqlBuilder<'_>, s: &str) {
-    let n = b.bind(Value::Text(s.to_string()));
-    let p = b.dialect().placeholder(n, &Value::Text(String::new()));
+    let v = Value::Text(s.to_string());
+    let p = b.dialect().placeholder(b.bind(v.clone()), &v);
     let t = b.dialect().text(&p);
     b.push(&t);
 }
@@ -1689,8 +1689,8 @@ pub mod ledger {
     /// `None` where the dialect has no session locks.
     pub fn instance_alive(d: &dyn Dialect, instance: &str) -> Option<Sql> {
         let mut b = SqlBuilder::new(d);
-        let n = b.bind(Value::Text(instance.to_string()));
-        let p = d.text(&d.placeholder(n, &Value::Text(String::new())));
+        let v = Value::Text(instance.to_string());
+        let p = d.text(&d.placeholder(b.bind(v.clone()), &v));
         let alive = d.instance_alive(&p)?;
         b.push("SELECT ").push(&alive);
         Some(b.finish())
