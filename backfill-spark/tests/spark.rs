@@ -23,7 +23,7 @@ use backfill_testkit::fixtures::Seed;
 /// One server under test and what its tables can do.
 struct Server {
     /// The case's name, which names its schema.
-    name: &'static str,
+    name: String,
     spark: Spark,
     /// The table format its tables are created in.
     format: &'static str,
@@ -41,7 +41,8 @@ enum Which {
 
 /// A session on the server, or `None` (outside CI) when it was not
 /// started.
-async fn server(which: Which, name: &'static str) -> Option<Server> {
+async fn server(which: Which, name: &str) -> Option<Server> {
+    let name = name.to_string();
     let var = match which {
         Which::Sail => "BACKFILL_SPARK_SAIL_URL",
         Which::Jvm => "BACKFILL_SPARK_JVM_URL",
@@ -119,15 +120,6 @@ on_each_server!(
     dialect_fragments_compute_what_they_say,
     the_catalog_says_kind_columns_and_partitions,
     writes_are_refused_before_anything_is_written,
-    conformance_describe,
-    conformance_counts_checksums_samples,
-    conformance_key_reports,
-    conformance_profile,
-    conformance_spine,
-    conformance_orphans,
-    conformance_metric,
-    conformance_diff,
-    conformance_diff_metric,
 );
 
 fn sql(text: &str) -> Sql {
@@ -493,8 +485,8 @@ fn spark_bounded_source(table: &TableRef, column: &Ident, leaky_end: bool) -> So
 /// An env for the read cases: the Spark warehouse, the ledger in memory,
 /// the case's tables in a schema of its own (Apache Spark's catalog is
 /// shared by every session of the server).
-async fn env(s: Server) -> Env {
-    let schema = Ident::new(s.name).unwrap();
+async fn spark_env(s: Server) -> Env {
+    let schema = Ident::new(s.name.as_str()).unwrap();
     let delta = s.delta;
     let mut b = SqlBuilder::new(s.spark.dialect());
     b.push("CREATE SCHEMA IF NOT EXISTS ").ident(&schema);
@@ -520,34 +512,28 @@ async fn env(s: Server) -> Env {
     }
 }
 
-/// A read case of the suite, on the case's env.
-macro_rules! read_cases {
-    ($($name:ident => $case:path),* $(,)?) => {
-        $(
-            async fn $name(s: Server) {
-                $case(env(s).await).await
-            }
-        )*
-    };
+/// The suite's read cases on each server, each in a schema of its own.
+mod sail_reads {
+    use super::*;
+    backfill_testkit::conformance_read_tests!(|name: &str| {
+        let name = name.to_string();
+        async move { Some(spark_env(server(Which::Sail, &name).await?).await) }
+    });
 }
 
-read_cases!(
-    conformance_describe => c::catalog::describe_tables_views_and_sources,
-    conformance_counts_checksums_samples => c::catalog::counts_checksums_samples_and_boundaries,
-    conformance_key_reports => c::catalog::key_reports_find_nulls_and_duplicates,
-    conformance_profile => c::inspect::profile_counts_groups,
-    conformance_spine => c::inspect::spine_shows_missing_day,
-    conformance_orphans => c::inspect::orphans_found,
-    conformance_metric => c::inspect::metric_by_period_and_dim,
-    conformance_diff => c::inspect::diff_classifies_rows,
-    conformance_diff_metric => c::inspect::diff_attributes_metric,
-);
+mod jvm_reads {
+    use super::*;
+    backfill_testkit::conformance_read_tests!(|name: &str| {
+        let name = name.to_string();
+        async move { Some(spark_env(server(Which::Jvm, &name).await?).await) }
+    });
+}
 
 /// A write, which on the shared protocol needs a transaction, is refused
 /// with a typed error and the table is left as it was; so is a ledger
 /// kept in Spark.
 async fn writes_are_refused_before_anything_is_written(s: Server) {
-    let e = env(s).await;
+    let e = spark_env(s).await;
     let schema = c::facts_schema();
     let facts = e.table("refused_facts");
     e.seed.create_table(&facts, &schema).await.unwrap();
