@@ -1260,6 +1260,23 @@ pub async fn bad_input_refused_before_write(env: Env) {
     );
 }
 
+/// One conformance case as a `#[tokio::test]` on the `env` function in
+/// scope: the body the two case macros share.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case {
+    ($name:ident, $body:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(e) = env(stringify!($name)).await else {
+                return;
+            };
+            let f = $body;
+            f(e).await;
+        }
+    };
+}
+
 /// Generates one `#[tokio::test]` per read case of the conformance suite
 /// (describing relations and sources, counts, checksums, samples, key
 /// boundaries and reports, and inspections), in a module
@@ -1279,18 +1296,7 @@ macro_rules! conformance_read_tests {
                 f(name).await
             }
 
-            macro_rules! case {
-                ($name:ident, $body:expr) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $name() {
-                        let Some(e) = env(stringify!($name)).await else {
-                            return;
-                        };
-                        let f = $body;
-                        f(e).await;
-                    }
-                };
-            }
+            use $crate::__conformance_case as case;
 
             case!(inspect_profile, c::inspect::profile_counts_groups);
             case!(inspect_spine, c::inspect::spine_shows_missing_day);
@@ -1347,18 +1353,7 @@ macro_rules! conformance_tests {
                 f(name).await
             }
 
-            macro_rules! case {
-                ($name:ident, $body:expr) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $name() {
-                        let Some(e) = env(stringify!($name)).await else {
-                            return;
-                        };
-                        let f = $body;
-                        f(e).await;
-                    }
-                };
-            }
+            use $crate::__conformance_case as case;
 
             case!(overwrite_partial_columns, |e| {
                 c::exactness::partial_columns_refused(e, Pattern::Overwrite)
