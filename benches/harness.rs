@@ -40,6 +40,9 @@ mod refunds;
 #[path = "harness/statements.rs"]
 mod statements;
 
+#[path = "harness/spark.rs"]
+mod spark;
+
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
 
@@ -58,6 +61,7 @@ struct Args {
     pg_rows: Option<u64>,
     orders: u64,
     pg_orders: Option<u64>,
+    spark_orders: Option<u64>,
     only: Option<String>,
     profile: bool,
     runs: usize,
@@ -74,6 +78,7 @@ fn args() -> Args {
         pg_rows: None,
         orders: if full { 10_000_000 } else { 100_000 },
         pg_orders: None,
+        spark_orders: None,
         only: None,
         profile: argv.iter().any(|a| a == "--profile"),
         runs: if full { 3 } else { 1 },
@@ -90,6 +95,7 @@ fn args() -> Args {
             "--runs" => a.runs = next().parse().expect("--runs N"),
             "--orders" => a.orders = next().parse().expect("--orders N"),
             "--pg-orders" => a.pg_orders = Some(next().parse().expect("--pg-orders N")),
+            "--spark-orders" => a.spark_orders = Some(next().parse().expect("--spark-orders N")),
             "--only" => a.only = Some(next()),
             "--json" => a.json = next(),
             _ => {}
@@ -1205,6 +1211,21 @@ fn main() {
             Err(_) => eprintln!(
                 "BACKFILL_PG_URL is not set: Postgres skipped (run under ./scripts/with-postgres.sh)"
             ),
+        }
+        // Spark in a full run, or asked for alone (under
+        // ./scripts/with-spark.sh, which starts Sail).
+        if a.full && want("spark") || a.only.as_deref() == Some("spark") {
+            match std::env::var("BACKFILL_SPARK_SAIL_URL") {
+                Ok(url) => {
+                    let orders = a.spark_orders.unwrap_or(a.orders);
+                    let (f, d) = spark::measure(&url, orders, a.runs).await;
+                    figures.extend(f);
+                    details.extend(d);
+                }
+                Err(_) => eprintln!(
+                    "BACKFILL_SPARK_SAIL_URL is not set: Spark skipped (run under ./scripts/with-spark.sh)"
+                ),
+            }
         }
         println!(
             "\n| engine | figure | rows | library | hand-written | ratio | goal |\n|---|---|---|---|---|---|---|"

@@ -400,6 +400,13 @@ pub trait Warehouse: Send + Sync {
     /// The SQL dialect, or `None` for an in-memory engine.
     fn dialect(&self) -> Option<&dyn Dialect>;
 
+    /// Why this engine cannot run `strategy`, if it cannot: preflight
+    /// refuses such a run before anything is written. `None` (the
+    /// default) when it can, as every engine with transactions can.
+    fn refuses(&self, _strategy: &crate::StrategySpec) -> Option<String> {
+        None
+    }
+
     /// Whether a write given `mark` marks its batch in the ledger in the
     /// same transaction as the data: the ledger lives in this engine's
     /// database. Without it the runner marks the batch after the write,
@@ -599,6 +606,10 @@ macro_rules! forward_warehouse {
             fn dialect(&self) -> Option<&dyn $crate::sql::Dialect> {
                 let $s = self;
                 $crate::Warehouse::dialect($inner)
+            }
+            fn refuses(&self, strategy: &$crate::StrategySpec) -> Option<String> {
+                let $s = self;
+                $crate::Warehouse::refuses($inner, strategy)
             }
             fn marks_in_tx(&self, mark: &$crate::ledger::TxMark) -> bool {
                 let $s = self;

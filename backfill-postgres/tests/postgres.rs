@@ -157,6 +157,8 @@ fn capabilities() -> Capabilities {
         ledger_in_data_tx: true,
         views_bind_by_name: false,
         runs_sql: true,
+        views_of_views: true,
+        finds_dependents: true,
         keeps_not_null: true,
     }
 }

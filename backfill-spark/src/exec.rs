@@ -13,14 +13,28 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::session::{RelationKind, Spark, DIALECT};
 
+/// The format of the tables a [`SparkExec`] writes, which decides what a
+/// write can make atomic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableFormat {
+    /// Delta tables: `INSERT INTO … REPLACE WHERE` replaces a slice in one
+    /// commit, so a batch's overwrite, its pre-image and its restore are
+    /// each one statement.
+    Delta,
+    /// Any other format (parquet tables without Delta): no statement
+    /// replaces a slice atomically, so writes are refused before anything
+    /// is written; reads work.
+    Other,
+}
+
 /// The [`Executor`] on one Spark Connect session.
 ///
 /// Spark has no transaction spanning several statements, so
-/// [`Executor::begin`] is refused with [`Error::Unsupported`]: whatever in
-/// the shared engine needs one (a batch's write, a ledger kept in the
-/// engine) is refused before it writes anything, and reads run on the
-/// session as they are. Writes on Spark take its own atomic statements
-/// (Delta's `REPLACE WHERE`, `MERGE`), not the shared protocol.
+/// [`Executor::begin`] is refused with [`Error::Unsupported`] (a ledger
+/// kept in Spark is refused before it writes anything) and
+/// [`Executor::transactions`] is false: the shared engine writes each
+/// batch with statements that are each one commit (see
+/// [`TableFormat::Delta`]), and reads run on the session as they are.
 ///
 /// A connection holds the session for its whole life, one at a time: the
 /// statements of one read see each other's temporary views (a row diff
@@ -31,16 +45,23 @@ pub struct SparkExec {
     spark: Spark,
     id: String,
     held: Arc<Mutex<()>>,
+    format: TableFormat,
 }
 
 impl SparkExec {
-    /// An executor on `spark`.
+    /// An executor on `spark`, writing Delta tables.
     pub fn new(spark: Spark) -> SparkExec {
+        Self::with_format(spark, TableFormat::Delta)
+    }
+
+    /// An executor on `spark`, writing tables of `format`.
+    pub fn with_format(spark: Spark, format: TableFormat) -> SparkExec {
         let id = format!("spark:{}", spark.session_id());
         SparkExec {
             spark,
             id,
             held: Arc::default(),
+            format,
         }
     }
 
@@ -82,6 +103,10 @@ impl Executor for SparkExec {
     fn transactions(&self) -> bool {
         false
     }
+
+    fn replaces_slices(&self) -> bool {
+        self.format == TableFormat::Delta
+    }
 }
 
 /// The session, as the shared engine's connection, held while it lives.
@@ -109,13 +134,18 @@ impl Conn for SparkConn {
         Ok(cols.into_iter().map(|(n, t, _)| (n, t)).collect())
     }
 
+    /// Runs the statements of `text` one after another: Spark takes one
+    /// statement a request.
     async fn script(&mut self, text: &str) -> Result<()> {
-        self.spark
-            .execute(&Sql {
-                text: text.to_string(),
-                params: Vec::new(),
-            })
-            .await
+        for statement in crate::script::statements(text) {
+            self.spark
+                .execute(&Sql {
+                    text: statement.to_string(),
+                    params: Vec::new(),
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn relation(&mut self, table: &TableRef) -> Result<CatalogAnswer> {

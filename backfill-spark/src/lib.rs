@@ -25,23 +25,30 @@
 
 mod decode;
 mod exec;
+mod script;
 mod session;
 
-pub use exec::SparkExec;
+pub use exec::{SparkExec, TableFormat};
 pub use session::{CatalogColumn, Relation, RelationKind, Spark, DIALECT};
 
 backfill_core::sql_warehouse! {
     /// A Spark Connect session as a backfill
     /// [`Warehouse`](backfill_core::Warehouse), on the shared SQL engine.
     ///
-    /// What runs today is the read side, pushed down as Spark SQL:
-    /// describing tables, views and sources, counts, checksums, key
-    /// boundaries and key reports, typed samples, and inspections
-    /// (profiles, spines, orphans, metrics, row diffs and
-    /// reconciliation). Anything that needs a transaction (a batch's
-    /// write, a ledger kept in Spark) is refused with
-    /// [`Error::Unsupported`](backfill_core::Error::Unsupported) before it
-    /// writes anything.
+    /// Reads are pushed down as Spark SQL: describing tables, views and
+    /// sources, counts, checksums, key boundaries and key reports, typed
+    /// samples, and inspections (profiles, spines, orphans, metrics, row
+    /// diffs and reconciliation).
+    ///
+    /// On Delta tables (the default), a partition overwrite and a
+    /// parallel version write each batch as one `INSERT INTO … REPLACE
+    /// WHERE` after its guards, keep its pre-image in one statement, and
+    /// restore it in one; the ledger lives in PostgreSQL or DuckDB, and a
+    /// batch repeated after a crash replaces its slice with the same
+    /// rows. A staging swap and a merge are refused at preflight, as is
+    /// any write on tables of [`TableFormat::Other`]; a ledger kept in
+    /// Spark is refused with
+    /// [`Error::Unsupported`](backfill_core::Error::Unsupported).
     ///
     /// ```no_run
     /// # async fn demo() -> backfill_core::Result<()> {
@@ -62,8 +69,13 @@ impl SparkWarehouse {
         Ok(Self::on(Spark::connect(url).await?))
     }
 
-    /// The warehouse on an open session.
+    /// The warehouse on an open session, writing Delta tables.
     pub fn on(spark: Spark) -> SparkWarehouse {
-        backfill_core::engine::SqlWarehouse::new(SparkExec::new(spark)).into()
+        Self::with_format(spark, TableFormat::Delta)
+    }
+
+    /// The warehouse on an open session, writing tables of `format`.
+    pub fn with_format(spark: Spark, format: TableFormat) -> SparkWarehouse {
+        backfill_core::engine::SqlWarehouse::new(SparkExec::with_format(spark, format)).into()
     }
 }

@@ -58,7 +58,26 @@ impl Spark {
     /// let rows = spark.query(&q.finish()).await?;
     /// # let _ = rows; Ok(()) }
     /// ```
+    ///
+    /// A server that refuses the connection for the moment (gRPC
+    /// `UNAVAILABLE`: its accept queue full, say) is tried again, five
+    /// times over about three seconds, before the error is returned.
     pub async fn connect(url: &str) -> Result<Spark> {
+        let mut wait = std::time::Duration::from_millis(100);
+        for _ in 0..5 {
+            match Self::connect_once(url).await {
+                Err(e) if unavailable(&e) => {
+                    tracing::debug!(url, error = %e, "Spark Connect server unavailable; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+        Self::connect_once(url).await
+    }
+
+    async fn connect_once(url: &str) -> Result<Spark> {
         let builder = ChannelBuilder::parse(url).map_err(spark_error)?;
         let client = SparkConnectClient::connect(&builder)
             .await
@@ -374,6 +393,17 @@ fn missing_name(message: &str) -> String {
 
 /// A Spark Connect error as an engine error: the server's error class as
 /// its code; a server that is unreachable or shutting down is transient.
+/// Whether `e` is the server refusing for the moment (gRPC `UNAVAILABLE`).
+fn unavailable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Engine {
+            transient: true,
+            ..
+        }
+    )
+}
+
 pub(crate) fn spark_error(e: SparkError) -> Error {
     if is_missing_relation(&e) {
         return Error::UnknownTable(missing_name(&e.message));

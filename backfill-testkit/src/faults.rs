@@ -407,6 +407,10 @@ impl<W: Warehouse> Warehouse for Faulty<W> {
         self.inner.swap_hazards(table).await
     }
 
+    fn refuses(&self, strategy: &backfill_core::StrategySpec) -> Option<String> {
+        self.inner.refuses(strategy)
+    }
+
     async fn drop_table(&self, table: &TableRef) -> Result<bool> {
         self.inner.drop_table(table).await
     }

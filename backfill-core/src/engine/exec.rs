@@ -158,6 +158,15 @@ pub trait Executor: Send + Sync + Debug + 'static {
         true
     }
 
+    /// Whether one statement replaces the rows of a table's slice with a
+    /// query's, atomically (`INSERT INTO t REPLACE WHERE p SELECT …` on
+    /// Delta tables). On an engine without transactions, this is what
+    /// makes a batch's overwrite, its pre-image and its restore each one
+    /// commit; without it, such an engine writes nothing.
+    fn replaces_slices(&self) -> bool {
+        false
+    }
+
     /// What an error of this engine means.
     fn classify(&self, _error: &Error) -> Failure {
         Failure::Other
@@ -243,7 +252,13 @@ pub trait NativePartitions: Send + Sync {
 /// body is an expression of type `Result<T>` that may use `?`.
 macro_rules! in_tx {
     ($exec:expr, $limits:expr, |$c:ident| $body:expr) => {{
-        let mut tx = $exec.begin($limits).await?;
+        // Without transactions, the statements run on one session, each
+        // its own commit.
+        let mut tx = if $exec.transactions() {
+            $exec.begin($limits).await?
+        } else {
+            $exec.connect().await?
+        };
         let r = {
             let $c: &mut dyn $crate::engine::exec::Conn = &mut *tx;
             async { $body }.await

@@ -27,6 +27,8 @@ use crate::warehouse::{
 };
 use crate::{Column, ColumnType, Ident, Predicate, Source, TableRef, TableSchema, Value};
 
+mod autocommit;
+
 /// How writes run: session limits per transaction, and how a swap waits
 /// for its lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,6 +322,16 @@ async fn source_schema(c: &mut dyn Conn, d: &dyn Dialect, source: &Source) -> Re
 /// A pre-image or key-log table's data columns, after checking it has the
 /// batch and marker columns.
 async fn snapshot_columns(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Result<Vec<Ident>> {
+    Ok(snapshot_layout(c, d, t).await?.1)
+}
+
+/// A pre-image or key-log table's columns, all of them in order, and its
+/// data columns, after checking it has the batch and marker columns.
+async fn snapshot_layout(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    t: &TableRef,
+) -> Result<(TableSchema, Vec<Ident>)> {
     let schema = require_table(c, d, t).await?;
     for name in [BATCH_COLUMN, MARKER_COLUMN] {
         if !schema.columns.iter().any(|c| c.name.as_str() == name) {
@@ -329,22 +341,24 @@ async fn snapshot_columns(c: &mut dyn Conn, d: &dyn Dialect, t: &TableRef) -> Re
             });
         }
     }
-    Ok(schema
+    let data = schema
         .columns
         .iter()
         .filter(|c| c.name.as_str() != BATCH_COLUMN && c.name.as_str() != MARKER_COLUMN)
         .map(|c| c.name.clone())
-        .collect())
+        .collect();
+    Ok((schema, data))
 }
 
 /// The session's temporary table holding a batch's source slice, in the
 /// temporary schema so a user table of the same name is never read or
 /// dropped.
 fn slice_table(d: &dyn Dialect) -> TableRef {
-    TableRef::qualified(
-        Ident::new(d.temp_schema()).expect("a valid identifier"),
-        Ident::new("__bf_slice").expect("a valid identifier"),
-    )
+    let name = Ident::new("__bf_slice").expect("a valid identifier");
+    match d.temp_schema() {
+        Some(s) => TableRef::qualified(Ident::new(s).expect("a valid identifier"), name),
+        None => TableRef::new(name),
+    }
 }
 
 fn qualified_name(t: &TableRef) -> String {
@@ -393,7 +407,7 @@ async fn stage_slice(
     batch: &Batch,
 ) -> Result<TableRef> {
     let tmp = slice_table(d);
-    c.execute(&stmt::drop_table(d, &tmp)).await?;
+    c.execute(&stmt::drop_scratch(d, &tmp)).await?;
     let bounded = source.is_bounded();
     let filter = (!bounded).then_some(&batch.predicate);
     c.execute(&stmt::materialize(
@@ -512,15 +526,20 @@ async fn check_write(
             .chain(w.batch.predicate.columns()),
         &tname,
     )?;
-    let snapshot = match w.snapshot {
+    let (snapshot, snapshot_layout) = match w.snapshot {
         Some(s) => {
-            let cols = snapshot_columns(c, d, s).await?;
+            let (layout, cols) = snapshot_layout(c, d, s).await?;
             check_columns(&target, &cols, &tname)?;
-            Some(cols)
+            (Some(cols), Some(layout))
         }
-        None => None,
+        None => (None, None),
     };
-    Ok(Checked { snapshot, floats })
+    Ok(Checked {
+        snapshot,
+        floats,
+        target,
+        snapshot_layout,
+    })
 }
 
 /// The first column of each row of `query`, as text.
@@ -560,25 +579,29 @@ async fn key_report(
     })
 }
 
-/// Runs a write's guards on its own connection, after the write and
-/// before its commit: a failure is returned and the caller's transaction
-/// rolls the write back.
+/// Runs a write's guards on connection `c`: after the write and before
+/// its commit, on the written slice (a failure is returned and the
+/// caller's transaction rolls the write back); or, where there is no
+/// transaction, before the write, on the rows the slice is about to hold
+/// (the rows of `slice` matching its predicate), so a failure leaves
+/// nothing written.
 async fn run_guards(
     c: &mut dyn Conn,
     d: &dyn Dialect,
     w: &SliceWrite<'_>,
     (rows_before, rows_written): (u64, u64),
+    (slice, predicate): (&TableRef, &Predicate),
 ) -> Result<()> {
-    let (table, batch) = (w.table, w.batch);
+    let batch = w.batch;
     for g in w.guards {
         match g {
             Guard::Emptiness { .. } => g.judge_written(&batch.id, rows_before, rows_written)?,
             Guard::Unique { keys } => {
-                let r = key_report(c, d, table, keys, &batch.predicate, SAMPLE_LIMIT).await?;
+                let r = key_report(c, d, slice, keys, predicate, SAMPLE_LIMIT).await?;
                 g.judge_keys(&r)?;
             }
             Guard::RowCount { .. } => {
-                let after = query_count(c, &stmt::count(d, table, &batch.predicate)).await?;
+                let after = query_count(c, &stmt::count(d, slice, predicate)).await?;
                 g.judge_count(rows_before, after)?;
             }
         }
@@ -594,6 +617,10 @@ struct Checked {
     /// The float columns among those written (checked for NaN and
     /// infinity before the write).
     floats: Vec<Ident>,
+    /// The target's columns, in order.
+    target: TableSchema,
+    /// The pre-image's columns, in order, if the write keeps one.
+    snapshot_layout: Option<TableSchema>,
 }
 
 /// What the writes of one transaction found in the catalog, keyed by what
@@ -667,6 +694,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let Checked {
             snapshot: snap_cols,
             floats,
+            ..
         } = tx.catalog.check(c, d, w, &[]).await?;
         // The run's staged snapshot was checked when the run made it.
         let direct = w.straight_from_source();
@@ -734,7 +762,7 @@ impl<E: Executor> SqlWarehouse<E> {
             }
         };
         if let Some(slice) = &slice {
-            c.execute(&stmt::drop_table(d, slice)).await?;
+            c.execute(&stmt::drop_scratch(d, slice)).await?;
         }
         self.settle(
             c,
@@ -901,7 +929,14 @@ impl<E: Executor> SqlWarehouse<E> {
         tx: &mut TxState,
         mut out: WriteOutcome,
     ) -> Result<WriteOutcome> {
-        run_guards(c, self.d(), w, (out.rows_before, out.rows_written)).await?;
+        run_guards(
+            c,
+            self.d(),
+            w,
+            (out.rows_before, out.rows_written),
+            (w.table, &w.batch.predicate),
+        )
+        .await?;
         if let Some((mark, home)) = self.home_of(w.mark) {
             let rows = (out.rows_before, out.rows_written);
             match &mut tx.marks {
@@ -936,6 +971,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let Checked {
             snapshot: snap_cols,
             floats,
+            ..
         } = tx.catalog.check(c, d, w, keys).await?;
         let log_cols = match m.key_log {
             Some(l) => Some(snapshot_columns(c, d, l).await?),
@@ -1334,7 +1370,17 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
             .collect())
     }
 
+    fn refuses(&self, strategy: &crate::StrategySpec) -> Option<String> {
+        match self.exec.transactions() {
+            true => None,
+            false => self.refuses_alone(strategy),
+        }
+    }
+
     async fn overwrite_slice(&self, write: &SliceWrite<'_>) -> Result<WriteOutcome> {
+        if !self.exec.transactions() {
+            return self.overwrite_alone(write).await;
+        }
         let mut tx = self.exec.begin(self.settings.limits).await?;
         let r = self
             .overwrite_in(&mut *tx, write, &mut TxState::default())
@@ -1343,6 +1389,12 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
     }
 
     async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
+        if !self.exec.transactions() {
+            let why = self.refuses_alone(&crate::StrategySpec::Merge {
+                keys: write.keys.to_vec(),
+            });
+            return Err(Error::Unsupported(why.unwrap_or_default()));
+        }
         let mut tx = self.exec.begin(self.settings.limits).await?;
         let r = self
             .merge_in(&mut *tx, write, &mut TxState::default())
@@ -1351,13 +1403,36 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
     }
 
     fn max_group(&self) -> usize {
-        usize::MAX
+        match self.exec.transactions() {
+            true => usize::MAX,
+            // Each batch is its own commit.
+            false => 1,
+        }
     }
 
     async fn write_group(
         &self,
         writes: &[BatchWrite<'_>],
     ) -> std::result::Result<Vec<WriteOutcome>, GroupFailure> {
+        if !self.exec.transactions() {
+            return match writes {
+                [BatchWrite::Overwrite(s)] => self
+                    .overwrite_slice(s)
+                    .await
+                    .map(|o| vec![o])
+                    .map_err(|e| GroupFailure::at(0, e)),
+                [BatchWrite::Merge(m)] => self
+                    .merge_slice(m)
+                    .await
+                    .map(|o| vec![o])
+                    .map_err(|e| GroupFailure::at(0, e)),
+                _ => Err(GroupFailure::whole(Error::NotAllowed(format!(
+                    "{} commits each batch on its own: a group of {} batches cannot be one commit",
+                    self.exec.engine(),
+                    writes.len()
+                )))),
+            };
+        }
         let mut tx = self
             .exec
             .begin(self.settings.limits)
@@ -1405,6 +1480,9 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
     }
 
     async fn restore_slice(&self, restore: &Restore<'_>) -> Result<Option<u64>> {
+        if !self.exec.transactions() {
+            return self.restore_alone(restore).await;
+        }
         let mut tx = self.exec.begin(self.settings.limits).await?;
         let r = self.restore_in(&mut *tx, restore).await;
         finish(tx, r).await
@@ -1510,8 +1588,16 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
                 if kind(c, d, view).await?.as_deref() == Some(TABLE) {
                     return Err(Error::NotAllowed(format!("{view} is a table, not a view")));
                 }
-                if kind(c, d, table).await?.is_none() {
-                    return Err(Error::UnknownTable(table.to_string()));
+                match kind(c, d, table).await?.as_deref() {
+                    None => return Err(Error::UnknownTable(table.to_string())),
+                    Some(TABLE) => {}
+                    Some(_) if !d.finds_view_cycles() => {
+                        return Err(Error::NotAllowed(format!(
+                            "{table} is a view, and {} cannot tell whether {view} would then                              read itself: point {view} at a table",
+                            exec.engine()
+                        )))
+                    }
+                    Some(_) => {}
                 }
                 let cycle = |e: Error| match exec.classify(&e) {
                     Failure::ViewCycle => {
@@ -1587,6 +1673,10 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
                 if bounded {
                     let outside = query_count(c, &stmt::outside(d, into, predicate)).await?;
                     if outside > 0 {
+                        if !self.exec.transactions() {
+                            // No transaction to roll the table back with.
+                            c.execute(&stmt::drop_table(d, into)).await?;
+                        }
                         return Err(Error::OutOfBounds {
                             batch: format!("stage {into}"),
                             rows: outside,

@@ -846,6 +846,11 @@ impl Runner {
                 )));
             }
         }
+        if let Some(why) = self.warehouse.refuses(&job.brief.strategy) {
+            return Err(Error::Preflight(vec![crate::Finding::block(
+                "strategy", why,
+            )]));
+        }
         let (columns, schema) = self.target_columns(job).await?;
         let mut warnings = self.check_source(job, &columns, &schema).await?;
         if self.options.stage_source && !job.rules.is_empty() {

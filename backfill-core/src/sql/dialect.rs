@@ -133,15 +133,32 @@ pub trait Dialect: Send + Sync + Debug {
         false
     }
 
-    /// The schema of the session's temporary tables.
-    fn temp_schema(&self) -> &'static str;
+    /// `expr` as a column a table made by `CREATE TABLE … AS SELECT` keeps
+    /// nullable, whatever `expr` reads: a pre-image's marker row has no
+    /// data. `expr` itself by default, where such tables never take
+    /// `NOT NULL` from the query.
+    fn nullable(&self, expr: &str) -> String {
+        expr.to_string()
+    }
+
+    /// Whether the engine refuses a view that reads itself when the view
+    /// is made or read. Where it does not (Sail overflows its stack on
+    /// such a read), a view is only ever pointed at a table, which can
+    /// never close a cycle.
+    fn finds_view_cycles(&self) -> bool {
+        true
+    }
+
+    /// The schema of the session's temporary tables; `None` where they
+    /// are named without one (Spark's temporary views).
+    fn temp_schema(&self) -> Option<&'static str>;
 
     /// How a statement's result is kept for the session's next statements
     /// and let go: the text before `name AS query`, and before `name` to
     /// drop it. A temporary table by default; a temporary view where the
     /// engine has no temporary tables (Spark), read again each time.
     fn scratch(&self) -> (&'static str, &'static str) {
-        ("CREATE TEMP TABLE ", "DROP TABLE ")
+        ("CREATE TEMP TABLE ", "DROP TABLE IF EXISTS ")
     }
 
     /// Statements that refresh the planner's statistics of a table just
@@ -209,8 +226,8 @@ impl Dialect for DuckDbDialect {
         "duckdb"
     }
 
-    fn temp_schema(&self) -> &'static str {
-        "temp"
+    fn temp_schema(&self) -> Option<&'static str> {
+        Some("temp")
     }
 
     fn copy_shape(&self, to: &TableRef, from: &TableRef, schema: &TableSchema) -> Vec<Sql> {
@@ -350,8 +367,8 @@ impl Dialect for PostgresDialect {
         "postgres"
     }
 
-    fn temp_schema(&self) -> &'static str {
-        "pg_temp"
+    fn temp_schema(&self) -> Option<&'static str> {
+        Some("pg_temp")
     }
 
     fn advisory_lock(&self, key: &str) -> Option<Sql> {

@@ -385,7 +385,10 @@ fn diff_one_pass(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
         q.text().to_string()
     };
     let (o, n) = (present("__o"), present("__n"));
-    let both = format!("{o} IS NOT NULL AND {n} IS NOT NULL");
+    // Both sides are present where the first keys are equal (the join is
+    // on equal keys). Said so rather than as two IS NOT NULL tests, which
+    // Sail 0.7.2 fails to plan beside a sample's aggregate.
+    let both = format!("{o} = {n}");
     let mut c = SqlBuilder::new(d);
     diff_with(&mut c, diff, &cols);
     if diff.partition.is_some() {

@@ -193,8 +193,20 @@ impl Dialect for SparkDialect {
         no_rows("'' AS hazard")
     }
 
-    fn temp_schema(&self) -> &'static str {
-        "default"
+    fn temp_schema(&self) -> Option<&'static str> {
+        // A temporary view takes no schema, and is found before any table
+        // of the same name.
+        None
+    }
+
+    fn finds_view_cycles(&self) -> bool {
+        false
+    }
+
+    fn nullable(&self, expr: &str) -> String {
+        // A Delta table made from a query keeps its columns' NOT NULL; a
+        // CASE without ELSE may be NULL.
+        format!("CASE WHEN TRUE THEN {expr} END")
     }
 
     fn scratch(&self) -> (&'static str, &'static str) {

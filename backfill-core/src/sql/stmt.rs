@@ -399,6 +399,14 @@ pub fn drop_table(d: &dyn Dialect, table: &TableRef) -> Sql {
     b.finish()
 }
 
+/// Drops a session's scratch relation if it exists (a temporary table,
+/// or a temporary view: see [`Dialect::scratch`]).
+pub fn drop_scratch(d: &dyn Dialect, scratch: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push(d.scratch().1).table(scratch);
+    b.finish()
+}
+
 /// `CREATE INDEX ON table (column)`, then `ANALYZE table`: a staged
 /// snapshot read one batch at a time is read through an index on the
 /// batch column, by a planner that knows its size.
@@ -476,7 +484,12 @@ pub fn create_snapshot_table(
     b.push(&d.text("NULL")).push(" AS ").ident(&batch_ident());
     b.push(", CAST(NULL AS BOOLEAN) AS ").ident(&marker_ident());
     for c in columns {
-        b.push(", ").qualified("__t", c);
+        let mut col = SqlBuilder::new(d);
+        col.qualified("__t", c);
+        b.push(", ")
+            .push(&d.nullable(col.text()))
+            .push(" AS ")
+            .ident(c);
     }
     b.push(" FROM ").table(like).push(" AS __t LIMIT 0");
     b.finish()
@@ -643,7 +656,7 @@ pub fn materialize(
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
     b.push(if temporary {
-        "CREATE TEMP TABLE "
+        d.scratch().0
     } else {
         "CREATE TABLE "
     });
@@ -772,6 +785,21 @@ pub fn insert_marker(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sq
     b.push(") VALUES (");
     text_param(&mut b, batch_id);
     b.push(", TRUE)");
+    b.finish()
+}
+
+/// A batch's data rows in a pre-image (its marker not counted): one row
+/// `(count)`.
+pub fn snapshot_rows(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT count(*) FROM ")
+        .table(snapshot)
+        .push(" AS __p WHERE ");
+    b.qualified("__p", &batch_ident()).push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__p", &marker_ident())
+        .push(" IS NOT TRUE");
     b.finish()
 }
 
@@ -947,6 +975,147 @@ pub fn restore_rows(
     text_param(&mut b, batch_id);
     b.push(" AND ")
         .qualified("__p", &marker_ident())
+        .push(" IS NOT TRUE");
+    b.finish()
+}
+
+// ---------------------------------------------------------------------------
+// Replacing a slice in one statement (engines without transactions)
+// ---------------------------------------------------------------------------
+
+/// `INSERT INTO table REPLACE WHERE predicate SELECT …`: the rows of
+/// `table` matching `predicate` are replaced by the query's in one atomic
+/// commit (Delta). The statement takes no column list, so the query's
+/// columns follow `order`, the table's own; each is `pick`ed from the
+/// query's alias `__n`, or NULL of its type when `pick` has none.
+fn replace_head(
+    b: &mut SqlBuilder<'_>,
+    table: &TableRef,
+    predicate: &Predicate,
+    order: &[Column],
+    pick: impl Fn(&mut SqlBuilder<'_>, &Column) -> bool,
+) {
+    b.push("INSERT INTO ")
+        .table(table)
+        .push(" REPLACE WHERE ")
+        .predicate(predicate, None)
+        .push(" SELECT ");
+    for (i, col) in order.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        if !pick(b, col) {
+            typed_null(b, col.ty);
+        }
+    }
+}
+
+/// `CAST(NULL AS type)`.
+fn typed_null(b: &mut SqlBuilder<'_>, ty: ColumnType) {
+    let name = b.dialect().type_name(ty);
+    b.push("CAST(NULL AS ").push(name).push(")");
+}
+
+/// Replaces a batch's slice of `table` (columns in `order`) with the
+/// source's rows of the batch, in one statement: the batch's overwrite on
+/// an engine without transactions. Columns of `order` not in `columns`
+/// are NULL, as a delete and an insert of `columns` would leave them.
+pub fn replace_slice(
+    d: &dyn Dialect,
+    table: &TableRef,
+    order: &[Column],
+    columns: &[Ident],
+    source: &Source,
+    batch: &Batch,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    replace_head(&mut b, table, &batch.predicate, order, |b, col| {
+        let written = columns.contains(&col.name);
+        if written {
+            b.qualified("__n", &col.name);
+        }
+        written
+    });
+    b.push(" FROM ");
+    b.source_slice(source, batch, columns, "__n");
+    b.finish()
+}
+
+/// Keeps a batch's pre-image in one statement: the rows of `table`
+/// matching `predicate` as data rows of `batch_id`, and its marker row,
+/// replacing whatever the pre-image held for the batch. `order` is the
+/// pre-image's columns, the batch and marker columns among them.
+pub fn replace_snapshot(
+    d: &dyn Dialect,
+    snapshot: &TableRef,
+    order: &[Column],
+    table: &TableRef,
+    predicate: &Predicate,
+    batch_id: &str,
+) -> Sql {
+    let (batch, marker) = (batch_ident(), marker_ident());
+    let mine = Predicate::In {
+        column: batch.clone(),
+        values: vec![Value::Text(batch_id.to_string())],
+    };
+    let mut b = SqlBuilder::new(d);
+    let pick = |marked: bool| {
+        let (batch, marker) = (batch.clone(), marker.clone());
+        move |b: &mut SqlBuilder<'_>, col: &Column| {
+            if col.name == batch {
+                text_param(b, batch_id);
+            } else if col.name == marker {
+                b.push(if marked { "TRUE" } else { "FALSE" });
+            } else if marked {
+                return false;
+            } else {
+                b.qualified("__n", &col.name);
+            }
+            true
+        }
+    };
+    replace_head(&mut b, snapshot, &mine, order, pick(false));
+    b.push(" FROM ").table(table).push(" AS __n WHERE ");
+    b.predicate(predicate, Some("__n"))
+        .push(" UNION ALL SELECT ");
+    let mut first = true;
+    for col in order {
+        if !first {
+            b.push(", ");
+        }
+        first = false;
+        if !pick(true)(&mut b, col) {
+            typed_null(&mut b, col.ty);
+        }
+    }
+    b.finish()
+}
+
+/// Restores a batch's slice of `table` (columns in `order`) from its
+/// pre-image in one statement: the rows matching `predicate` are replaced
+/// by the pre-image's data rows of `batch_id`.
+pub fn replace_from_snapshot(
+    d: &dyn Dialect,
+    table: &TableRef,
+    order: &[Column],
+    columns: &[Ident],
+    predicate: &Predicate,
+    snapshot: &TableRef,
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    replace_head(&mut b, table, predicate, order, |b, col| {
+        let kept = columns.contains(&col.name);
+        if kept {
+            b.qualified("__n", &col.name);
+        }
+        kept
+    });
+    b.push(" FROM ").table(snapshot).push(" AS __n WHERE ");
+    b.qualified("__n", &batch_ident()).push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__n", &marker_ident())
         .push(" IS NOT TRUE");
     b.finish()
 }

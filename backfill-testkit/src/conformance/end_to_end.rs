@@ -14,7 +14,7 @@ use backfill_core::{
 
 use super::{
     brief, checksum, daily_plan, expected_replace, ident, original_rows, seed_table, source_rows,
-    Env,
+    Env, Pattern,
 };
 
 /// [`brief`] with a second blocking check: a day gains or loses at most
@@ -108,6 +108,9 @@ pub async fn runner_overwrites_daily_partitions_end_to_end(env: Env) {
 /// the staged snapshot, never deletes (row 13 stays, row 1000 arrives),
 /// and rolls back to the exact prior table.
 pub async fn runner_stages_the_source_once_and_merges(env: Env) {
+    if !env.writes(Pattern::Merge) {
+        return;
+    }
     let facts = seed_table(&env, "facts", &original_rows()).await;
     let fix = seed_table(&env, "facts_fix", &source_rows()).await;
     let original = checksum(&env, &facts).await;
@@ -455,6 +458,13 @@ pub async fn rule_periods_split_batches(env: Env) {
 /// batch claimed after the pause; the operator accepts the drift (who and
 /// why are kept, and the change note lists them) and the run finishes.
 pub async fn drift_pauses_until_accepted(env: Env) {
+    if !env.gate(
+        env.capabilities.finds_dependents,
+        "finds_dependents",
+        "a redefined dependent view pausing the run",
+    ) {
+        return;
+    }
     use backfill_core::drift::{Act, Kind, ACCEPTED};
     use backfill_core::{Column, ColumnType};
     use std::sync::atomic::{AtomicBool, Ordering};

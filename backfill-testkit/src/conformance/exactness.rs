@@ -19,6 +19,9 @@ use crate::faults::FaultPoint;
 /// them: it is refused before any write, naming the columns left out, and
 /// the table is unchanged.
 pub async fn partial_columns_refused(env: Env, pattern: Pattern) {
+    if !env.writes(pattern) {
+        return;
+    }
     let case = setup(env, pattern, "partial").await;
     let before = checksum(&case.env, &case.target).await;
     let mut scope = case.job.plan.scope.clone();
@@ -45,6 +48,9 @@ pub async fn partial_columns_refused(env: Env, pattern: Pattern) {
 /// are; and a run whose working table went missing is refused on resume
 /// with a typed error, rather than recreating an empty one and going on.
 pub async fn cleanup_keeps_unfinished_runs(env: Env, pattern: Pattern) {
+    if !env.writes(pattern) {
+        return;
+    }
     let case = setup(env, pattern, "unfinished").await;
     let (runner, faults) = case.faulty_runner();
     faults.fail_nth(FaultPoint::BeforeWrite, 3);
@@ -91,6 +97,9 @@ pub async fn cleanup_keeps_unfinished_runs(env: Env, pattern: Pattern) {
 /// A run written in full and awaiting its cut-over keeps its stage or
 /// version through a cleanup however late.
 pub async fn cleanup_keeps_runs_awaiting_cutover(env: Env, pattern: Pattern) {
+    if !env.writes(pattern) {
+        return;
+    }
     let case = setup(env, pattern, "awaiting").await;
     let runner = case.runner();
     let report = runner.run(&case.job).await.expect("run");
@@ -312,6 +321,9 @@ pub async fn separate_ledger_is_warned(env: Env) {
 /// refused before the first write, naming the key, and the table is
 /// unchanged.
 pub async fn merge_refuses_duplicate_target_keys(env: Env) {
+    if !env.writes(Pattern::Merge) {
+        return;
+    }
     let mut rows = super::original_rows();
     rows.push(super::row(12, super::day(8), 999, "outside the scope"));
     let target = super::seed_table(&env, "facts", &rows).await;
@@ -567,6 +579,9 @@ pub async fn instant_column_needs_instant_bounds(env: Env) {
 /// the engine's state, not only the ledger's, and the table readers see is
 /// the original again. A second cut-over finishes the first one's record.
 pub async fn unrecorded_cutover_is_rolled_back(env: Env, pattern: Pattern) {
+    if !env.writes(pattern) {
+        return;
+    }
     let case = setup(env, pattern, "unrecorded").await;
     let original = checksum(&case.env, &case.visible()).await;
     let (runner, faults) = case.faulty_runner();
@@ -632,6 +647,9 @@ async fn setup_again(case: &super::Case, run: &str) -> super::Case {
 /// the kept old table at a swap, or be hidden behind a moved view: the
 /// cut-over is refused with the numbers, and the row stays readable.
 pub async fn concurrent_writes_refuse_cutover(env: Env, pattern: Pattern) {
+    if !env.writes(pattern) {
+        return;
+    }
     let case = setup(env, pattern, "concurrent").await;
     let runner = case.runner();
     runner.run(&case.job).await.expect("run");
@@ -707,6 +725,9 @@ pub async fn blocking_batch_check_before_commit(env: Env) {
 /// it nor the target changes. Only what the library created is recorded
 /// as the run's, so cleanup never drops such a table.
 pub async fn existing_table_is_not_adopted(env: Env) {
+    if !env.writes(Pattern::Staging) {
+        return;
+    }
     let case = setup(env, Pattern::Staging, "owned").await;
     let name = format!("{}__bf_stage_owned", case.target.name);
     let theirs = super::seed_table(
@@ -737,6 +758,9 @@ pub async fn existing_table_is_not_adopted(env: Env) {
 /// added since) logs the key it adds, so restoring the batch removes it:
 /// the table is exactly as before the first write.
 pub async fn merge_rerun_logs_every_key(env: Env) {
+    if !env.writes(Pattern::Merge) {
+        return;
+    }
     use super::writes::slice_write;
     use backfill_core::warehouse::{Footprint, MergeWrite, Restore};
     let facts = super::seed_table(&env, "facts", &super::original_rows()).await;
@@ -792,6 +816,9 @@ pub async fn merge_rerun_logs_every_key(env: Env) {
 /// would rewrite that row: the batch is refused before its write, naming
 /// the key, and the table is unchanged.
 pub async fn merge_refuses_keys_outside_the_scope(env: Env) {
+    if !env.writes(Pattern::Merge) {
+        return;
+    }
     let mut rows = super::source_rows();
     rows.retain(|r| r[0] != backfill_core::Value::Int(1));
     // On the scope's first day, so nothing is written before it.
@@ -807,6 +834,9 @@ pub async fn merge_refuses_keys_outside_the_scope(env: Env) {
 /// upserted twice, the later day silently winning: refused before the
 /// first write, naming the key.
 pub async fn merge_refuses_keys_repeated_across_batches(env: Env) {
+    if !env.writes(Pattern::Merge) {
+        return;
+    }
     let mut rows = super::source_rows();
     rows.push(super::row(2000, super::day(3), 1, "first"));
     rows.push(super::row(2000, super::day(5), 2, "again"));
@@ -938,6 +968,13 @@ pub async fn emptied_day_is_refused(env: Env) {
 /// brief's policy pauses on redefinitions; accepted, the cut-over goes
 /// ahead.
 pub async fn freeze_refuses_cutover(env: Env) {
+    if !env.gate(
+        env.capabilities.finds_dependents,
+        "finds_dependents",
+        "a redefined dependent view pausing the run",
+    ) {
+        return;
+    }
     let mut case = setup(env, Pattern::Parallel, "frozen").await;
     let view = case.env.table("facts_report");
     case.env
