@@ -101,7 +101,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # Each in its own process group, so that stopping it stops all of it.
-( cd "$DATA" && SAIL_MODE=local-cluster exec setsid "$VENV/bin/python" "$VENV/bin/sail" \
+# Sail runs in one process (`local`; BACKFILL_SAIL_MODE=local-cluster for
+# its driver and workers apart, where it has been seen to fail a query
+# with "a different attempt has already produced job output").
+( cd "$DATA" && SAIL_MODE="${BACKFILL_SAIL_MODE:-local}" exec setsid "$VENV/bin/python" "$VENV/bin/sail" \
     spark server --ip 127.0.0.1 --port "$SAIL_PORT" ) >"$DATA/sail.log" 2>&1 &
 PIDS+=($!)
 ( cd "$DATA" && SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 exec setsid \

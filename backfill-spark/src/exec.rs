@@ -2,14 +2,12 @@
 //! renderer's statements through a [`Spark`] session, reads relations from
 //! its catalog calls, and refuses transactions, which Spark does not have.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use backfill_core::engine::{CatalogAnswer, Conn, Executor, Limits};
 use backfill_core::sql::{Dialect, Sql};
 use backfill_core::{ColumnType, Error, Result, TableRef, Value};
 
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::session::{RelationKind, Spark, DIALECT};
 
@@ -36,15 +34,15 @@ pub enum TableFormat {
 /// batch with statements that are each one commit (see
 /// [`TableFormat::Delta`]), and reads run on the session as they are.
 ///
-/// A connection holds the session for its whole life, one at a time: the
-/// statements of one read see each other's temporary views (a row diff
-/// keeps its differing rows in one), and two reads never replace each
-/// other's.
+/// A connection holds the session for its whole life, one at a time (the
+/// lock is the session's, shared by every executor on it): the statements
+/// of one read or write see each other's temporary views (a row diff keeps
+/// its differing rows in one, a batch's write its source slice), and two
+/// never replace each other's.
 #[derive(Clone, Debug)]
 pub struct SparkExec {
     spark: Spark,
     id: String,
-    held: Arc<Mutex<()>>,
     format: TableFormat,
 }
 
@@ -57,12 +55,7 @@ impl SparkExec {
     /// An executor on `spark`, writing tables of `format`.
     pub fn with_format(spark: Spark, format: TableFormat) -> SparkExec {
         let id = format!("spark:{}", spark.session_id());
-        SparkExec {
-            spark,
-            id,
-            held: Arc::default(),
-            format,
-        }
+        SparkExec { spark, id, format }
     }
 
     /// The session.
@@ -88,7 +81,7 @@ impl Executor for SparkExec {
     async fn connect(&self) -> Result<Box<dyn Conn>> {
         Ok(Box::new(SparkConn {
             spark: self.spark.clone(),
-            _held: self.held.clone().lock_owned().await,
+            _held: self.spark.hold().await,
         }))
     }
 

@@ -1,8 +1,9 @@
 //! Splits a script of Spark SQL statements at the semicolons that end
 //! them: not those inside quoted text (`'…'`, `"…"`), quoted names
-//! (`` `…` ``) or comments (`-- …`, `/* … */`).
+//! (`` `…` ``) or comments (`-- …`, `/* … */`, which nest in Spark SQL).
 
-/// The statements of `text`, trimmed, empty ones left out.
+/// The statements of `text`, trimmed; pieces holding only comments and
+/// whitespace are left out.
 pub(crate) fn statements(text: &str) -> Vec<&str> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
@@ -21,18 +22,7 @@ pub(crate) fn statements(text: &str) -> Vec<&str> {
                     i += 1;
                 }
             }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i += 1;
-            }
+            b'-' | b'/' => i = skip_comment(bytes, i).unwrap_or(i),
             b';' => {
                 out.push(&text[start..i]);
                 start = i + 1;
@@ -44,8 +34,58 @@ pub(crate) fn statements(text: &str) -> Vec<&str> {
     out.push(&text[start.min(text.len())..]);
     out.into_iter()
         .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .filter(|s| !blank(s.as_bytes()))
         .collect()
+}
+
+/// If a comment starts at `i`, the index of its last byte.
+fn skip_comment(bytes: &[u8], mut i: usize) -> Option<usize> {
+    match (bytes[i], bytes.get(i + 1)) {
+        (b'-', Some(b'-')) => {
+            while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                i += 1;
+            }
+            Some(i)
+        }
+        (b'/', Some(b'*')) => {
+            let mut depth = 0usize;
+            while i < bytes.len() {
+                match (bytes[i], bytes.get(i + 1)) {
+                    (b'/', Some(b'*')) => {
+                        depth += 1;
+                        i += 1;
+                    }
+                    (b'*', Some(b'/')) => {
+                        depth -= 1;
+                        i += 1;
+                        if depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            Some(bytes.len().saturating_sub(1))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `piece` holds nothing but comments and whitespace.
+fn blank(piece: &[u8]) -> bool {
+    let mut i = 0;
+    while i < piece.len() {
+        if piece[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        match skip_comment(piece, i) {
+            Some(end) => i = end + 1,
+            None => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -67,5 +107,17 @@ mod tests {
             vec!["SELECT 'it\\'s;'", "x"]
         );
         assert_eq!(statements("  "), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn comments_alone_are_no_statement_and_nest() {
+        assert_eq!(
+            statements("REFRESH TABLE t; -- done"),
+            vec!["REFRESH TABLE t"]
+        );
+        assert_eq!(
+            statements("SELECT /* a /* b; */ c; */ 1; /* only */ ;"),
+            vec!["SELECT /* a /* b; */ c; */ 1"]
+        );
     }
 }

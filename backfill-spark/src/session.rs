@@ -26,6 +26,9 @@ const CLIENT_TYPE: &str = "backfill";
 pub struct Spark {
     client: Arc<SparkConnectClient>,
     url: Arc<str>,
+    /// Held by whoever uses the session's temporary views (see
+    /// [`Spark::hold`]); shared by every clone.
+    held: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Spark {
@@ -85,6 +88,7 @@ impl Spark {
         let spark = Spark {
             client: Arc::new(client),
             url: url.into(),
+            held: Arc::default(),
         };
         spark
             .query(&Sql {
@@ -93,6 +97,12 @@ impl Spark {
             })
             .await?;
         Ok(spark)
+    }
+
+    /// Holds this session for one user of its temporary views at a time:
+    /// every handle on it (a clone of this one) waits for the guard.
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.held.clone().lock_owned().await
     }
 
     /// The session's id on the server.
@@ -391,8 +401,6 @@ fn missing_name(message: &str) -> String {
         .to_string()
 }
 
-/// A Spark Connect error as an engine error: the server's error class as
-/// its code; a server that is unreachable or shutting down is transient.
 /// Whether `e` is the server refusing for the moment (gRPC `UNAVAILABLE`).
 fn unavailable(e: &Error) -> bool {
     matches!(
@@ -404,6 +412,8 @@ fn unavailable(e: &Error) -> bool {
     )
 }
 
+/// A Spark Connect error as an engine error: the server's error class as
+/// its code; a server that is unreachable or shutting down is transient.
 pub(crate) fn spark_error(e: SparkError) -> Error {
     if is_missing_relation(&e) {
         return Error::UnknownTable(missing_name(&e.message));

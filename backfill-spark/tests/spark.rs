@@ -595,3 +595,302 @@ async fn writes_are_refused_before_anything_is_written(s: Server) {
         before
     );
 }
+
+/// A decimal column's pre-image and restore on Delta: the pre-image's
+/// marker row and the columns a write leaves out are NULLs that take the
+/// column's own type (a `DECIMAL(38,10)` NULL in the marker row's branch
+/// of the pre-image's `UNION ALL` was refused beside `DECIMAL(18,2)`
+/// rows). The write replaces the day, the restore puts it back exactly.
+#[tokio::test]
+async fn a_decimal_day_is_kept_overwritten_and_restored() {
+    let Some(s) = server(Which::Sail, "decimal_pre_image").await else {
+        return;
+    };
+    let e = spark_env(s).await;
+    let w = e.warehouse.as_ref();
+    let (facts, fix, pre) = (
+        e.table("amounts"),
+        e.table("amounts_fix"),
+        e.table("amounts_pre"),
+    );
+    for (t, scale) in [(&facts, 1), (&fix, 3)] {
+        w.execute(&format!(
+            "CREATE TABLE {t} AS SELECT CAST(id AS BIGINT) AS `id`, \
+             date_add(DATE'2026-03-01', CAST(id % 10 AS INT)) AS `day`, \
+             CAST(id * {scale} / 100.0 AS DECIMAL(18,2)) AS `amount` FROM range(40)",
+            t = e.quote_table(t)
+        ))
+        .await
+        .unwrap();
+    }
+    let all = backfill_core::Predicate::All;
+    let before = w.checksum(&facts, &all).await.unwrap();
+    let columns: Vec<Ident> = ["id", "day", "amount"]
+        .iter()
+        .map(|c| Ident::new(*c).unwrap())
+        .collect();
+    w.create_snapshot_table(&facts, &columns, &pre)
+        .await
+        .unwrap();
+    let plan = c::daily_plan(facts.clone());
+    let run = backfill_core::RunId::new("decimals").unwrap();
+    let batch = &plan.batches[0];
+    let source = Source::Table(fix.clone());
+    let out = w
+        .overwrite_slice(&c::writes::slice_write(
+            &run,
+            batch,
+            &facts,
+            &source,
+            &columns,
+            Some(&pre),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.rows_before, out.rows_written, out.rows_snapshotted),
+        (4, 4, 4)
+    );
+    assert_eq!(
+        w.checksum(&fix, &batch.predicate).await.unwrap(),
+        w.checksum(&facts, &batch.predicate).await.unwrap(),
+        "the day is the fix's"
+    );
+    assert_ne!(w.checksum(&facts, &all).await.unwrap(), before);
+    // The day's change in `amount`, attributed by diffing the pre-image
+    // against the day (2026-03-03): each of its four rows (ids 2, 12, 22,
+    // 32) tripled.
+    let diff = backfill_core::inspect::Diff {
+        old: backfill_core::inspect::Rows::pre_image(pre.clone(), batch.predicate.clone()),
+        new: backfill_core::inspect::Rows::slice(facts.clone(), batch.predicate.clone()),
+        keys: vec![Ident::new("id").unwrap()],
+        columns: vec![backfill_core::inspect::Compared::exact(
+            Ident::new("amount").unwrap(),
+        )],
+        sample: 0,
+        attribute: Some(backfill_core::inspect::Metric {
+            name: "amount".into(),
+            aggregate: backfill_core::inspect::Aggregate::Sum(Ident::new("amount").unwrap()),
+            by: vec![],
+        }),
+        partition: None,
+    };
+    let r = backfill_core::ask::diff(w, diff).await.unwrap();
+    assert_eq!((r.changed, r.unchanged), (4, 0));
+    let changed: Vec<String> = r
+        .contributions
+        .iter()
+        .map(|c| c.changed.to_string())
+        .collect();
+    assert_eq!(changed, vec!["1.36"], "(0.02 + 0.12 + 0.22 + 0.32) × 2");
+    let restored = w
+        .restore_slice(&backfill_core::warehouse::Restore {
+            table: &facts,
+            snapshot: &pre,
+            batch,
+            footprint: backfill_core::warehouse::Footprint::Slice(&batch.predicate),
+            columns: &columns,
+        })
+        .await
+        .unwrap();
+    assert_eq!(restored, Some(4));
+    assert_eq!(w.checksum(&facts, &all).await.unwrap(), before);
+}
+
+// ---------------------------------------------------------------------------
+// Real crashes: this binary runs itself as a child that kills itself at a
+// named point of a run on Sail, its ledger in PostgreSQL; a fresh process
+// resumes the run on the same Spark session (Sail keeps a session's
+// catalog, and a client may rejoin a session by its id).
+// ---------------------------------------------------------------------------
+
+use backfill_core::engine::SqlWarehouse;
+use backfill_postgres::PgWarehouse;
+use backfill_spark::SparkExec;
+use backfill_testkit::crash::{
+    child_main, crash_and_resume_as, crash_resume_and_roll_back, CrashPoint, CrashRig, Crashing,
+    CrashingPlan, CRASH_AT, CRASH_PATTERN,
+};
+
+const CRASH_SESSION: &str = "BACKFILL_SPARK_CRASH_SESSION";
+const CRASH_SCHEMA: &str = "BACKFILL_SPARK_CRASH_SCHEMA";
+
+/// One crash case: a Spark session of its own (its tables in `schema`),
+/// and its ledger in a PostgreSQL schema of the same name.
+struct SparkRig {
+    sail: String,
+    pg: String,
+    session: String,
+    schema: String,
+}
+
+impl SparkRig {
+    fn new(sail: &str, pg: &str, case: &str) -> SparkRig {
+        SparkRig {
+            sail: sail.to_string(),
+            pg: pg.to_string(),
+            session: uuid::Uuid::new_v4().to_string(),
+            schema: format!("spark_crash_{case}"),
+        }
+    }
+
+    /// The case's session, its names without a schema in `schema`.
+    async fn spark(&self) -> Spark {
+        let url = format!("{}/;session_id={}", self.sail, self.session);
+        Spark::connect(&url).await.expect("rejoin the session")
+    }
+
+    async fn ledger(&self) -> Arc<dyn Ledger> {
+        let pg = PgWarehouse::connect(&self.pg).await.expect("postgres");
+        let l = pg.ledger(&self.schema).await.expect("ledger");
+        // A killed worker's session lock is freed as its backend exits:
+        // taking each holder's lock waits for exactly that.
+        let run = backfill_testkit::crash::crash_job(c::Pattern::Overwrite).run_id;
+        if let Ok(batches) = l.batches(&run).await {
+            for lease in batches.iter().filter_map(|b| b.lease.as_ref()) {
+                if lease.instance != l.instance() {
+                    let key = format!(
+                        "hashtextextended('backfill:instance:{}', 0)",
+                        lease.instance
+                    );
+                    pg.execute_batch(format!(
+                        "SELECT pg_advisory_lock({key}); SELECT pg_advisory_unlock({key})"
+                    ))
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+        Arc::new(l)
+    }
+}
+
+#[async_trait::async_trait]
+impl CrashRig for SparkRig {
+    async fn seed(&self) -> backfill_core::Result<()> {
+        let spark = self.spark().await;
+        let warehouse = std::env::var("BACKFILL_SPARK_WAREHOUSE").expect("warehouse directory");
+        spark
+            .set_config(
+                "spark.sql.warehouse.dir",
+                &format!("{warehouse}/sail-{}", self.session),
+            )
+            .await?;
+        spark
+            .set_config("spark.sql.sources.default", "delta")
+            .await?;
+        let schema = Ident::new(self.schema.as_str())?;
+        for head in ["CREATE SCHEMA IF NOT EXISTS ", "USE SCHEMA "] {
+            let mut b = SqlBuilder::new(spark.dialect());
+            b.push(head).ident(&schema);
+            spark.execute(&b.finish()).await?;
+        }
+        PgWarehouse::connect(&self.pg)
+            .await?
+            .execute_batch(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema))
+            .await?;
+        backfill_testkit::crash::seed_tables(&SparkSeed(spark)).await
+    }
+
+    async fn child(&self, plan: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let exec = SparkExec::new(self.spark().await);
+        let w = SqlWarehouse::new(Crashing::new(exec, plan));
+        (Arc::new(w), self.ledger().await)
+    }
+
+    async fn parent(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        let w = SparkWarehouse::on(self.spark().await);
+        (Arc::new(w), self.ledger().await)
+    }
+
+    async fn child_apart(&self, plan: CrashingPlan) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        self.child(plan).await
+    }
+
+    async fn parent_apart(&self) -> (Arc<dyn Warehouse>, Arc<dyn Ledger>) {
+        self.parent().await
+    }
+
+    fn spawn_child(&self, point: CrashPoint, pattern: &str) -> std::process::ExitStatus {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+            .env(CRASH_AT, point.name())
+            .env(CRASH_PATTERN, pattern)
+            .env(CRASH_SESSION, &self.session)
+            .env(CRASH_SCHEMA, &self.schema)
+            .status()
+            .unwrap()
+    }
+}
+
+/// The servers of the crash cases, or `None` (outside CI) when one was
+/// not started.
+fn crash_servers() -> Option<(String, String)> {
+    match (
+        std::env::var("BACKFILL_SPARK_SAIL_URL"),
+        std::env::var("BACKFILL_PG_URL"),
+    ) {
+        (Ok(sail), Ok(pg)) => Some((sail, pg)),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the Spark crash cases need Sail and PostgreSQL: run them through ./scripts/test.sh"
+            );
+            eprintln!("no Sail or no PostgreSQL: the Spark crash cases are skipped");
+            None
+        }
+    }
+}
+
+/// The child of the crash cases: runs the backfill until its point kills
+/// it (nothing without the point set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by the crash cases"]
+async fn crash_child() {
+    if let (Some((sail, pg)), Ok(session), Ok(schema)) = (
+        crash_servers(),
+        std::env::var(CRASH_SESSION),
+        std::env::var(CRASH_SCHEMA),
+    ) {
+        let rig = SparkRig {
+            sail,
+            pg,
+            session,
+            schema,
+        };
+        child_main(&rig).await;
+    }
+}
+
+/// A worker killed with SIGKILL on Sail: before a batch's write, after
+/// its pre-image and before its slice is replaced, right after the slice
+/// is replaced and before the ledger (in PostgreSQL) marks it, while
+/// staging the source, inside a staged write, and during the end-of-run
+/// checks; and in a parallel version. One plain rerun by a fresh process
+/// completes at once (the dead worker's batch is taken back, not waited
+/// for), the table equals a clean run's with no duplicate key, and a
+/// crash, a resume and a rollback leave the original table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_resume_at_once_on_sail() {
+    let Some((sail, pg)) = crash_servers() else {
+        return;
+    };
+    let points = [
+        CrashPoint::BeforeWrite,
+        CrashPoint::InsideWriteTx,
+        CrashPoint::AfterCommitBeforeMark,
+        CrashPoint::DuringStaging,
+        CrashPoint::InsideStagedWrite,
+        CrashPoint::DuringValidation,
+    ];
+    for point in points {
+        let rig = SparkRig::new(&sail, &pg, point.name());
+        let o = crash_and_resume_as(&rig, point, c::Pattern::Overwrite).await;
+        assert_eq!(o.taken_back_as_dead, point.holds_a_batch(), "{o:?}");
+    }
+    let rig = SparkRig::new(&sail, &pg, "parallel");
+    let o = crash_and_resume_as(&rig, CrashPoint::InsideWriteTx, c::Pattern::Parallel).await;
+    assert!(o.taken_back_as_dead, "{o:?}");
+    let rig = SparkRig::new(&sail, &pg, "rollback");
+    crash_resume_and_roll_back(&rig, CrashPoint::InsideWriteTx).await;
+}

@@ -261,6 +261,9 @@ fn options(point: CrashPoint) -> RunOptions {
 enum When {
     /// As the `nth` matching statement is about to run.
     Statement,
+    /// Right after the `nth` matching statement ran (on an engine without
+    /// transactions, where each statement is its own commit).
+    AfterStatement,
     /// As the `nth` transaction that ran a matching statement is about to
     /// commit.
     BeforeCommit,
@@ -276,6 +279,11 @@ pub struct CrashingPlan {
     contains: &'static [&'static str],
     nth: usize,
     when: When,
+    /// Where the point lands on an engine without transactions, where it
+    /// differs: each batch's step is one statement there, so the point is
+    /// before or after the statement that replaces the third batch's
+    /// slice.
+    alone: Option<(&'static [&'static str], usize, When)>,
     statements: Arc<AtomicUsize>,
     transactions: Arc<AtomicUsize>,
 }
@@ -285,9 +293,9 @@ impl CrashingPlan {
     pub fn at(point: CrashPoint) -> Self {
         use When::*;
         let (contains, nth, when): (&'static [&'static str], usize, When) = match point {
-            // Every batch write drops the temporary slice table first and
-            // last: the fifth drop starts the third batch.
-            CrashPoint::BeforeWrite => (&["DROP TABLE IF EXISTS", "__bf_slice"], 5, Statement),
+            // Every batch write drops the temporary slice (a table, or a
+            // view) first and last: the fifth drop starts the third batch.
+            CrashPoint::BeforeWrite => (&["IF EXISTS", "__bf_slice"], 5, Statement),
             // The third transaction that stages a batch's source slice:
             // every pattern's batch write does.
             CrashPoint::InsideWriteTx => (&["__bf_slice"], 3, BeforeCommit),
@@ -304,10 +312,26 @@ impl CrashingPlan {
             // The swap's transaction, both renames done.
             CrashPoint::DuringCutover => (&["RENAME TO"], 1, BeforeCommit),
         };
+        // The statement that replaces a batch's slice of the written table
+        // (the target, or a parallel version): its predicate is the
+        // batch's, in parentheses; a pre-image's is `__bf_batch IN (…)`.
+        const WRITE: &[&str] = &["` REPLACE WHERE ("];
+        let alone = match point {
+            // The third batch's pre-image kept, its slice not replaced.
+            CrashPoint::InsideWriteTx | CrashPoint::InsideStagedWrite => {
+                Some((WRITE, 3, Statement))
+            }
+            // Its slice replaced; its ledger mark not made.
+            CrashPoint::AfterCommitBeforeMark => Some((WRITE, 3, AfterStatement)),
+            // Making the staged source's table.
+            CrashPoint::DuringStaging => Some((&["__bf_src_"] as &[&str], 1, Statement)),
+            _ => None,
+        };
         CrashingPlan {
             contains,
             nth,
             when,
+            alone,
             statements: Arc::default(),
             transactions: Arc::default(),
         }
@@ -315,6 +339,14 @@ impl CrashingPlan {
 
     fn matches(&self, sql: &Sql) -> bool {
         self.contains.iter().all(|c| sql.text.contains(c))
+    }
+
+    /// This plan on an engine without transactions.
+    fn without_transactions(mut self) -> Self {
+        if let Some((contains, nth, when)) = self.alone.take() {
+            (self.contains, self.nth, self.when) = (contains, nth, when);
+        }
+        self
     }
 }
 
@@ -329,6 +361,10 @@ pub struct Crashing<E> {
 impl<E: Executor> Crashing<E> {
     /// `inner`, killed at `plan`'s point.
     pub fn new(inner: E, plan: CrashingPlan) -> Self {
+        let plan = match inner.transactions() {
+            true => plan,
+            false => plan.without_transactions(),
+        };
         Crashing { inner, plan }
     }
 }
@@ -341,14 +377,21 @@ struct CrashConn {
 }
 
 impl CrashConn {
-    fn check(&mut self, sql: &Sql) {
+    /// Before a statement: dies at a `Statement` point; says whether to
+    /// die after it (an `AfterStatement` point).
+    fn check(&mut self, sql: &Sql) -> bool {
         if !self.plan.matches(sql) {
-            return;
+            return false;
         }
         self.matched = true;
         let n = self.plan.statements.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.plan.when == When::Statement && n == self.plan.nth {
-            die();
+        if n != self.plan.nth {
+            return false;
+        }
+        match self.plan.when {
+            When::Statement => die(),
+            When::AfterStatement => true,
+            When::BeforeCommit | When::AfterCommit => false,
         }
     }
 }
@@ -356,13 +399,21 @@ impl CrashConn {
 #[async_trait]
 impl Conn for CrashConn {
     async fn execute(&mut self, sql: &Sql) -> Result<u64> {
-        self.check(sql);
-        self.inner.execute(sql).await
+        let after = self.check(sql);
+        let r = self.inner.execute(sql).await;
+        if after && r.is_ok() {
+            die();
+        }
+        r
     }
 
     async fn query(&mut self, sql: &Sql) -> Result<Vec<Vec<Value>>> {
-        self.check(sql);
-        self.inner.query(sql).await
+        let after = self.check(sql);
+        let r = self.inner.query(sql).await;
+        if after && r.is_ok() {
+            die();
+        }
+        r
     }
 
     async fn columns(&mut self, sql: &Sql) -> Result<Vec<(String, ColumnType)>> {
@@ -387,7 +438,7 @@ impl Conn for CrashConn {
     }
 
     async fn commit(&mut self) -> Result<()> {
-        let fire = self.plan.when != When::Statement
+        let fire = matches!(self.plan.when, When::BeforeCommit | When::AfterCommit)
             && self.matched
             && self.plan.transactions.fetch_add(1, Ordering::SeqCst) + 1 == self.plan.nth;
         if fire && self.plan.when == When::BeforeCommit {
@@ -437,6 +488,10 @@ impl<E: Executor> Executor for Crashing<E> {
 
     fn transactions(&self) -> bool {
         self.inner.transactions()
+    }
+
+    fn replaces_slices(&self) -> bool {
+        self.inner.replaces_slices()
     }
 
     fn classify(&self, error: &Error) -> Failure {

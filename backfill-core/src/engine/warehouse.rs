@@ -1497,6 +1497,12 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
                     return Ok(());
                 }
                 let schema = require_relation(c, d, from).await?;
+                if with_rows && !self.exec.transactions() {
+                    // One statement, so that a copy is never left half
+                    // made: one that exists is complete.
+                    c.execute(&stmt::create_table_as_copy(d, to, from)).await?;
+                    return Ok(());
+                }
                 execute_all(c, &d.copy_shape(to, from, &schema)).await?;
                 if with_rows {
                     c.execute(&stmt::copy_rows(d, to, from, &schema.names()))
@@ -1593,7 +1599,8 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
                     Some(TABLE) => {}
                     Some(_) if !d.finds_view_cycles() => {
                         return Err(Error::NotAllowed(format!(
-                            "{table} is a view, and {} cannot tell whether {view} would then                              read itself: point {view} at a table",
+                            "{table} is a view, and {} cannot tell whether {view} would then \
+                             read itself: point {view} at a table",
                             exec.engine()
                         )))
                     }
@@ -1654,6 +1661,19 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
             {
                 lock_table_ddl(c, d, into).await?;
                 if kind(c, d, into).await?.is_some() {
+                    if source.is_bounded() && !self.exec.transactions() {
+                        // Without a transaction the table may have been
+                        // made by a run that died before its bounds were
+                        // checked: check them again.
+                        let outside = query_count(c, &stmt::outside(d, into, predicate)).await?;
+                        if outside > 0 {
+                            c.execute(&stmt::drop_table(d, into)).await?;
+                            return Err(Error::OutOfBounds {
+                                batch: format!("stage {into}"),
+                                rows: outside,
+                            });
+                        }
+                    }
                     return query_count(c, &stmt::count(d, into, &Predicate::All)).await;
                 }
                 let src = source_schema(c, d, source).await?;

@@ -573,7 +573,9 @@ fn diff(d: &dyn Dialect, diff: &Diff) -> Vec<Sql> {
         a.push("__bf_kind, ")
             .push(&d.text("sum(__bf_v)"))
             .push(" FROM (");
-        part(&mut a, "o", "-__bf_om", Change::Added);
+        // `0 - x`, not `-x`: Sail 0.7.2 gives a negated DECIMAL(18,2)
+        // column DECIMAL(38,10) rows under a UNION's DECIMAL(18,2).
+        part(&mut a, "o", "(0 - __bf_om)", Change::Added);
         a.push(" UNION ALL ");
         part(&mut a, "n", "__bf_nm", Change::Removed);
         a.push(") AS __c");

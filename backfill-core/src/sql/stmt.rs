@@ -444,6 +444,17 @@ pub fn create_table_like(d: &dyn Dialect, to: &TableRef, from: &TableRef) -> Sql
     b.finish()
 }
 
+/// `CREATE TABLE to AS SELECT * FROM from`: a copy with its rows, in one
+/// statement.
+pub fn create_table_as_copy(d: &dyn Dialect, to: &TableRef, from: &TableRef) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("CREATE TABLE ")
+        .table(to)
+        .push(" AS SELECT * FROM ")
+        .table(from);
+    b.finish()
+}
+
 /// `ALTER TABLE table ALTER COLUMN column SET NOT NULL`.
 pub fn set_not_null(d: &dyn Dialect, table: &TableRef, column: &Ident) -> Sql {
     let mut b = SqlBuilder::new(d);
@@ -987,7 +998,10 @@ pub fn restore_rows(
 /// `table` matching `predicate` are replaced by the query's in one atomic
 /// commit (Delta). The statement takes no column list, so the query's
 /// columns follow `order`, the table's own; each is `pick`ed from the
-/// query's alias `__n`, or NULL of its type when `pick` has none.
+/// query's alias `__n`, or NULL when `pick` has none: an untyped NULL,
+/// which takes the column's own type (a cast to the dialect's type for
+/// the kind, `DECIMAL(38,10)` say, would not match a `DECIMAL(18,2)`
+/// column in a `UNION`).
 fn replace_head(
     b: &mut SqlBuilder<'_>,
     table: &TableRef,
@@ -1005,15 +1019,9 @@ fn replace_head(
             b.push(", ");
         }
         if !pick(b, col) {
-            typed_null(b, col.ty);
+            b.push("NULL");
         }
     }
-}
-
-/// `CAST(NULL AS type)`.
-fn typed_null(b: &mut SqlBuilder<'_>, ty: ColumnType) {
-    let name = b.dialect().type_name(ty);
-    b.push("CAST(NULL AS ").push(name).push(")");
 }
 
 /// Replaces a batch's slice of `table` (columns in `order`) with the
@@ -1085,7 +1093,7 @@ pub fn replace_snapshot(
         }
         first = false;
         if !pick(true)(&mut b, col) {
-            typed_null(&mut b, col.ty);
+            b.push("NULL");
         }
     }
     b.finish()

@@ -15,7 +15,22 @@
 //!   (`INSERT INTO … REPLACE WHERE`), and so is a restore;
 //! - the ledger lives elsewhere and the runner marks the batch after the
 //!   write: a crash between the two writes the batch again on resume,
-//!   which replaces the slice with the same rows.
+//!   which replaces the slice with the same rows as long as the source
+//!   does not read the table written. A query source is staged once per
+//!   run by default, before any write, which makes it so.
+//!
+//! What a transaction would give and this does not:
+//!
+//! - a source that is not staged is read by each check and again by the
+//!   write (its slice is a temporary view): one that changes while the run
+//!   writes can pass its guards with other rows than those written;
+//! - the ledger fences a batch's mark, not its statements: a worker whose
+//!   lease was taken over while it still ran can write the batch beside
+//!   the one that took it;
+//! - the tables this makes (pre-images, staged sources, versions) take the
+//!   session's default format (`spark.sql.sources.default`), which must be
+//!   Delta: a statement that cannot replace a slice of them fails before
+//!   the batch's write.
 
 use super::{
     check_source, check_write, has_marker, require_table, run_guards, slice_table, snapshot_layout,
@@ -84,15 +99,19 @@ impl<E: Executor> SqlWarehouse<E> {
         // The run's staged snapshot was checked when the run made it, and
         // is read with the batch's predicate; any other source's slice is
         // a temporary view, checked against the batch's bounds.
-        let (slice, filter) = match (w.straight_from_source(), w.source) {
-            (true, Source::Table(t)) => (t.clone(), batch.predicate.clone()),
-            _ => {
-                let src = source_schema(c, d, w.source).await?;
-                check_source(&src, w.source, w.columns, &batch.predicate)?;
-                (stage_slice(c, d, w.source, batch).await?, Predicate::All)
-            }
+        let direct = match (w.straight_from_source(), w.source) {
+            (true, Source::Table(t)) => Some(t.clone()),
+            _ => None,
         };
         let r = async {
+            let (slice, filter) = match &direct {
+                Some(t) => (t.clone(), batch.predicate.clone()),
+                None => {
+                    let src = source_schema(c, d, w.source).await?;
+                    check_source(&src, w.source, w.columns, &batch.predicate)?;
+                    (stage_slice(c, d, w.source, batch).await?, Predicate::All)
+                }
+            };
             super::check_finite(c, d, w, &floats, &slice, &filter).await?;
             let before = query_count(c, &stmt::count(d, table, &batch.predicate)).await?;
             let written = query_count(c, &stmt::count(d, &slice, &filter)).await?;
@@ -117,7 +136,7 @@ impl<E: Executor> SqlWarehouse<E> {
                 table,
                 &target.columns,
                 w.columns,
-                &Source::Table(slice.clone()),
+                &Source::Table(slice),
                 batch,
             ))
             .await?;
@@ -129,8 +148,12 @@ impl<E: Executor> SqlWarehouse<E> {
             })
         }
         .await;
-        if slice == slice_table(d) {
-            c.execute(&stmt::drop_scratch(d, &slice)).await?;
+        if direct.is_none() {
+            // The write stands or failed whatever becomes of the view; the
+            // next batch replaces it anyway.
+            if let Err(e) = c.execute(&stmt::drop_scratch(d, &slice_table(d))).await {
+                tracing::warn!(batch = %id, error = %e, "could not drop the batch's slice view");
+            }
         }
         r
     }
