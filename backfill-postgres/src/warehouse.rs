@@ -132,6 +132,25 @@ impl PgWarehouse {
         self.executor().pool()
     }
 
+    /// Waits until the worker process `instance` (a ledger's instance, as
+    /// its leases record it) is gone. A worker holds its session lock for
+    /// its lifetime and the server frees it when the worker's connection
+    /// ends, killed or not: this returns at once for a worker already
+    /// gone, and when a live one ends.
+    pub async fn await_instance_end(&self, instance: &str) -> Result<()> {
+        use backfill_core::engine::Executor;
+        let key =
+            backfill_core::Value::Text(format!("{}{instance}", backfill_core::sql::INSTANCE_KEY));
+        let mut b = backfill_core::sql::SqlBuilder::new(self.executor().dialect());
+        b.push("SELECT pg_advisory_lock(hashtextextended(")
+            .param(key.clone())
+            .push(", 0)), pg_advisory_unlock(hashtextextended(")
+            .param(key)
+            .push(", 0))");
+        let mut c = self.executor().connect().await?;
+        c.query(&b.finish()).await.map(|_| ())
+    }
+
     /// A pooled connection: an escape hatch for what this API does not
     /// cover.
     pub async fn client(&self) -> Result<deadpool_postgres::Object> {

@@ -825,21 +825,13 @@ impl PgRig {
     /// Waits until every other instance holding a lease in `l` is gone.
     async fn wait_for_dead(&self, l: &dyn Ledger) {
         let w = PgWarehouse::from_pool(pool(&self.url, &self.schema, 1));
-        // The server frees a killed worker's session locks as its backend
-        // exits: taking each holder's lock waits for exactly that.
+        // The server frees a killed worker's session lock as its backend
+        // exits.
         let run = revived_job("revived").run_id;
         if let Ok(batches) = l.batches(&run).await {
             for lease in batches.iter().filter_map(|b| b.lease.as_ref()) {
                 if lease.instance != l.instance() {
-                    let key = format!(
-                        "hashtextextended('backfill:instance:{}', 0)",
-                        lease.instance
-                    );
-                    w.execute_batch(format!(
-                        "SELECT pg_advisory_lock({key}); SELECT pg_advisory_unlock({key})"
-                    ))
-                    .await
-                    .unwrap();
+                    w.await_instance_end(&lease.instance).await.unwrap();
                 }
             }
         }

@@ -743,21 +743,13 @@ impl SparkRig {
     async fn ledger(&self) -> Arc<dyn Ledger> {
         let pg = PgWarehouse::connect(&self.pg).await.expect("postgres");
         let l = pg.ledger(&self.schema).await.expect("ledger");
-        // A killed worker's session lock is freed as its backend exits:
-        // taking each holder's lock waits for exactly that.
+        // A killed worker is gone once the server has freed its session
+        // lock.
         let run = backfill_testkit::crash::crash_job(c::Pattern::Overwrite).run_id;
         if let Ok(batches) = l.batches(&run).await {
             for lease in batches.iter().filter_map(|b| b.lease.as_ref()) {
                 if lease.instance != l.instance() {
-                    let key = format!(
-                        "hashtextextended('backfill:instance:{}', 0)",
-                        lease.instance
-                    );
-                    pg.execute_batch(format!(
-                        "SELECT pg_advisory_lock({key}); SELECT pg_advisory_unlock({key})"
-                    ))
-                    .await
-                    .unwrap();
+                    pg.await_instance_end(&lease.instance).await.unwrap();
                 }
             }
         }
@@ -875,14 +867,10 @@ async fn killed_workers_resume_at_once_on_sail() {
     let Some((sail, pg)) = crash_servers() else {
         return;
     };
-    let points = [
-        CrashPoint::BeforeWrite,
-        CrashPoint::InsideWriteTx,
-        CrashPoint::AfterCommitBeforeMark,
-        CrashPoint::DuringStaging,
-        CrashPoint::InsideStagedWrite,
-        CrashPoint::DuringValidation,
-    ];
+    // Every point but the swap's: a staging swap is refused on Spark.
+    let points = CrashPoint::ALL
+        .into_iter()
+        .filter(|p| p.pattern() != Some(c::Pattern::Staging));
     for point in points {
         let rig = SparkRig::new(&sail, &pg, point.name());
         let o = crash_and_resume_as(&rig, point, c::Pattern::Overwrite).await;

@@ -7,7 +7,7 @@ use super::{Sql, SqlBuilder};
 use crate::{ColumnType, Ident, TableRef, TableSchema, Value};
 
 /// The prefix of the text an instance's session lock is keyed by.
-const INSTANCE_KEY: &str = "backfill:instance:";
+pub const INSTANCE_KEY: &str = "backfill:instance:";
 
 /// The small set of things that differ between SQL engines.
 pub trait Dialect: Send + Sync + Debug {

@@ -11,7 +11,7 @@ pub mod inspect;
 pub mod spark;
 pub mod stmt;
 
-pub use dialect::{DeferredCheckpoints, Dialect, DuckDbDialect, PostgresDialect};
+pub use dialect::{DeferredCheckpoints, Dialect, DuckDbDialect, PostgresDialect, INSTANCE_KEY};
 pub use spark::SparkDialect;
 
 use crate::plan::Batch;

@@ -638,6 +638,12 @@ pub fn non_finite_count(
 /// Whether a batch's marker exists in a pre-image or key-log table: one
 /// row `(count)`.
 pub fn marker_count(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sql {
+    batch_count(d, snapshot, batch_id, "IS TRUE")
+}
+
+/// The rows of a batch in a pre-image or key-log table whose marker
+/// column `marker` (`IS TRUE`, `IS NOT TRUE`): one row `(count)`.
+fn batch_count(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str, marker: &str) -> Sql {
     let mut b = SqlBuilder::new(d);
     b.push("SELECT count(*) FROM ")
         .table(snapshot)
@@ -646,7 +652,8 @@ pub fn marker_count(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sql
     text_param(&mut b, batch_id);
     b.push(" AND ")
         .qualified("__p", &marker_ident())
-        .push(" IS TRUE");
+        .push(" ")
+        .push(marker);
     b.finish()
 }
 
@@ -802,16 +809,7 @@ pub fn insert_marker(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sq
 /// A batch's data rows in a pre-image (its marker not counted): one row
 /// `(count)`.
 pub fn snapshot_rows(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str) -> Sql {
-    let mut b = SqlBuilder::new(d);
-    b.push("SELECT count(*) FROM ")
-        .table(snapshot)
-        .push(" AS __p WHERE ");
-    b.qualified("__p", &batch_ident()).push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__p", &marker_ident())
-        .push(" IS NOT TRUE");
-    b.finish()
+    batch_count(d, snapshot, batch_id, "IS NOT TRUE")
 }
 
 /// `DELETE FROM table WHERE predicate`.
