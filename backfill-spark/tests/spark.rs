@@ -600,7 +600,8 @@ async fn writes_are_refused_before_anything_is_written(s: Server) {
 /// marker row and the columns a write leaves out are NULLs that take the
 /// column's own type (a `DECIMAL(38,10)` NULL in the marker row's branch
 /// of the pre-image's `UNION ALL` was refused beside `DECIMAL(18,2)`
-/// rows). The write replaces the day, the restore puts it back exactly.
+/// rows). The write replaces the day; a late pre-image statement keeps
+/// the first one's rows; the restore puts the day back exactly.
 #[tokio::test]
 async fn a_decimal_day_is_kept_overwritten_and_restored() {
     let Some(s) = server(Which::Sail, "decimal_pre_image").await else {
@@ -683,6 +684,19 @@ async fn a_decimal_day_is_kept_overwritten_and_restored() {
         .map(|c| c.changed.to_string())
         .collect();
     assert_eq!(changed, vec!["1.36"], "(0.02 + 0.12 + 0.22 + 0.32) × 2");
+    // A worker that found no marker before this write was made, and
+    // keeps the pre-image now: its statement keeps what is kept, not
+    // the day as it is now.
+    let layout = w.describe(&pre).await.unwrap().unwrap();
+    let late = stmt::replace_snapshot(
+        e.warehouse.dialect().unwrap(),
+        &pre,
+        &layout.columns,
+        &facts,
+        &batch.predicate,
+        &batch.id.to_string(),
+    );
+    w.execute(&late.text).await.unwrap();
     let restored = w
         .restore_slice(&backfill_core::warehouse::Restore {
             table: &facts,

@@ -1047,10 +1047,13 @@ pub fn replace_slice(
     b.finish()
 }
 
-/// Keeps a batch's pre-image in one statement: the rows of `table`
-/// matching `predicate` as data rows of `batch_id`, and its marker row,
-/// replacing whatever the pre-image held for the batch. `order` is the
-/// pre-image's columns, the batch and marker columns among them.
+/// Keeps a batch's pre-image in one statement, which guards itself: while
+/// the batch has no marker, the rows of `table` matching `predicate` as
+/// data rows of `batch_id` and its marker row; once it has one, what the
+/// pre-image holds for the batch, unchanged. So two workers that both saw
+/// no marker keep the state before the first one's write, whichever
+/// commits last. `order` is the pre-image's columns, the batch and marker
+/// columns among them.
 pub fn replace_snapshot(
     d: &dyn Dialect,
     snapshot: &TableRef,
@@ -1064,36 +1067,49 @@ pub fn replace_snapshot(
         column: batch.clone(),
         values: vec![Value::Text(batch_id.to_string())],
     };
+    let unmarked = |b: &mut SqlBuilder<'_>| {
+        b.push(" NOT EXISTS (SELECT 1 FROM ")
+            .table(snapshot)
+            .push(" AS __m WHERE ");
+        b.qualified("__m", &batch).push(" = ");
+        text_param(b, batch_id);
+        b.push(" AND ").qualified("__m", &marker).push(" IS TRUE)");
+    };
+    // What the pre-image holds for the batch (nothing without a marker:
+    // the marker comes in the same statement as the rows).
     let mut b = SqlBuilder::new(d);
-    let pick = |marked: bool| {
-        let (batch, marker) = (batch.clone(), marker.clone());
-        move |b: &mut SqlBuilder<'_>, col: &Column| {
+    replace_head(&mut b, snapshot, &mine, order, |b, col| {
+        b.qualified("__k", &col.name);
+        true
+    });
+    b.push(" FROM ").table(snapshot).push(" AS __k WHERE ");
+    b.qualified("__k", &batch).push(" = ");
+    text_param(&mut b, batch_id);
+    // The slice's rows and the marker, without a marker yet.
+    let row = |b: &mut SqlBuilder<'_>, marked: bool| {
+        b.push(" UNION ALL SELECT ");
+        for (i, col) in order.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
             if col.name == batch {
                 text_param(b, batch_id);
             } else if col.name == marker {
                 b.push(if marked { "TRUE" } else { "FALSE" });
             } else if marked {
-                return false;
+                b.push("NULL");
             } else {
                 b.qualified("__n", &col.name);
             }
-            true
         }
     };
-    replace_head(&mut b, snapshot, &mine, order, pick(false));
+    row(&mut b, false);
     b.push(" FROM ").table(table).push(" AS __n WHERE ");
-    b.predicate(predicate, Some("__n"))
-        .push(" UNION ALL SELECT ");
-    let mut first = true;
-    for col in order {
-        if !first {
-            b.push(", ");
-        }
-        first = false;
-        if !pick(true)(&mut b, col) {
-            b.push("NULL");
-        }
-    }
+    b.predicate(predicate, Some("__n")).push(" AND");
+    unmarked(&mut b);
+    row(&mut b, true);
+    b.push(" WHERE");
+    unmarked(&mut b);
     b.finish()
 }
 

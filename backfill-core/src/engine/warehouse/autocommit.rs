@@ -8,9 +8,11 @@
 //!   judged on the rows the slice is about to hold (the source's slice)
 //!   rather than on the written slice; a refused batch writes nothing;
 //! - the pre-image is one statement: the slice's rows and the batch's
-//!   marker replace whatever the pre-image held for the batch, and only
-//!   while it has no marker, so a repeated batch never keeps its own
-//!   output as the state to go back to;
+//!   marker, only while the batch has no marker (the statement checks
+//!   that itself, so a worker that looked before another's write and
+//!   writes after it keeps the first state, not that write's output); a
+//!   repeated batch never keeps its own output as the state to go back
+//!   to;
 //! - the write is one statement that replaces the batch's slice
 //!   (`INSERT INTO … REPLACE WHERE`), and so is a restore;
 //! - the ledger lives elsewhere and the runner marks the batch after the
@@ -25,8 +27,8 @@
 //!   write (its slice is a temporary view): one that changes while the run
 //!   writes can pass its guards with other rows than those written;
 //! - the ledger fences a batch's mark, not its statements: a worker whose
-//!   lease was taken over while it still ran can write the batch beside
-//!   the one that took it;
+//!   lease was taken over while it still ran can write the batch's slice
+//!   again beside the one that took it (its pre-image stays the first);
 //! - the tables this makes (pre-images, staged sources, versions) take the
 //!   session's default format (`spark.sql.sources.default`), which must be
 //!   Delta: a statement that cannot replace a slice of them fails before
