@@ -11,10 +11,16 @@ use crate::output::Format;
 #[derive(Debug, Parser)]
 #[command(name = "backfill", version, after_help = crate::exit::TABLE)]
 pub struct Cli {
-    /// The database: a DuckDB file, or a PostgreSQL connection string
-    /// (`postgresql://…` or `host=… dbname=…`).
+    /// The database: a DuckDB file, a PostgreSQL connection string
+    /// (`postgresql://…` or `host=… dbname=…`), or a Spark Connect URL
+    /// (`sc://host:15002`, Delta tables), whose ledger is at --ledger.
     #[arg(long, env = "BACKFILL_DB", global = true)]
     pub db: Option<String>,
+    /// Where the ledger lives when --db is Spark, which keeps none: a
+    /// PostgreSQL connection string (other terminals steer and read the
+    /// run there).
+    #[arg(long, env = "BACKFILL_LEDGER", global = true)]
+    pub ledger: Option<String>,
     /// Words for people, or JSON (schema `backfill.cli/1`).
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: Format,

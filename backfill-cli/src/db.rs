@@ -1,4 +1,5 @@
-//! The connection: a DuckDB file or a PostgreSQL server, from `--db`.
+//! The connection: a DuckDB file, a PostgreSQL server, or a Spark Connect
+//! server with its ledger in PostgreSQL, from `--db` (and `--ledger`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use backfill_core::{Error, Ledger, Result, Warehouse};
 use backfill_duckdb::DuckDbWarehouse;
 use backfill_postgres::PgWarehouse;
+use backfill_spark::SparkWarehouse;
 
 /// Where the data and the ledger live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,12 +16,28 @@ pub enum Db {
     DuckDb(PathBuf),
     /// A PostgreSQL connection string (URL or `key=value` pairs).
     Postgres(String),
+    /// A Spark Connect URL, and where its ledger lives (`--ledger`), if
+    /// given.
+    Spark {
+        /// The Spark Connect URL (`sc://…`).
+        url: String,
+        /// The ledger's PostgreSQL connection string.
+        ledger: Option<String>,
+    },
 }
 
 impl Db {
-    /// Reads `--db`: a `postgres://` or `postgresql://` URL, or text with
-    /// `host=` or `dbname=`, is PostgreSQL; anything else is a DuckDB file.
-    pub fn parse(s: &str) -> Db {
+    /// Reads `--db`: an `sc://` URL is Spark Connect, its ledger at
+    /// `ledger`; a `postgres://` or `postgresql://` URL, or text with
+    /// `host=` or `dbname=`, is PostgreSQL; anything else is a DuckDB
+    /// file.
+    pub fn parse(s: &str, ledger: Option<&str>) -> Db {
+        if s.starts_with("sc://") {
+            return Db::Spark {
+                url: s.to_string(),
+                ledger: ledger.map(str::to_string),
+            };
+        }
         let pg = s.starts_with("postgres://")
             || s.starts_with("postgresql://")
             || s.split_whitespace()
@@ -36,6 +54,23 @@ impl Db {
         match self {
             Db::DuckDb(_) => "duckdb",
             Db::Postgres(_) => "postgres",
+            Db::Spark { .. } => "spark",
+        }
+    }
+
+    /// Spark's ledger connection string, or why there is none.
+    fn spark_ledger(ledger: &Option<String>) -> Result<&str> {
+        match ledger.as_deref() {
+            Some(l) if matches!(Db::parse(l, None), Db::Postgres(_)) => Ok(l),
+            Some(l) => Err(Error::Unsupported(format!(
+                "--ledger {l} is not a PostgreSQL connection string: a Spark run on the command \
+                 line keeps its ledger in PostgreSQL, where other terminals steer and read it"
+            ))),
+            None => Err(Error::Unsupported(
+                "Spark keeps no ledger: pass --ledger (or set BACKFILL_LEDGER) with a \
+                 PostgreSQL connection string"
+                    .into(),
+            )),
         }
     }
 }
@@ -80,6 +115,17 @@ pub async fn open(db: &Db, schema: &str, pool: usize) -> Result<Opened> {
                 ledger,
             }))
         }
+        Db::Spark { url, ledger } => {
+            let conn = Db::spark_ledger(ledger)?;
+            let ledger = PgWarehouse::connect_with_pool_size(conn, pool)
+                .await?
+                .ledger(schema)
+                .await?;
+            Ok(Opened::Ready(Session {
+                warehouse: Arc::new(SparkWarehouse::connect(url).await?),
+                ledger: Arc::new(ledger),
+            }))
+        }
     }
 }
 
@@ -109,6 +155,7 @@ pub async fn open_warehouse(db: &Db) -> Result<Arc<dyn Warehouse>> {
         Db::Postgres(conn) => Ok(Arc::new(
             PgWarehouse::connect_with_pool_size(conn, 2).await?,
         )),
+        Db::Spark { url, .. } => Ok(Arc::new(SparkWarehouse::connect(url).await?)),
     }
 }
 

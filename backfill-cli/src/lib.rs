@@ -82,8 +82,8 @@ impl Ctx {
     fn db(&self) -> Result<&Db, Failure> {
         self.db.as_ref().ok_or_else(|| {
             Failure::Usage(
-                "no database: pass --db (a DuckDB file or a PostgreSQL connection string) \
-                 or set BACKFILL_DB"
+                "no database: pass --db (a DuckDB file, a PostgreSQL connection string or a \
+                 Spark Connect URL) or set BACKFILL_DB"
                     .into(),
             )
         })
@@ -125,7 +125,10 @@ pub async fn main(cli: Cli) -> u8 {
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "operator".into());
     let ctx = Ctx {
-        db: cli.db.as_deref().map(Db::parse),
+        db: cli
+            .db
+            .as_deref()
+            .map(|d| Db::parse(d, cli.ledger.as_deref())),
         format: cli.format(),
         actor,
     };

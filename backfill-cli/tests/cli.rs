@@ -23,7 +23,12 @@ fn scratch(test: &str) -> PathBuf {
 
 fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_backfill"));
-    for v in ["BACKFILL_DB", "BACKFILL_BRIEF", "BACKFILL_USER"] {
+    for v in [
+        "BACKFILL_DB",
+        "BACKFILL_LEDGER",
+        "BACKFILL_BRIEF",
+        "BACKFILL_USER",
+    ] {
         c.env_remove(v);
     }
     c.env("BACKFILL_USER", "ada.lovelace");
@@ -595,4 +600,139 @@ async fn postgres_pause_from_another_process_and_resume() {
     };
     let dir = scratch("pg-pause");
     pause_status_resume(&db, &dir).await;
+}
+
+/// The servers of the Spark case (Sail, and PostgreSQL for its ledger),
+/// or `None` outside CI when one was not started.
+fn spark_servers(test: &str) -> Option<(String, String)> {
+    match (
+        std::env::var("BACKFILL_SPARK_SAIL_URL"),
+        std::env::var("BACKFILL_PG_URL"),
+    ) {
+        (Ok(sail), Ok(pg)) => Some((sail, pg)),
+        _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") => {
+            panic!("{test}: Sail or PostgreSQL is not running under CI; run ./scripts/test.sh")
+        }
+        _ => {
+            eprintln!("skipping {test}: BACKFILL_SPARK_SAIL_URL or BACKFILL_PG_URL is not set");
+            None
+        }
+    }
+}
+
+/// The target's row count and content hash on Spark.
+async fn spark_checksum(url: &str) -> String {
+    use backfill_core::{Predicate, TableRef, Warehouse};
+    let wh = backfill_spark::SparkWarehouse::connect(url).await.unwrap();
+    let t = TableRef::parse("analytics.revenue").unwrap();
+    let c = wh.checksum(&t, &Predicate::All).await.unwrap();
+    format!("{} {}", c.rows, c.hash)
+}
+
+/// The refunds fix from the command line on Spark (Sail, Delta tables),
+/// its ledger in PostgreSQL: preflight, run, validate and roll back, as on
+/// the other engines; without `--ledger`, and with a staging swap, refused
+/// with the reason before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_runbook_with_its_ledger_in_postgres() {
+    use backfill_core::Warehouse;
+    let test = "spark_runbook";
+    let Some((sail, pg)) = spark_servers(test) else {
+        return;
+    };
+    // One Spark session for the test and every process it starts: Sail
+    // keeps a session's catalog, and a client rejoins it by its id.
+    let db = format!("{sail}/;session_id={}", uuid::Uuid::new_v4());
+    let spark = backfill_spark::Spark::connect(&db).await.unwrap();
+    let dir = scratch("spark");
+    spark
+        .set_config(
+            "spark.sql.warehouse.dir",
+            &dir.join("tables").to_string_lossy(),
+        )
+        .await
+        .unwrap();
+    spark
+        .set_config("spark.sql.sources.default", "delta")
+        .await
+        .unwrap();
+    backfill_spark::SparkWarehouse::on(spark)
+        .execute(
+            "CREATE SCHEMA shop; CREATE SCHEMA analytics;
+             CREATE TABLE shop.orders AS
+             SELECT CAST(row_number() OVER (ORDER BY d, k) AS BIGINT) AS order_id, d AS order_date,
+                    CAST(100 + (k * 7919) % 600 AS BIGINT) AS customer_id,
+                    CAST(5 + ((k * 31 + dayofyear(d) * 17) % 20000) / 100.0 AS DECIMAL(18,2)) AS gross
+             FROM (SELECT date_add(DATE '2025-07-01', CAST(id AS INT)) AS d FROM range(365)) AS days
+             CROSS JOIN (SELECT id AS k FROM range(1, 21)) AS ks;
+             CREATE TABLE shop.refunds AS
+             SELECT order_id, CAST(round(gross * 0.5, 2) AS DECIMAL(18,2)) AS amount
+             FROM shop.orders WHERE order_id % 20 = 0;
+             CREATE TABLE analytics.revenue AS
+             SELECT order_id, order_date, customer_id, gross,
+                    CAST(0 AS DECIMAL(18,2)) AS refunds, gross AS net
+             FROM shop.orders",
+        )
+        .await
+        .unwrap();
+    // January only; Sail does not resolve `o.order_id` after `USING`.
+    let text = BRIEF
+        .replace("USING (order_id);", "ON o.order_id = r.order_id;")
+        .replace(
+            r#"end: "2026-07-01T00:00:00""#,
+            r#"end: "2026-02-01T00:00:00""#,
+        )
+        .replace(
+            r#"slice: ["2026-01-31", "2026-03-08", "2026-04-15"]"#,
+            r#"slice: ["2026-01-15"]"#,
+        );
+    let brief = write(&dir, "brief.yaml", &text);
+    // The ledger in a database of its own.
+    let name = format!("cli_spark_{}", std::process::id());
+    let admin = backfill_postgres::PgWarehouse::connect(&pg).await.unwrap();
+    let c = admin.client().await.unwrap();
+    for q in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        c.batch_execute(&q).await.unwrap();
+    }
+    let ledger = format!("{pg} dbname={name}");
+    let ledger = ledger.as_str();
+    let before = spark_checksum(&db).await;
+
+    let (code, refused) = json(&["preflight", "-f", &brief, "--db", &db]);
+    assert_eq!(code, 5, "no ledger: {refused}");
+    assert!(refused.to_string().contains("--ledger"), "{refused}");
+    let swap = write(
+        &dir,
+        "swap.yaml",
+        &text.replace(
+            "strategy: {kind: partition_overwrite}",
+            "strategy: {kind: staging_swap}",
+        ),
+    );
+    let (code, refused) = json(&["run", "-f", &swap, "--db", &db, "--ledger", ledger]);
+    assert_ne!(code, 0, "{refused}");
+    assert!(
+        refused.to_string().contains("renames two tables at once"),
+        "{refused}"
+    );
+    assert_eq!(spark_checksum(&db).await, before, "nothing written");
+
+    let (code, pf) = json(&["preflight", "-f", &brief, "--db", &db, "--ledger", ledger]);
+    assert_eq!(code, 0, "{pf}");
+    let (code, full) = json(&["run", "-f", &brief, "--db", &db, "--ledger", ledger]);
+    assert_eq!(code, 0, "{full}");
+    assert_eq!(full["result"]["report"]["batches_done"], 31);
+    assert_ne!(spark_checksum(&db).await, before, "January was restated");
+    let (code, v) = json(&["validate", "-f", &brief, "--db", &db, "--ledger", ledger]);
+    assert_eq!(code, 0, "{v}");
+    let (code, rb) = json(&["rollback", "-f", &brief, "--db", &db, "--ledger", ledger]);
+    assert_eq!(code, 0, "{rb}");
+    assert_eq!(
+        spark_checksum(&db).await,
+        before,
+        "rollback restores the exact prior state"
+    );
 }

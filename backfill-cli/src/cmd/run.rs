@@ -95,7 +95,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Report, Failure> {
     let job = &file.job;
     let duck_path = match &database {
         Db::DuckDb(p) => Some(p.clone()),
-        Db::Postgres(_) => None,
+        Db::Postgres(_) | Db::Spark { .. } => None,
     };
     // A request left while no process held the file applies now.
     if let Some(path) = &duck_path {
