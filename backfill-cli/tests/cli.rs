@@ -544,6 +544,21 @@ fn rule_periods_cut_the_plan() {
 // PostgreSQL: a database of its own per test
 // ---------------------------------------------------------------------------
 
+/// A new, empty database `<name>_<pid>` on the server at `url`; its
+/// connection string.
+async fn fresh_database(url: &str, name: &str) -> String {
+    let name = format!("{name}_{}", std::process::id());
+    let admin = backfill_postgres::PgWarehouse::connect(url).await.unwrap();
+    let c = admin.client().await.unwrap();
+    for q in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        c.batch_execute(&q).await.unwrap();
+    }
+    format!("{url} dbname={name}")
+}
+
 /// A fresh database on the server from BACKFILL_PG_URL with the refunds
 /// tables, or `None` outside ./scripts/test.sh (a panic under CI).
 async fn pg_db(test: &str) -> Option<String> {
@@ -557,16 +572,7 @@ async fn pg_db(test: &str) -> Option<String> {
             return None;
         }
     };
-    let name = format!("cli_{test}_{}", std::process::id());
-    let admin = backfill_postgres::PgWarehouse::connect(&url).await.unwrap();
-    let c = admin.client().await.unwrap();
-    for q in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        c.batch_execute(&q).await.unwrap();
-    }
-    let db = format!("{url} dbname={name}");
+    let db = fresh_database(&url, &format!("cli_{test}")).await;
     let wh = backfill_postgres::PgWarehouse::connect(&db).await.unwrap();
     wh.client()
         .await
@@ -688,16 +694,7 @@ async fn spark_runbook_with_its_ledger_in_postgres() {
         );
     let brief = write(&dir, "brief.yaml", &text);
     // The ledger in a database of its own.
-    let name = format!("cli_spark_{}", std::process::id());
-    let admin = backfill_postgres::PgWarehouse::connect(&pg).await.unwrap();
-    let c = admin.client().await.unwrap();
-    for q in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        c.batch_execute(&q).await.unwrap();
-    }
-    let ledger = format!("{pg} dbname={name}");
+    let ledger = fresh_database(&pg, "cli_spark").await;
     let ledger = ledger.as_str();
     let before = spark_checksum(&db).await;
 
