@@ -104,9 +104,18 @@ async fn fingerprint(w: &SparkWarehouse) -> String {
 }
 
 /// The library's run of `safety` with a fresh in-memory DuckDB ledger and
-/// default options; its time.
-async fn library(w: &SparkWarehouse, run: &str, safety: Safety) -> Duration {
-    let job = refunds::job(run, safety, Source::query(CORRECTED));
+/// default options, in daily batches or weekly ones; its time.
+async fn library(w: &SparkWarehouse, run: &str, safety: Safety, weekly: bool) -> Duration {
+    let mut job = refunds::job(run, safety, Source::query(CORRECTED));
+    if weekly {
+        job.plan = backfill::Plan::build(
+            job.plan.scope.clone(),
+            backfill::Planner::Windows {
+                grain: backfill::Grain::Week,
+            },
+        )
+        .expect("weekly plan");
+    }
     let ledger: Arc<dyn Ledger> = Arc::new(
         DuckDbWarehouse::in_memory()
             .expect("duckdb")
@@ -151,6 +160,7 @@ pub async fn measure(url: &str, orders: u64, runs: usize) -> (Vec<Figure>, Vec<S
     eprintln!("Spark: generated in {:.1}s", t.elapsed().as_secs_f64());
     let (s, e) = six_months();
     let (mut single, mut daily, mut p1, mut p2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut weekly = Vec::new();
     let mut expected: Option<String> = None;
     let mut same = |got: String, who: &str| match &expected {
         None => expected = Some(got),
@@ -174,15 +184,21 @@ pub async fn measure(url: &str, orders: u64, runs: usize) -> (Vec<Figure>, Vec<S
 
         let run = format!("sp1_{i}");
         exec(&w, &reset_sql(&run)).await;
-        p1.push(library(&w, &run, Safety::Bare).await);
+        p1.push(library(&w, &run, Safety::Bare, false).await);
         same(fingerprint(&w).await, "the library (P1)");
+
+        let run = format!("sp1w_{i}");
+        exec(&w, &reset_sql(&run)).await;
+        weekly.push(library(&w, &run, Safety::Bare, true).await);
+        same(fingerprint(&w).await, "the library (P1w)");
 
         let run = format!("sp2_{i}");
         exec(&w, &reset_sql(&run)).await;
-        p2.push(library(&w, &run, Safety::Full).await);
+        p2.push(library(&w, &run, Safety::Full, false).await);
         same(fingerprint(&w).await, "the library (P2)");
     }
     let (single, daily, p1, p2) = (median(single), median(daily), median(p1), median(p2));
+    let weekly = median(weekly);
     let figure = |name: &str, lib: Duration, base: Duration| Figure {
         engine: "Spark (Sail)".into(),
         figure: name.into(),
@@ -195,6 +211,7 @@ pub async fn measure(url: &str, orders: u64, runs: usize) -> (Vec<Figure>, Vec<S
     let figures = vec![
         figure("P1: refunds fix, 181 daily batches", p1, single),
         figure("P2: P1 with pre-images and checks", p2, single),
+        figure("P1w: P1 in weekly batches", weekly, single),
     ];
     let details = vec![
         format!(
