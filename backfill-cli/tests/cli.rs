@@ -544,6 +544,17 @@ fn rule_periods_cut_the_plan() {
 // PostgreSQL: a database of its own per test
 // ---------------------------------------------------------------------------
 
+/// The refunds of the command-line cases' shop, and its revenue fact whose
+/// history ignores them, from `shop.orders`: SQL both PostgreSQL and Spark
+/// run.
+const REFUNDS_AND_REVENUE: &str = "CREATE TABLE shop.refunds AS
+             SELECT order_id, CAST(round(gross * 0.5, 2) AS DECIMAL(18,2)) AS amount
+             FROM shop.orders WHERE order_id % 20 = 0;
+             CREATE TABLE analytics.revenue AS
+             SELECT order_id, order_date, customer_id, gross,
+                    CAST(0 AS DECIMAL(18,2)) AS refunds, gross AS net
+             FROM shop.orders";
+
 /// A new, empty database `<name>_<pid>` on the server at `url`; its
 /// connection string.
 async fn fresh_database(url: &str, name: &str) -> String {
@@ -577,7 +588,7 @@ async fn pg_db(test: &str) -> Option<String> {
     wh.client()
         .await
         .unwrap()
-        .batch_execute(
+        .batch_execute(&format!(
             "CREATE SCHEMA shop; CREATE SCHEMA analytics;
              CREATE TABLE shop.orders AS
              SELECT CAST(row_number() OVER (ORDER BY d, k) AS BIGINT) AS order_id,
@@ -586,14 +597,8 @@ async fn pg_db(test: &str) -> Option<String> {
                     CAST(5 + ((k * 31 + extract(doy FROM d)::int * 17) % 20000) / 100.0 AS DECIMAL(18,2)) AS gross
              FROM generate_series(DATE '2025-07-01', DATE '2026-06-30', INTERVAL '1 day') AS d,
                   generate_series(1, 20) AS k;
-             CREATE TABLE shop.refunds AS
-             SELECT order_id, CAST(round(gross * 0.5, 2) AS DECIMAL(18,2)) AS amount
-             FROM shop.orders WHERE order_id % 20 = 0;
-             CREATE TABLE analytics.revenue AS
-             SELECT order_id, order_date, customer_id, gross,
-                    CAST(0 AS DECIMAL(18,2)) AS refunds, gross AS net
-             FROM shop.orders;",
-        )
+             {REFUNDS_AND_REVENUE};",
+        ))
         .await
         .unwrap();
     Some(db)
@@ -663,7 +668,7 @@ async fn spark_runbook_with_its_ledger_in_postgres() {
         .await
         .unwrap();
     backfill_spark::SparkWarehouse::on(spark)
-        .execute(
+        .execute(&format!(
             "CREATE SCHEMA shop; CREATE SCHEMA analytics;
              CREATE TABLE shop.orders AS
              SELECT CAST(row_number() OVER (ORDER BY d, k) AS BIGINT) AS order_id, d AS order_date,
@@ -671,14 +676,8 @@ async fn spark_runbook_with_its_ledger_in_postgres() {
                     CAST(5 + ((k * 31 + dayofyear(d) * 17) % 20000) / 100.0 AS DECIMAL(18,2)) AS gross
              FROM (SELECT date_add(DATE '2025-07-01', CAST(id AS INT)) AS d FROM range(365)) AS days
              CROSS JOIN (SELECT id AS k FROM range(1, 21)) AS ks;
-             CREATE TABLE shop.refunds AS
-             SELECT order_id, CAST(round(gross * 0.5, 2) AS DECIMAL(18,2)) AS amount
-             FROM shop.orders WHERE order_id % 20 = 0;
-             CREATE TABLE analytics.revenue AS
-             SELECT order_id, order_date, customer_id, gross,
-                    CAST(0 AS DECIMAL(18,2)) AS refunds, gross AS net
-             FROM shop.orders",
-        )
+             {REFUNDS_AND_REVENUE}",
+        ))
         .await
         .unwrap();
     // January only; Sail does not resolve `o.order_id` after `USING`.

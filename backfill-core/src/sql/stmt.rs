@@ -1022,6 +1022,18 @@ fn replace_head(
     }
 }
 
+/// Picks the columns of `columns` from the query's alias `__n`, and no
+/// other (see [`replace_head`]).
+fn listed(columns: &[Ident]) -> impl Fn(&mut SqlBuilder<'_>, &Column) -> bool + '_ {
+    move |b, col| {
+        let listed = columns.contains(&col.name);
+        if listed {
+            b.qualified("__n", &col.name);
+        }
+        listed
+    }
+}
+
 /// Replaces a batch's slice of `table` (columns in `order`) with the
 /// source's rows of the batch, in one statement: the batch's overwrite on
 /// an engine without transactions. Columns of `order` not in `columns`
@@ -1035,13 +1047,7 @@ pub fn replace_slice(
     batch: &Batch,
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
-    replace_head(&mut b, table, &batch.predicate, order, |b, col| {
-        let written = columns.contains(&col.name);
-        if written {
-            b.qualified("__n", &col.name);
-        }
-        written
-    });
+    replace_head(&mut b, table, &batch.predicate, order, listed(columns));
     b.push(" FROM ");
     b.source_slice(source, batch, columns, "__n");
     b.finish()
@@ -1126,13 +1132,7 @@ pub fn replace_from_snapshot(
     batch_id: &str,
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
-    replace_head(&mut b, table, predicate, order, |b, col| {
-        let kept = columns.contains(&col.name);
-        if kept {
-            b.qualified("__n", &col.name);
-        }
-        kept
-    });
+    replace_head(&mut b, table, predicate, order, listed(columns));
     b.push(" FROM ").table(snapshot).push(" AS __n WHERE ");
     b.qualified("__n", &batch_ident()).push(" = ");
     text_param(&mut b, batch_id);
