@@ -722,8 +722,8 @@ use backfill_core::engine::SqlWarehouse;
 use backfill_postgres::PgWarehouse;
 use backfill_spark::SparkExec;
 use backfill_testkit::crash::{
-    child_main, crash_and_resume_as, crash_resume_and_roll_back, CrashPoint, CrashRig, Crashing,
-    CrashingPlan, CRASH_AT, CRASH_PATTERN,
+    child_main, crash_and_resume_as, crash_resume_and_roll_back, crash_resume_and_roll_back_as,
+    CrashPoint, CrashRig, Crashing, CrashingPlan, CRASH_AT, CRASH_PATTERN,
 };
 
 const CRASH_SESSION: &str = "BACKFILL_SPARK_CRASH_SESSION";
@@ -895,4 +895,19 @@ async fn killed_workers_resume_at_once_on_sail() {
     assert!(o.taken_back_as_dead, "{o:?}");
     let rig = SparkRig::new(&sail, &pg, "rollback");
     crash_resume_and_roll_back(&rig, CrashPoint::InsideWriteTx).await;
+    // A merge: before the third batch's merge (its pre-image, key log and
+    // marker kept), between its pre-image and its key log, and after its
+    // merge, before its ledger mark; then a crash, a resume and a
+    // rollback give the original table back.
+    for point in [
+        CrashPoint::InsideWriteTx,
+        CrashPoint::InsideStagedWrite,
+        CrashPoint::AfterCommitBeforeMark,
+    ] {
+        let rig = SparkRig::new(&sail, &pg, &format!("merge_{}", point.name()));
+        let o = crash_and_resume_as(&rig, point, c::Pattern::Merge).await;
+        assert!(o.taken_back_as_dead, "{o:?}");
+    }
+    let rig = SparkRig::new(&sail, &pg, "merge_rollback");
+    crash_resume_and_roll_back_as(&rig, CrashPoint::InsideStagedWrite, c::Pattern::Merge).await;
 }

@@ -1188,12 +1188,17 @@ pub async fn pause_and_resume(env: Env, pattern: Pattern) {
     });
     let job = case.job.clone();
     let r2 = runner.clone();
-    let handle = tokio::spawn(async move { r2.run(&job).await });
+    let mut handle = tokio::spawn(async move { r2.run(&job).await });
+    // The test keeps the runner, and with it the events' sender: a run
+    // that ends without pausing is seen by its task ending.
     loop {
-        match rx.recv().await {
-            Some(Event::Paused { .. }) => break,
-            Some(_) => continue,
-            None => panic!("run ended without pausing"),
+        tokio::select! {
+            e = rx.recv() => match e {
+                Some(Event::Paused { .. }) => break,
+                Some(_) => continue,
+                None => panic!("the events ended without a pause"),
+            },
+            r = &mut handle => panic!("the run ended without pausing: {r:?}"),
         }
     }
     // The pause takes effect at the next commit-group boundary: the

@@ -228,9 +228,10 @@ pub async fn child_main(rig: &dyn CrashRig) {
         .and_then(|n| PATTERNS.iter().find(|(m, _)| *m == n).map(|(_, p)| *p))
         .unwrap_or(Pattern::Overwrite);
     let (w, l) = if point.ledger_apart() {
-        rig.child_apart(CrashingPlan::at(point)).await
+        rig.child_apart(CrashingPlan::at(point).in_pattern(pattern))
+            .await
     } else {
-        rig.child(CrashingPlan::at(point)).await
+        rig.child(CrashingPlan::at(point).in_pattern(pattern)).await
     };
     let runner = Runner::new(w, l).with_options(options(point));
     let job = crash_job(pattern);
@@ -284,6 +285,7 @@ pub struct CrashingPlan {
     /// before or after the statement that replaces the third batch's
     /// slice.
     alone: Option<(&'static [&'static str], usize, When)>,
+    point: CrashPoint,
     statements: Arc<AtomicUsize>,
     transactions: Arc<AtomicUsize>,
 }
@@ -332,9 +334,31 @@ impl CrashingPlan {
             nth,
             when,
             alone,
+            point,
             statements: Arc::default(),
             transactions: Arc::default(),
         }
+    }
+
+    /// This plan for a run in `pattern`. A merge without transactions
+    /// keeps its pre-image, logs its keys and merges in one statement
+    /// each: inside its write the point lands before the third batch's
+    /// merge, or with the source staged, right after its pre-image and
+    /// before its key log; after its commit, right after its merge.
+    pub fn in_pattern(mut self, pattern: Pattern) -> Self {
+        const MERGE: &[&str] = &["MERGE INTO "];
+        // Only the pre-image of a merge's touched keys checks the
+        // pre-image itself for each key (`__k`).
+        const PRE_IMAGE: &[&str] = &[" AS __k WHERE "];
+        if pattern == Pattern::Merge && self.alone.is_some() {
+            self.alone = match self.point {
+                CrashPoint::InsideWriteTx => Some((MERGE, 3, When::Statement)),
+                CrashPoint::InsideStagedWrite => Some((PRE_IMAGE, 3, When::AfterStatement)),
+                CrashPoint::AfterCommitBeforeMark => Some((MERGE, 3, When::AfterStatement)),
+                _ => self.alone,
+            };
+        }
+        self
     }
 
     fn matches(&self, sql: &Sql) -> bool {
@@ -662,11 +686,24 @@ pub async fn every_point_resumes_at_once<R: CrashRig>(rig_for: impl Fn(&str) -> 
 /// Crash at `point`, resume, then roll back: the table ends exactly as it
 /// was before the run.
 pub async fn crash_resume_and_roll_back(rig: &dyn CrashRig, point: CrashPoint) {
-    crash_and_resume(rig, point).await;
-    let (w, l) = rig.parent().await;
+    crash_resume_and_roll_back_as(rig, point, Pattern::Overwrite).await
+}
+
+/// [`crash_resume_and_roll_back`] of a run in `pattern`.
+pub async fn crash_resume_and_roll_back_as(
+    rig: &dyn CrashRig,
+    point: CrashPoint,
+    pattern: Pattern,
+) {
+    crash_and_resume_as(rig, point, pattern).await;
+    let (w, l) = if point.ledger_apart() {
+        rig.parent_apart().await
+    } else {
+        rig.parent().await
+    };
     let runner = Runner::new(w.clone(), l).with_options(options(point));
     runner
-        .rollback(&crash_job(Pattern::Overwrite))
+        .rollback(&crash_job(pattern))
         .await
         .expect("rollback");
     let facts = TableRef::new(ident("facts"));

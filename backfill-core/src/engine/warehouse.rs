@@ -354,7 +354,13 @@ async fn snapshot_layout(
 /// temporary schema so a user table of the same name is never read or
 /// dropped.
 fn slice_table(d: &dyn Dialect) -> TableRef {
-    let name = Ident::new("__bf_slice").expect("a valid identifier");
+    scratch(d, "__bf_slice")
+}
+
+/// The scratch relation `name`, in the dialect's temporary schema if it
+/// names one.
+fn scratch(d: &dyn Dialect, name: &str) -> TableRef {
+    let name = Ident::new(name).expect("a valid identifier");
     match d.temp_schema() {
         Some(s) => TableRef::qualified(Ident::new(s).expect("a valid identifier"), name),
         None => TableRef::new(name),
@@ -577,6 +583,130 @@ async fn key_report(
         duplicate_keys,
         sample,
     })
+}
+
+/// The target of a restore, after checking that it, the pre-image and the
+/// key log have the columns the restore needs.
+async fn check_restore(c: &mut dyn Conn, d: &dyn Dialect, r: &Restore<'_>) -> Result<TableSchema> {
+    let target = require_table(c, d, r.table).await?;
+    let tname = r.table.to_string();
+    check_columns(&target, r.columns, &tname)?;
+    let snap_cols = snapshot_columns(c, d, r.snapshot).await?;
+    for col in r.columns {
+        if !snap_cols.contains(col) {
+            return Err(Error::UnknownColumn {
+                table: r.snapshot.to_string(),
+                column: col.to_string(),
+            });
+        }
+    }
+    match r.footprint {
+        Footprint::Slice(p) => check_columns(&target, p.columns(), &tname)?,
+        Footprint::Keys { keys, key_log } => {
+            let logged = snapshot_columns(c, d, key_log).await?;
+            if let Some(k) = keys.iter().find(|k| !logged.contains(k)) {
+                return Err(Error::UnknownColumn {
+                    table: key_log.to_string(),
+                    column: k.to_string(),
+                });
+            }
+            check_columns(&target, keys, &tname)?;
+        }
+    }
+    Ok(target)
+}
+
+/// The key-log columns of a merge, if it keeps one, after checking that
+/// its source has the columns written, the keys and the logged ones.
+async fn check_merge_source(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    m: &MergeWrite<'_>,
+) -> Result<Option<Vec<Ident>>> {
+    let w = &m.slice;
+    let log_cols = match m.key_log {
+        Some(l) => Some(snapshot_columns(c, d, l).await?),
+        None => None,
+    };
+    let src = source_schema(c, d, w.source).await?;
+    let mut needed = w.columns.to_vec();
+    needed.extend(m.keys.iter().cloned());
+    needed.extend(log_cols.iter().flatten().cloned());
+    check_source(&src, w.source, &needed, &w.batch.predicate)?;
+    Ok(log_cols)
+}
+
+/// Refuses a merge's batch before any write when its source `slice`
+/// holds a null or duplicate key, a key whose target row lies outside
+/// the run's scope, or a key an earlier batch of the run logged.
+async fn refuse_merge_keys(
+    c: &mut dyn Conn,
+    d: &dyn Dialect,
+    m: &MergeWrite<'_>,
+    slice: &TableRef,
+) -> Result<()> {
+    let (table, keys) = (m.slice.table, m.keys);
+    let id = m.slice.batch.id.to_string();
+    let (stats, sample) = stmt::key_report(d, slice, keys, &Predicate::All, SAMPLE_LIMIT);
+    let (nulls, dups) = match c.query(&stats).await?.first() {
+        Some(r) => (exec::count(r, 1)?, exec::count(r, 2)?),
+        None => (0, 0),
+    };
+    if nulls > 0 {
+        return Err(Error::NullKeys {
+            batch: id,
+            rows: nulls,
+        });
+    }
+    if dups > 0 {
+        let sample = texts(c, &sample).await?;
+        return Err(Error::DuplicateKeys {
+            batch: id,
+            groups: dups,
+            sample,
+        });
+    }
+    execute_all(c, &d.analyze(slice)).await?;
+    if let Some(scope) = m.scope {
+        // Target rows outside the scope are not the run's to rewrite.
+        let (count, sample) = stmt::keys_outside(d, table, keys, slice, scope, SAMPLE_LIMIT);
+        let rows = query_count(c, &count).await?;
+        if rows > 0 {
+            let sample = texts(c, &sample).await?;
+            return Err(Error::KeysOutsideScope {
+                batch: id,
+                rows,
+                sample,
+            });
+        }
+    }
+    if let Some(log) = m.key_log {
+        // A key an earlier batch of the run wrote is not upserted again.
+        let (count, sample) = stmt::keys_logged_elsewhere(d, log, keys, slice, &id, SAMPLE_LIMIT);
+        let duplicates = query_count(c, &count).await?;
+        if duplicates > 0 {
+            return Err(Error::SourceKeysNotUnique {
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                duplicates,
+                sample: texts(c, &sample).await?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The columns a merge sets on a matched row: those written that are
+/// not keys (the keys themselves when there are no others).
+fn merge_set(columns: &[Ident], keys: &[Ident]) -> Vec<Ident> {
+    let set: Vec<Ident> = columns
+        .iter()
+        .filter(|c| !keys.contains(c))
+        .cloned()
+        .collect();
+    match set.is_empty() {
+        true => keys.to_vec(),
+        false => set,
+    }
 }
 
 /// Runs a write's guards on connection `c`: after the write and before
@@ -973,65 +1103,10 @@ impl<E: Executor> SqlWarehouse<E> {
             floats,
             ..
         } = tx.catalog.check(c, d, w, keys).await?;
-        let log_cols = match m.key_log {
-            Some(l) => Some(snapshot_columns(c, d, l).await?),
-            None => None,
-        };
-        let src = source_schema(c, d, w.source).await?;
-        let mut needed = w.columns.to_vec();
-        needed.extend(keys.iter().cloned());
-        needed.extend(log_cols.iter().flatten().cloned());
-        check_source(&src, w.source, &needed, &batch.predicate)?;
-
+        let log_cols = check_merge_source(c, d, m).await?;
         let slice = stage_slice(c, d, w.source, batch).await?;
         check_finite(c, d, w, &floats, &slice, &Predicate::All).await?;
-        // Refuse null and duplicate source keys before any write.
-        let (stats, sample) = stmt::key_report(d, &slice, keys, &Predicate::All, SAMPLE_LIMIT);
-        let (nulls, dups) = match c.query(&stats).await?.first() {
-            Some(r) => (exec::count(r, 1)?, exec::count(r, 2)?),
-            None => (0, 0),
-        };
-        if nulls > 0 {
-            return Err(Error::NullKeys {
-                batch: id,
-                rows: nulls,
-            });
-        }
-        if dups > 0 {
-            let sample = texts(c, &sample).await?;
-            return Err(Error::DuplicateKeys {
-                batch: id,
-                groups: dups,
-                sample,
-            });
-        }
-        execute_all(c, &d.analyze(&slice)).await?;
-        if let Some(scope) = m.scope {
-            // Target rows outside the scope are not the run's to rewrite.
-            let (count, sample) = stmt::keys_outside(d, table, keys, &slice, scope, SAMPLE_LIMIT);
-            let rows = query_count(c, &count).await?;
-            if rows > 0 {
-                let sample = texts(c, &sample).await?;
-                return Err(Error::KeysOutsideScope {
-                    batch: id,
-                    rows,
-                    sample,
-                });
-            }
-        }
-        if let Some(log) = m.key_log {
-            // A key an earlier batch of the run wrote is not upserted again.
-            let (count, sample) =
-                stmt::keys_logged_elsewhere(d, log, keys, &slice, &id, SAMPLE_LIMIT);
-            let duplicates = query_count(c, &count).await?;
-            if duplicates > 0 {
-                return Err(Error::SourceKeysNotUnique {
-                    keys: keys.iter().map(|k| k.to_string()).collect(),
-                    duplicates,
-                    sample: texts(c, &sample).await?,
-                });
-            }
-        }
+        refuse_merge_keys(c, d, m, &slice).await?;
         // Pre-image and key log: every key this write touches that the
         // batch has not logged yet (a batch written again from a source
         // that gained keys logs those too); with no key log, once.
@@ -1065,15 +1140,7 @@ impl<E: Executor> SqlWarehouse<E> {
                 c.execute(&stmt::insert_marker(d, t, &id)).await?;
             }
         }
-        let mut set: Vec<Ident> = w
-            .columns
-            .iter()
-            .filter(|c| !keys.contains(c))
-            .cloned()
-            .collect();
-        if set.is_empty() {
-            set = keys.to_vec();
-        }
+        let set = merge_set(w.columns, keys);
         let updated = c
             .execute(&stmt::merge_update(d, table, &set, keys, &slice))
             .await?;
@@ -1101,31 +1168,7 @@ impl<E: Executor> SqlWarehouse<E> {
         let d = self.d();
         let id = r.batch.id.to_string();
         lock_batch_write(c, d, r.table, &id).await?;
-        let target = require_table(c, d, r.table).await?;
-        let tname = r.table.to_string();
-        check_columns(&target, r.columns, &tname)?;
-        let snap_cols = snapshot_columns(c, d, r.snapshot).await?;
-        for col in r.columns {
-            if !snap_cols.contains(col) {
-                return Err(Error::UnknownColumn {
-                    table: r.snapshot.to_string(),
-                    column: col.to_string(),
-                });
-            }
-        }
-        match r.footprint {
-            Footprint::Slice(p) => check_columns(&target, p.columns(), &tname)?,
-            Footprint::Keys { keys, key_log } => {
-                let logged = snapshot_columns(c, d, key_log).await?;
-                if let Some(k) = keys.iter().find(|k| !logged.contains(k)) {
-                    return Err(Error::UnknownColumn {
-                        table: key_log.to_string(),
-                        column: k.to_string(),
-                    });
-                }
-                check_columns(&target, keys, &tname)?;
-            }
-        }
+        check_restore(c, d, r).await?;
         if !has_marker(c, d, r.snapshot, &id).await? {
             return Ok(None);
         }
@@ -1390,10 +1433,7 @@ impl<E: Executor> Warehouse for SqlWarehouse<E> {
 
     async fn merge_slice(&self, write: &MergeWrite<'_>) -> Result<WriteOutcome> {
         if !self.exec.transactions() {
-            let why = self.refuses_alone(&crate::StrategySpec::Merge {
-                keys: write.keys.to_vec(),
-            });
-            return Err(Error::Unsupported(why.unwrap_or_default()));
+            return self.merge_alone(write).await;
         }
         let mut tx = self.exec.begin(self.settings.limits).await?;
         let r = self

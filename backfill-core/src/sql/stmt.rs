@@ -744,17 +744,55 @@ pub fn snapshot_keys(
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
     snapshot_head(&mut b, snapshot, columns, batch_id);
-    b.idents(columns, Some("__t"))
-        .push(" FROM ")
-        .table(table)
-        .push(" AS __t WHERE EXISTS (SELECT 1 FROM ");
-    b.table(source).push(" AS __s WHERE ");
-    keys_equal(&mut b, keys, "__s", "__t");
+    b.idents(columns, Some("__t"));
+    touched_by(&mut b, table, keys, source);
     if let Some(log) = unlogged_in {
         not_logged(&mut b, log, keys, batch_id);
     }
     b.push(")");
     b.finish()
+}
+
+/// [`snapshot_keys`] for an engine where each statement is its own
+/// commit, with the pre-image's columns in `order`: the rows of keys `key_log` does not hold for `batch_id` yet
+/// and the pre-image does not hold yet either. The pre-image is kept
+/// before the key log, so a crash between the two statements repeats
+/// this one, which then adds nothing twice.
+pub fn snapshot_unkept_keys(
+    d: &dyn Dialect,
+    snapshot: &TableRef,
+    order: &[Column],
+    table: &TableRef,
+    keys: &[Ident],
+    (source, key_log): (&TableRef, &TableRef),
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ").table(snapshot).push(" SELECT ");
+    snapshot_row(&mut b, order, batch_id, Row::Data("__t"));
+    touched_by(&mut b, table, keys, source);
+    not_logged(&mut b, key_log, keys, batch_id);
+    b.push(") AND NOT EXISTS (SELECT 1 FROM ")
+        .table(snapshot)
+        .push(" AS __k WHERE ");
+    b.qualified("__k", &batch_ident()).push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__k", &marker_ident())
+        .push(" IS NOT TRUE AND ");
+    keys_equal(&mut b, keys, "__k", "__t");
+    b.push(")");
+    b.finish()
+}
+
+/// ` FROM table AS __t WHERE EXISTS (SELECT 1 FROM source AS __s WHERE
+/// <keys equal>`, the subquery left open for further conditions on `__s`.
+fn touched_by(b: &mut SqlBuilder<'_>, table: &TableRef, keys: &[Ident], source: &TableRef) {
+    b.push(" FROM ")
+        .table(table)
+        .push(" AS __t WHERE EXISTS (SELECT 1 FROM ");
+    b.table(source).push(" AS __s WHERE ");
+    keys_equal(b, keys, "__s", "__t");
 }
 
 /// ` AND NOT EXISTS (…)`: the key of `__s` is not yet in `log` for
@@ -1094,20 +1132,11 @@ pub fn replace_snapshot(
     // The slice's rows and the marker, without a marker yet.
     let row = |b: &mut SqlBuilder<'_>, marked: bool| {
         b.push(" UNION ALL SELECT ");
-        for (i, col) in order.iter().enumerate() {
-            if i > 0 {
-                b.push(", ");
-            }
-            if col.name == batch {
-                text_param(b, batch_id);
-            } else if col.name == marker {
-                b.push(if marked { "TRUE" } else { "FALSE" });
-            } else if marked {
-                b.push("NULL");
-            } else {
-                b.qualified("__n", &col.name);
-            }
-        }
+        let row = match marked {
+            true => Row::Marker,
+            false => Row::Data("__n"),
+        };
+        snapshot_row(b, order, batch_id, row);
     };
     row(&mut b, false);
     b.push(" FROM ").table(table).push(" AS __n WHERE ");
@@ -1116,6 +1145,73 @@ pub fn replace_snapshot(
     row(&mut b, true);
     b.push(" WHERE");
     unmarked(&mut b);
+    b.finish()
+}
+
+/// Which row of a batch [`snapshot_row`] selects.
+#[derive(Clone, Copy)]
+enum Row<'a> {
+    /// A data row, its columns taken from the alias.
+    Data(&'a str),
+    /// The batch's marker row.
+    Marker,
+}
+
+/// The select list of a pre-image or key-log row of `batch_id`, in the
+/// table's column `order` (an insert without a column list, which every
+/// engine takes).
+fn snapshot_row(b: &mut SqlBuilder<'_>, order: &[Column], batch_id: &str, row: Row<'_>) {
+    let (batch, marker) = (batch_ident(), marker_ident());
+    for (i, col) in order.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        if col.name == batch {
+            text_param(b, batch_id);
+        } else if col.name == marker {
+            b.push(match row {
+                Row::Marker => "TRUE",
+                Row::Data(_) => "FALSE",
+            });
+        } else {
+            match row {
+                Row::Data(alias) => b.qualified(alias, &col.name),
+                Row::Marker => b.push("NULL"),
+            };
+        }
+        // Named, so that a row standing alone has no two columns alike.
+        b.push(" AS ").ident(&col.name);
+    }
+}
+
+/// [`insert_marker`] with the pre-image's columns in `order`, for an
+/// engine whose inserts name every column.
+pub fn insert_marker_row(
+    d: &dyn Dialect,
+    snapshot: &TableRef,
+    order: &[Column],
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ").table(snapshot).push(" SELECT ");
+    snapshot_row(&mut b, order, batch_id, Row::Marker);
+    b.finish()
+}
+
+/// [`log_keys`] with the key log's columns in `order`.
+pub fn log_keys_row(
+    d: &dyn Dialect,
+    key_log: &TableRef,
+    order: &[Column],
+    keys: &[Ident],
+    source: &TableRef,
+    batch_id: &str,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("INSERT INTO ").table(key_log).push(" SELECT ");
+    snapshot_row(&mut b, order, batch_id, Row::Data("__s"));
+    b.push(" FROM ").table(source).push(" AS __s WHERE TRUE");
+    not_logged(&mut b, key_log, keys, batch_id);
     b.finish()
 }
 
@@ -1139,6 +1235,187 @@ pub fn replace_from_snapshot(
     b.push(" AND ")
         .qualified("__n", &marker_ident())
         .push(" IS NOT TRUE");
+    b.finish()
+}
+
+/// Merges `source` into `table` on `keys` in one statement (`MERGE
+/// INTO`): a target row whose key occurs in `source` gets its `set`
+/// columns from the source row; a source row whose key does not occur
+/// in `table` is inserted with its `columns`.
+pub fn merge_into(
+    d: &dyn Dialect,
+    table: &TableRef,
+    (set, columns): (&[Ident], &[Ident]),
+    keys: &[Ident],
+    source: &TableRef,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("MERGE INTO ").table(table).push(" AS __t USING ");
+    b.table(source).push(" AS __s ON ");
+    keys_equal(&mut b, keys, "__s", "__t");
+    b.push(" WHEN MATCHED THEN UPDATE SET ");
+    set_from(&mut b, set, "__s");
+    b.push(" WHEN NOT MATCHED THEN INSERT (")
+        .idents(columns, None)
+        .push(") VALUES (")
+        .idents(columns, Some("__s"))
+        .push(")");
+    b.finish()
+}
+
+/// `c1 = alias.c1, c2 = alias.c2 …`.
+fn set_from(b: &mut SqlBuilder<'_>, columns: &[Ident], alias: &str) {
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.ident(c).push(" = ").qualified(alias, c);
+    }
+}
+
+/// The state [`merge_into`] would leave `table` in, as a scratch
+/// relation `into` (columns in `order`, the table's): what guards judge
+/// before the merge is written.
+pub fn merged_state(
+    d: &dyn Dialect,
+    into: &TableRef,
+    order: &[Column],
+    table: &TableRef,
+    (set, columns): (&[Ident], &[Ident]),
+    keys: &[Ident],
+    source: &TableRef,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push(d.scratch().0).table(into).push(" AS SELECT ");
+    // Kept rows keep their values; matched rows take the set columns.
+    // Source keys are never NULL, so a matched row is one whose joined
+    // key is not NULL.
+    for (i, col) in order.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        if set.contains(&col.name) {
+            b.push("CASE WHEN ")
+                .qualified("__s", &keys[0])
+                .push(" IS NOT NULL THEN ")
+                .qualified("__s", &col.name)
+                .push(" ELSE ")
+                .qualified("__t", &col.name)
+                .push(" END");
+        } else {
+            b.qualified("__t", &col.name);
+        }
+        b.push(" AS ").ident(&col.name);
+    }
+    b.push(" FROM ").table(table).push(" AS __t LEFT JOIN ");
+    b.table(source).push(" AS __s ON ");
+    keys_equal(&mut b, keys, "__s", "__t");
+    // Inserted rows: NULL in the columns not written.
+    b.push(" UNION ALL SELECT ");
+    for (i, col) in order.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        match columns.contains(&col.name) {
+            true => b.qualified("__s", &col.name),
+            false => b.push("NULL"),
+        };
+    }
+    b.push(" FROM ")
+        .table(source)
+        .push(" AS __s WHERE NOT EXISTS (SELECT 1 FROM ");
+    b.table(table).push(" AS __t WHERE ");
+    keys_equal(&mut b, keys, "__t", "__s");
+    b.push(")");
+    b.finish()
+}
+
+/// The rows of `table` whose key occurs in `other` (`matched`), or
+/// whose key does not (`!matched`): one row `(count)`.
+pub fn count_keyed(
+    d: &dyn Dialect,
+    table: &TableRef,
+    keys: &[Ident],
+    other: &TableRef,
+    matched: bool,
+) -> Sql {
+    let mut b = SqlBuilder::new(d);
+    b.push("SELECT count(*) FROM ")
+        .table(table)
+        .push(if matched {
+            " AS __a WHERE EXISTS"
+        } else {
+            " AS __a WHERE NOT EXISTS"
+        })
+        .push(" (SELECT 1 FROM ")
+        .table(other)
+        .push(" AS __b WHERE ");
+    keys_equal(&mut b, keys, "__b", "__a");
+    b.push(")");
+    b.finish()
+}
+
+/// Restores the keys a merge logged for `batch_id` in one statement
+/// (`MERGE INTO`): a logged key with a pre-image row gets that row back,
+/// inserted if it is gone; one without (the merge inserted it) is
+/// deleted. A key must have at most one pre-image row: the target's keys
+/// were unique when the merge was let run.
+pub fn merge_from_snapshot(
+    d: &dyn Dialect,
+    table: &TableRef,
+    columns: &[Ident],
+    keys: &[Ident],
+    (snapshot, key_log): (&TableRef, &TableRef),
+    batch_id: &str,
+) -> Sql {
+    let (batch, marker) = (batch_ident(), marker_ident());
+    let kept = Ident::new("__bf_kept").expect("a valid identifier");
+    let mut b = SqlBuilder::new(d);
+    b.push("MERGE INTO ")
+        .table(table)
+        .push(" AS __t USING (SELECT ");
+    for k in keys {
+        b.qualified("__l", k).push(" AS ").ident(k).push(", ");
+    }
+    for c in columns.iter().filter(|c| !keys.contains(c)) {
+        b.qualified("__p", c).push(" AS ").ident(c).push(", ");
+    }
+    b.qualified("__p", &batch)
+        .push(" IS NOT NULL AS ")
+        .ident(&kept)
+        .push(" FROM ")
+        .table(key_log)
+        .push(" AS __l LEFT JOIN ")
+        .table(snapshot)
+        .push(" AS __p ON ");
+    b.qualified("__p", &batch).push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__p", &marker)
+        .push(" IS NOT TRUE AND ");
+    keys_equal(&mut b, keys, "__p", "__l");
+    b.push(" WHERE ").qualified("__l", &batch).push(" = ");
+    text_param(&mut b, batch_id);
+    b.push(" AND ")
+        .qualified("__l", &marker)
+        .push(" IS NOT TRUE) AS __s ON ");
+    keys_equal(&mut b, keys, "__s", "__t");
+    b.push(" WHEN MATCHED AND NOT ")
+        .qualified("__s", &kept)
+        .push(" THEN DELETE WHEN MATCHED THEN UPDATE SET ");
+    let set: Vec<Ident> = columns
+        .iter()
+        .filter(|c| !keys.contains(c))
+        .cloned()
+        .collect();
+    set_from(&mut b, if set.is_empty() { keys } else { &set }, "__s");
+    b.push(" WHEN NOT MATCHED AND ")
+        .qualified("__s", &kept)
+        .push(" THEN INSERT (")
+        .idents(columns, None)
+        .push(") VALUES (")
+        .idents(columns, Some("__s"))
+        .push(")");
     b.finish()
 }
 

@@ -15,6 +15,15 @@
 //!   to;
 //! - the write is one statement that replaces the batch's slice
 //!   (`INSERT INTO … REPLACE WHERE`), and so is a restore;
+//! - a merge is one `MERGE INTO`, after its source keys are refused or
+//!   let through and its guards judged on the state it would leave (a
+//!   scratch view of the target as merged). Its pre-image of touched keys
+//!   comes first, then its key log, then its marker, each one statement
+//!   that adds only what is not there yet: a key is logged only once its
+//!   first state is kept, so a crash between any two statements repeats
+//!   them without keeping a state twice or a merged state at all. Its
+//!   restore is one `MERGE INTO` from the pre-image and key log (kept
+//!   keys get their rows back, inserted keys are deleted);
 //! - the ledger lives elsewhere and the runner marks the batch after the
 //!   write: a crash between the two writes the batch again on resume,
 //!   which replaces the slice with the same rows as long as the source
@@ -35,14 +44,15 @@
 //!   the batch's write.
 
 use super::{
-    check_source, check_write, has_marker, require_table, run_guards, slice_table, snapshot_layout,
+    check_merge_source, check_restore, check_source, check_write, has_marker, merge_set,
+    refuse_merge_keys, run_guards, scratch, slice_table, snapshot_layout as snapshot_layout_of,
     source_schema, stage_slice, Checked, SqlWarehouse,
 };
 use crate::engine::exec::{query_count, Executor};
 use crate::error::{Error, Result};
 use crate::pattern::StrategySpec;
 use crate::sql::stmt;
-use crate::warehouse::{check_columns, Footprint, Restore, SliceWrite, WriteOutcome};
+use crate::warehouse::{Footprint, MergeWrite, Restore, SliceWrite, WriteOutcome};
 use crate::{Predicate, Source};
 
 impl<E: Executor> SqlWarehouse<E> {
@@ -58,16 +68,13 @@ impl<E: Executor> SqlWarehouse<E> {
             ));
         }
         match strategy {
-            StrategySpec::PartitionOverwrite | StrategySpec::ParallelVersion { .. } => None,
+            StrategySpec::PartitionOverwrite
+            | StrategySpec::ParallelVersion { .. }
+            | StrategySpec::Merge { .. } => None,
             StrategySpec::StagingSwap => Some(format!(
                 "a staging swap renames two tables at once, which {engine} cannot do atomically: \
                  between the renames the target would not exist. Use a parallel version (its view \
                  is moved in one statement) or a partition overwrite"
-            )),
-            StrategySpec::Merge { .. } => Some(format!(
-                "a merge on {engine} would touch rows in several statements without a \
-                 transaction to hold them together, and its pre-image of touched keys could be \
-                 left half kept. Use a partition overwrite of the affected windows"
             )),
         }
     }
@@ -160,6 +167,111 @@ impl<E: Executor> SqlWarehouse<E> {
         r
     }
 
+    /// Merges one batch's source slice on its keys (see the module's
+    /// description).
+    pub(super) async fn merge_alone(&self, m: &MergeWrite<'_>) -> Result<WriteOutcome> {
+        self.require_replace()?;
+        let d = self.d();
+        let mut conn = self.exec.connect().await?;
+        let c = &mut *conn;
+        let w = &m.slice;
+        let (table, keys) = (w.table, m.keys);
+        let id = w.batch.id.to_string();
+        if keys.is_empty() {
+            return Err(Error::InvalidPlan(
+                "merge needs at least one key column".into(),
+            ));
+        }
+        let Checked {
+            floats,
+            target,
+            snapshot_layout,
+            ..
+        } = check_write(c, d, w, keys).await?;
+        check_merge_source(c, d, m).await?;
+        let log_layout = match m.key_log {
+            Some(l) => Some(snapshot_layout_of(c, d, l).await?.0),
+            None => None,
+        };
+        let merged = scratch(d, "__bf_merged");
+        let r = async {
+            let slice = stage_slice(c, d, w.source, w.batch).await?;
+            super::check_finite(c, d, w, &floats, &slice, &Predicate::All).await?;
+            refuse_merge_keys(c, d, m, &slice).await?;
+            let set = merge_set(w.columns, keys);
+            let matched = query_count(c, &stmt::count_keyed(d, table, keys, &slice, true)).await?;
+            let inserted =
+                query_count(c, &stmt::count_keyed(d, &slice, keys, table, false)).await?;
+            let counts = (matched, matched + inserted);
+            if !w.guards.is_empty() {
+                c.execute(&stmt::merged_state(
+                    d,
+                    &merged,
+                    &target.columns,
+                    table,
+                    (&set, w.columns),
+                    keys,
+                    &slice,
+                ))
+                .await?;
+                run_guards(c, d, w, counts, (&merged, &w.batch.predicate)).await?;
+            }
+            // The first state of each key, then the key, then the marker
+            // (in the pre-image, or in the key log without one). The
+            // engine reports no counts: the pre-image's rows are counted.
+            let mut snapshotted = 0;
+            if let (Some(log), Some(logged)) = (m.key_log, &log_layout) {
+                if let (Some(snap), Some(layout)) = (w.snapshot, &snapshot_layout) {
+                    let rows = stmt::snapshot_rows(d, snap, &id);
+                    let kept = query_count(c, &rows).await?;
+                    c.execute(&stmt::snapshot_unkept_keys(
+                        d,
+                        snap,
+                        &layout.columns,
+                        table,
+                        keys,
+                        (&slice, log),
+                        &id,
+                    ))
+                    .await?;
+                    snapshotted = query_count(c, &rows).await?.saturating_sub(kept);
+                }
+                c.execute(&stmt::log_keys_row(
+                    d,
+                    log,
+                    &logged.columns,
+                    keys,
+                    &slice,
+                    &id,
+                ))
+                .await?;
+                let (marked, order) = match (w.snapshot, &snapshot_layout) {
+                    (Some(snap), Some(layout)) => (snap, layout),
+                    _ => (log, logged),
+                };
+                if !has_marker(c, d, marked, &id).await? {
+                    c.execute(&stmt::insert_marker_row(d, marked, &order.columns, &id))
+                        .await?;
+                }
+            }
+            c.execute(&stmt::merge_into(d, table, (&set, w.columns), keys, &slice))
+                .await?;
+            Ok(WriteOutcome {
+                rows_before: counts.0,
+                rows_written: counts.1,
+                rows_snapshotted: snapshotted,
+                ledger_marked: false,
+            })
+        }
+        .await;
+        for t in [slice_table(d), merged] {
+            if let Err(e) = c.execute(&stmt::drop_scratch(d, &t)).await {
+                tracing::warn!(batch = %id, error = %e, "could not drop a scratch relation");
+            }
+        }
+        r
+    }
+
     /// Restores one batch's slice from its pre-image, in one statement.
     pub(super) async fn restore_alone(&self, r: &Restore<'_>) -> Result<Option<u64>> {
         self.require_replace()?;
@@ -167,36 +279,26 @@ impl<E: Executor> SqlWarehouse<E> {
         let mut conn = self.exec.connect().await?;
         let c = &mut *conn;
         let id = r.batch.id.to_string();
-        let Footprint::Slice(p) = r.footprint else {
-            return Err(Error::Unsupported(format!(
-                "{} cannot restore a merge's keys without a transaction",
-                self.exec.engine()
-            )));
-        };
-        let target = require_table(c, d, r.table).await?;
-        let tname = r.table.to_string();
-        check_columns(&target, r.columns.iter().chain(p.columns()), &tname)?;
-        let (_, snap_cols) = snapshot_layout(c, d, r.snapshot).await?;
-        if let Some(col) = r.columns.iter().find(|c| !snap_cols.contains(c)) {
-            return Err(Error::UnknownColumn {
-                table: r.snapshot.to_string(),
-                column: col.to_string(),
-            });
-        }
+        let target = check_restore(c, d, r).await?;
         if !has_marker(c, d, r.snapshot, &id).await? {
             return Ok(None);
         }
         let rows = query_count(c, &stmt::snapshot_rows(d, r.snapshot, &id)).await?;
-        c.execute(&stmt::replace_from_snapshot(
-            d,
-            r.table,
-            &target.columns,
-            r.columns,
-            p,
-            r.snapshot,
-            &id,
-        ))
-        .await?;
+        let restore = match r.footprint {
+            Footprint::Slice(p) => stmt::replace_from_snapshot(
+                d,
+                r.table,
+                &target.columns,
+                r.columns,
+                p,
+                r.snapshot,
+                &id,
+            ),
+            Footprint::Keys { keys, key_log } => {
+                stmt::merge_from_snapshot(d, r.table, r.columns, keys, (r.snapshot, key_log), &id)
+            }
+        };
+        c.execute(&restore).await?;
         Ok(Some(rows))
     }
 }
