@@ -3,7 +3,9 @@
 #   - Sail (a Spark Connect server written in Rust, with Delta tables);
 #   - Apache Spark 4.0.1 (the JVM engine, from the pyspark wheel, which
 #     bundles its jars and the Spark Connect server; tables in parquet,
-#     since the Delta jars come only from Maven).
+#     since the Delta jars come only from Maven), as a standalone cluster:
+#     a master, a worker whose executor runs the queries, and the Spark
+#     Connect server as the driver.
 #
 #   ./scripts/with-spark.sh cargo test -p backfill-spark
 #
@@ -62,10 +64,18 @@ s.close()
 PY
 }
 SAIL_PORT="$(free_port)"
-JVM_PORT="$(free_port)"
-while [ "$JVM_PORT" = "$SAIL_PORT" ]; do
-  JVM_PORT="$(free_port)"
+# Distinct free ports: Sail, Spark Connect, the master, and the master's
+# and worker's web pages.
+PORTS=()
+while [ "${#PORTS[@]}" -lt 4 ]; do
+  p="$(free_port)"
+  case " $SAIL_PORT ${PORTS[*]} " in
+    *" $p "*) ;;
+    *) PORTS+=("$p") ;;
+  esac
 done
+JVM_PORT="${PORTS[0]}"
+MASTER_PORT="${PORTS[1]}"
 DATA="$(mktemp -d /tmp/backfill-spark.XXXXXX)"
 mkdir -p "$DATA/warehouse"
 
@@ -107,11 +117,24 @@ trap 'exit 143' TERM
 ( cd "$DATA" && SAIL_MODE="${BACKFILL_SAIL_MODE:-local}" exec setsid "$VENV/bin/python" "$VENV/bin/sail" \
     spark server --ip 127.0.0.1 --port "$SAIL_PORT" ) >"$DATA/sail.log" 2>&1 &
 PIDS+=($!)
+MASTER="spark://127.0.0.1:$MASTER_PORT"
+( cd "$DATA" && SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 exec setsid \
+    "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
+    --host 127.0.0.1 --port "$MASTER_PORT" --webui-port "${PORTS[2]}" ) >"$DATA/master.log" 2>&1 &
+PIDS+=($!)
+# The worker starts its executors in its own process group, so stopping
+# the group stops them too.
+mkdir -p "$DATA/work"
+( cd "$DATA" && SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 exec setsid \
+    "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
+    --host 127.0.0.1 --cores 2 --memory 2g --webui-port "${PORTS[3]}" \
+    --work-dir "$DATA/work" "$MASTER" ) >"$DATA/worker.log" 2>&1 &
+PIDS+=($!)
 ( cd "$DATA" && SPARK_HOME="$SPARK_HOME" SPARK_LOCAL_IP=127.0.0.1 exec setsid \
     "$SPARK_HOME/bin/spark-submit" \
     --class org.apache.spark.sql.connect.service.SparkConnectServer \
-    --name backfill-spark-connect --master "local[2]" \
-    --driver-memory 1g \
+    --name backfill-spark-connect --master "$MASTER" \
+    --driver-memory 1g --conf spark.executor.memory=1g \
     --conf spark.connect.grpc.binding.address=127.0.0.1 \
     --conf "spark.connect.grpc.binding.port=$JVM_PORT" \
     --conf "spark.sql.warehouse.dir=$DATA/warehouse/jvm" \
@@ -138,12 +161,13 @@ await() {
   exit 1
 }
 await Sail "$SAIL_PORT" "${PIDS[0]}" "$DATA/sail.log"
-await "Apache Spark" "$JVM_PORT" "${PIDS[1]}" "$DATA/spark.log"
+await "the Spark master" "$MASTER_PORT" "${PIDS[1]}" "$DATA/master.log"
+await "Apache Spark" "$JVM_PORT" "${PIDS[3]}" "$DATA/spark.log"
 
 export BACKFILL_SPARK_SAIL_URL="sc://127.0.0.1:$SAIL_PORT"
 export BACKFILL_SPARK_JVM_URL="sc://127.0.0.1:$JVM_PORT"
 export BACKFILL_SPARK_WAREHOUSE="$DATA/warehouse"
-echo "with-spark: Sail $SAIL_VERSION on port $SAIL_PORT, Apache Spark $SPARK_VERSION on port $JVM_PORT" >&2
+echo "with-spark: Sail $SAIL_VERSION on port $SAIL_PORT, Apache Spark $SPARK_VERSION on port $JVM_PORT (a standalone cluster, master on port $MASTER_PORT)" >&2
 # The command runs in the background and is waited for, so that a signal
 # to this script is handled at once (a trap waits for a foreground
 # command) and the command is stopped with the servers.

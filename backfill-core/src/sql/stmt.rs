@@ -198,6 +198,28 @@ fn text_param(b: &mut SqlBuilder<'_>, s: &str) {
     b.push(&t);
 }
 
+/// A data row of the batch in a pre-image or key log (`alias`) whose key
+/// is that of `other`'s row.
+fn logged_key(b: &mut SqlBuilder<'_>, alias: &str, batch_id: &str, keys: &[Ident], other: &str) {
+    of_batch(b, alias, batch_id, Some("IS NOT TRUE"));
+    b.push(" AND ");
+    keys_equal(b, keys, alias, other);
+}
+
+/// `alias.__bf_batch = <batch_id>`: a pre-image's or key log's rows of
+/// the batch; with `marker` (`IS TRUE`, `IS NOT TRUE`), only its marker
+/// row or only its data rows.
+fn of_batch(b: &mut SqlBuilder<'_>, alias: &str, batch_id: &str, marker: Option<&str>) {
+    b.qualified(alias, &batch_ident()).push(" = ");
+    text_param(b, batch_id);
+    if let Some(m) = marker {
+        b.push(" AND ")
+            .qualified(alias, &marker_ident())
+            .push(" ")
+            .push(m);
+    }
+}
+
 /// `a.k1 = b.k1 AND a.k2 = b.k2 …` (NULL keys never match).
 fn keys_equal(b: &mut SqlBuilder<'_>, keys: &[Ident], left: &str, right: &str) {
     for (i, k) in keys.iter().enumerate() {
@@ -648,12 +670,7 @@ fn batch_count(d: &dyn Dialect, snapshot: &TableRef, batch_id: &str, marker: &st
     b.push("SELECT count(*) FROM ")
         .table(snapshot)
         .push(" AS __p WHERE ");
-    b.qualified("__p", &batch_ident()).push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__p", &marker_ident())
-        .push(" ")
-        .push(marker);
+    of_batch(&mut b, "__p", batch_id, Some(marker));
     b.finish()
 }
 
@@ -745,7 +762,7 @@ pub fn snapshot_keys(
     let mut b = SqlBuilder::new(d);
     snapshot_head(&mut b, snapshot, columns, batch_id);
     b.idents(columns, Some("__t"));
-    touched_by(&mut b, table, keys, source);
+    keyed(&mut b, (table, "__t"), (source, "__s"), keys, true);
     if let Some(log) = unlogged_in {
         not_logged(&mut b, log, keys, batch_id);
     }
@@ -770,29 +787,39 @@ pub fn snapshot_unkept_keys(
     let mut b = SqlBuilder::new(d);
     b.push("INSERT INTO ").table(snapshot).push(" SELECT ");
     snapshot_row(&mut b, order, batch_id, Row::Data("__t"));
-    touched_by(&mut b, table, keys, source);
+    keyed(&mut b, (table, "__t"), (source, "__s"), keys, true);
     not_logged(&mut b, key_log, keys, batch_id);
     b.push(") AND NOT EXISTS (SELECT 1 FROM ")
         .table(snapshot)
         .push(" AS __k WHERE ");
-    b.qualified("__k", &batch_ident()).push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__k", &marker_ident())
-        .push(" IS NOT TRUE AND ");
-    keys_equal(&mut b, keys, "__k", "__t");
+    logged_key(&mut b, "__k", batch_id, keys, "__t");
     b.push(")");
     b.finish()
 }
 
-/// ` FROM table AS __t WHERE EXISTS (SELECT 1 FROM source AS __s WHERE
-/// <keys equal>`, the subquery left open for further conditions on `__s`.
-fn touched_by(b: &mut SqlBuilder<'_>, table: &TableRef, keys: &[Ident], source: &TableRef) {
-    b.push(" FROM ")
-        .table(table)
-        .push(" AS __t WHERE EXISTS (SELECT 1 FROM ");
-    b.table(source).push(" AS __s WHERE ");
-    keys_equal(b, keys, "__s", "__t");
+/// ` FROM rows AS <alias> WHERE [NOT] EXISTS (SELECT 1 FROM other AS
+/// <alias> WHERE <keys equal>`: the rows of `rows` whose key occurs in
+/// `other` (or does not), the subquery left open for further conditions
+/// on `other`'s alias.
+fn keyed(
+    b: &mut SqlBuilder<'_>,
+    (rows, r): (&TableRef, &str),
+    (other, o): (&TableRef, &str),
+    keys: &[Ident],
+    exists: bool,
+) {
+    b.push(" FROM ").table(rows).push(" AS ").push(r);
+    b.push(if exists {
+        " WHERE EXISTS"
+    } else {
+        " WHERE NOT EXISTS"
+    });
+    b.push(" (SELECT 1 FROM ")
+        .table(other)
+        .push(" AS ")
+        .push(o)
+        .push(" WHERE ");
+    keys_equal(b, keys, o, r);
 }
 
 /// ` AND NOT EXISTS (…)`: the key of `__s` is not yet in `log` for
@@ -800,10 +827,8 @@ fn touched_by(b: &mut SqlBuilder<'_>, table: &TableRef, keys: &[Ident], source: 
 fn not_logged(b: &mut SqlBuilder<'_>, log: &TableRef, keys: &[Ident], batch_id: &str) {
     b.push(" AND NOT EXISTS (SELECT 1 FROM ")
         .table(log)
-        .push(" AS __l WHERE ")
-        .qualified("__l", &batch_ident())
-        .push(" = ");
-    text_param(b, batch_id);
+        .push(" AS __l WHERE ");
+    of_batch(b, "__l", batch_id, None);
     b.push(" AND ");
     keys_equal(b, keys, "__l", "__s");
     b.push(")");
@@ -940,12 +965,7 @@ pub fn merge_update(
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
     b.push("UPDATE ").table(table).push(" AS __t SET ");
-    for (i, c) in columns.iter().enumerate() {
-        if i > 0 {
-            b.push(", ");
-        }
-        b.ident(c).push(" = ").qualified("__s", c);
-    }
+    set_from(&mut b, columns, "__s");
     b.push(" FROM ").table(source).push(" AS __s WHERE ");
     keys_equal(&mut b, keys, "__s", "__t");
     b.finish()
@@ -965,12 +985,8 @@ pub fn merge_insert(
         .push(" (")
         .idents(columns, None)
         .push(") SELECT ");
-    b.idents(columns, Some("__s"))
-        .push(" FROM ")
-        .table(source)
-        .push(" AS __s WHERE NOT EXISTS (SELECT 1 FROM ");
-    b.table(table).push(" AS __t WHERE ");
-    keys_equal(&mut b, keys, "__t", "__s");
+    b.idents(columns, Some("__s"));
+    keyed(&mut b, (source, "__s"), (table, "__t"), keys, false);
     b.push(")");
     b.finish()
 }
@@ -988,14 +1004,8 @@ pub fn delete_logged_keys(
         .table(table)
         .push(" AS __t WHERE EXISTS (SELECT 1 FROM ")
         .table(key_log);
-    b.push(" AS __l WHERE ")
-        .qualified("__l", &batch_ident())
-        .push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__l", &marker_ident())
-        .push(" IS NOT TRUE AND ");
-    keys_equal(&mut b, keys, "__l", "__t");
+    b.push(" AS __l WHERE ");
+    logged_key(&mut b, "__l", batch_id, keys, "__t");
     b.push(")");
     b.finish()
 }
@@ -1018,11 +1028,7 @@ pub fn restore_rows(
         .push(" FROM ")
         .table(snapshot)
         .push(" AS __p WHERE ");
-    b.qualified("__p", &batch_ident()).push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__p", &marker_ident())
-        .push(" IS NOT TRUE");
+    of_batch(&mut b, "__p", batch_id, Some("IS NOT TRUE"));
     b.finish()
 }
 
@@ -1106,18 +1112,16 @@ pub fn replace_snapshot(
     predicate: &Predicate,
     batch_id: &str,
 ) -> Sql {
-    let (batch, marker) = (batch_ident(), marker_ident());
     let mine = Predicate::In {
-        column: batch.clone(),
+        column: batch_ident(),
         values: vec![Value::Text(batch_id.to_string())],
     };
     let unmarked = |b: &mut SqlBuilder<'_>| {
         b.push(" NOT EXISTS (SELECT 1 FROM ")
             .table(snapshot)
             .push(" AS __m WHERE ");
-        b.qualified("__m", &batch).push(" = ");
-        text_param(b, batch_id);
-        b.push(" AND ").qualified("__m", &marker).push(" IS TRUE)");
+        of_batch(b, "__m", batch_id, Some("IS TRUE"));
+        b.push(")");
     };
     // What the pre-image holds for the batch (nothing without a marker:
     // the marker comes in the same statement as the rows).
@@ -1127,8 +1131,7 @@ pub fn replace_snapshot(
         true
     });
     b.push(" FROM ").table(snapshot).push(" AS __k WHERE ");
-    b.qualified("__k", &batch).push(" = ");
-    text_param(&mut b, batch_id);
+    of_batch(&mut b, "__k", batch_id, None);
     // The slice's rows and the marker, without a marker yet.
     let row = |b: &mut SqlBuilder<'_>, marked: bool| {
         b.push(" UNION ALL SELECT ");
@@ -1230,11 +1233,7 @@ pub fn replace_from_snapshot(
     let mut b = SqlBuilder::new(d);
     replace_head(&mut b, table, predicate, order, listed(columns));
     b.push(" FROM ").table(snapshot).push(" AS __n WHERE ");
-    b.qualified("__n", &batch_ident()).push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__n", &marker_ident())
-        .push(" IS NOT TRUE");
+    of_batch(&mut b, "__n", batch_id, Some("IS NOT TRUE"));
     b.finish()
 }
 
@@ -1321,11 +1320,7 @@ pub fn merged_state(
             false => b.push("NULL"),
         };
     }
-    b.push(" FROM ")
-        .table(source)
-        .push(" AS __s WHERE NOT EXISTS (SELECT 1 FROM ");
-    b.table(table).push(" AS __t WHERE ");
-    keys_equal(&mut b, keys, "__t", "__s");
+    keyed(&mut b, (source, "__s"), (table, "__t"), keys, false);
     b.push(")");
     b.finish()
 }
@@ -1340,17 +1335,8 @@ pub fn count_keyed(
     matched: bool,
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
-    b.push("SELECT count(*) FROM ")
-        .table(table)
-        .push(if matched {
-            " AS __a WHERE EXISTS"
-        } else {
-            " AS __a WHERE NOT EXISTS"
-        })
-        .push(" (SELECT 1 FROM ")
-        .table(other)
-        .push(" AS __b WHERE ");
-    keys_equal(&mut b, keys, "__b", "__a");
+    b.push("SELECT count(*)");
+    keyed(&mut b, (table, "__a"), (other, "__b"), keys, matched);
     b.push(")");
     b.finish()
 }
@@ -1368,7 +1354,6 @@ pub fn merge_from_snapshot(
     (snapshot, key_log): (&TableRef, &TableRef),
     batch_id: &str,
 ) -> Sql {
-    let (batch, marker) = (batch_ident(), marker_ident());
     let kept = Ident::new("__bf_kept").expect("a valid identifier");
     let mut b = SqlBuilder::new(d);
     b.push("MERGE INTO ")
@@ -1380,7 +1365,7 @@ pub fn merge_from_snapshot(
     for c in columns.iter().filter(|c| !keys.contains(c)) {
         b.qualified("__p", c).push(" AS ").ident(c).push(", ");
     }
-    b.qualified("__p", &batch)
+    b.qualified("__p", &batch_ident())
         .push(" IS NOT NULL AS ")
         .ident(&kept)
         .push(" FROM ")
@@ -1388,17 +1373,10 @@ pub fn merge_from_snapshot(
         .push(" AS __l LEFT JOIN ")
         .table(snapshot)
         .push(" AS __p ON ");
-    b.qualified("__p", &batch).push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__p", &marker)
-        .push(" IS NOT TRUE AND ");
-    keys_equal(&mut b, keys, "__p", "__l");
-    b.push(" WHERE ").qualified("__l", &batch).push(" = ");
-    text_param(&mut b, batch_id);
-    b.push(" AND ")
-        .qualified("__l", &marker)
-        .push(" IS NOT TRUE) AS __s ON ");
+    logged_key(&mut b, "__p", batch_id, keys, "__l");
+    b.push(" WHERE ");
+    of_batch(&mut b, "__l", batch_id, Some("IS NOT TRUE"));
+    b.push(") AS __s ON ");
     keys_equal(&mut b, keys, "__s", "__t");
     b.push(" WHEN MATCHED AND NOT ")
         .qualified("__s", &kept)
