@@ -3,22 +3,21 @@
 //! One integration-test binary for the crate.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use backfill_core::ledger::Transition;
 use backfill_core::{Ledger, RunId};
+use backfill_testkit::scratch::ScratchDir;
 use serde_json::Value;
 
 const BRIEF: &str = include_str!("../../examples/refunds_fix.yaml");
 const RUN: &str = "refunds_2026h1";
 
-/// A scratch directory for one test, removed first if a run left one.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("backfill-cli-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory for one test: removed first if a run left one, and
+/// when the test passes.
+fn scratch(test: &str) -> ScratchDir {
+    ScratchDir::new(&format!("cli-{test}"))
 }
 
 fn cli() -> Command {

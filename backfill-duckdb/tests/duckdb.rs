@@ -30,6 +30,7 @@ use backfill_testkit::crash::{
     child_main, crash_resume_and_roll_back, every_point_resumes_at_once, seed_tables, CrashPoint,
     CrashRig, Crashing, CrashingPlan, CRASH_AT, CRASH_PATTERN,
 };
+use backfill_testkit::scratch::ScratchDir;
 
 fn id(s: &str) -> Ident {
     Ident::new(s).unwrap()
@@ -140,8 +141,7 @@ async fn native_types_map_and_read_back() {
 /// schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_database_keeps_the_ledger() {
-    let dir = std::env::temp_dir().join(format!("backfill-duckdb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("duckdb");
     let path = dir.join("ledger.duckdb");
     let _ = std::fs::remove_file(&path);
     let p = daily_plan(tr("facts"));
@@ -180,7 +180,6 @@ async fn file_database_keeps_the_ledger() {
     assert_eq!(batches.to_string(), "backfill.batches");
     assert_eq!(w.count(&batches, &Predicate::All).await.unwrap(), 5);
     drop((w, l));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The appender (how a plan is recorded) writes inside the connection's
@@ -403,8 +402,7 @@ async fn runs_defer_checkpoints_and_restore_the_setting() {
 /// lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_processes_batch_is_taken_back_at_once() {
-    let dir = std::env::temp_dir().join(format!("backfill-duckdb-dead-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("duckdb-dead");
     let path = dir.join("dead.duckdb");
     let _ = std::fs::remove_file(&path);
     let job = revived_job("revived");
@@ -424,7 +422,6 @@ async fn a_dead_processes_batch_is_taken_back_at_once() {
     let runner = Runner::new(Arc::new(w.clone()), Arc::new(l)).with_options(fast_options());
     resume_takes_back_dead_batch(&runner, &w, &job, &batch, &tr("facts_expected")).await;
     drop((w, runner));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------
@@ -433,9 +430,12 @@ async fn a_dead_processes_batch_is_taken_back_at_once() {
 // the file).
 // ---------------------------------------------------------------------------
 
-/// A database file of its own for each crash case.
+/// A database file of its own for each crash case, in a directory of its
+/// own that the parent removes when the case passes (the child only
+/// borrows the path).
 struct DuckRig {
     path: std::path::PathBuf,
+    _dir: Option<ScratchDir>,
 }
 
 const CRASH_DB: &str = "BACKFILL_CRASH_DB";
@@ -448,10 +448,10 @@ impl DuckRig {
     }
 
     fn new(case: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("backfill-crash-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::new(&format!("crash-{case}"));
         DuckRig {
             path: dir.join(format!("{case}.duckdb")),
+            _dir: Some(dir),
         }
     }
 }
@@ -511,7 +511,11 @@ impl CrashRig for DuckRig {
 #[ignore = "run as a child process by the crash cases"]
 async fn crash_child() {
     if let Ok(path) = std::env::var(CRASH_DB) {
-        child_main(&DuckRig { path: path.into() }).await;
+        let rig = DuckRig {
+            path: path.into(),
+            _dir: None,
+        };
+        child_main(&rig).await;
     }
 }
 

@@ -57,6 +57,7 @@ pub mod crash;
 pub mod fake;
 pub mod faults;
 pub mod fixtures;
+pub mod scratch;
 
 pub use fake::FakeWarehouse;
 pub use faults::{FaultPoint, Faulty};
