@@ -41,7 +41,10 @@
 //! - the tables this makes (pre-images, staged sources, versions) take the
 //!   session's default format (`spark.sql.sources.default`), which must be
 //!   Delta: a statement that cannot replace a slice of them fails before
-//!   the batch's write.
+//!   the batch's write;
+//! - a merge's restore puts a key's one pre-image row back: the target's
+//!   keys must have stayed unique since preflight checked them (a key kept
+//!   twice makes Delta refuse the whole restore, and nothing changes).
 
 use super::{
     check_merge_source, check_restore, check_source, check_write, has_marker, merge_set,
