@@ -64,9 +64,9 @@ impl SliceWrite<'_> {
 /// One batch written by merging on a key: null and duplicate source keys
 /// are refused before any write; then, in one transaction, the pre-image
 /// of touched keys is kept, rows are updated or inserted, and the ledger
-/// is marked. An engine without transactions keeps the pre-image, the key
-/// log and the marker in that order, one statement each, and merges in
-/// one more (see `engine::warehouse::autocommit`).
+/// is marked. An engine without transactions keeps the pre-image (with
+/// the batch's marker) and then the key log, one statement each, and
+/// merges in one more (see `engine::warehouse::autocommit`).
 #[derive(Clone, Copy, Debug)]
 pub struct MergeWrite<'a> {
     /// The slice write (table, source, columns, snapshot, mark).

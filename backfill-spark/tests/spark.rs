@@ -895,8 +895,8 @@ async fn killed_workers_resume_at_once_on_sail() {
     assert!(o.taken_back_as_dead, "{o:?}");
     let rig = SparkRig::new(&sail, &pg, "rollback");
     crash_resume_and_roll_back(&rig, CrashPoint::InsideWriteTx).await;
-    // A merge: before the third batch's merge (its pre-image, key log and
-    // marker kept), between its pre-image and its key log, and after its
+    // A merge: before the third batch's merge (its pre-image, marker and
+    // key log kept), between its pre-image and its key log, and after its
     // merge, before its ledger mark; then a crash, a resume and a
     // rollback give the original table back.
     for point in [

@@ -348,8 +348,8 @@ impl CrashingPlan {
     pub fn in_pattern(mut self, pattern: Pattern) -> Self {
         const MERGE: &[&str] = &["MERGE INTO "];
         // Only the pre-image of a merge's touched keys checks the
-        // pre-image itself for each key (`__k`).
-        const PRE_IMAGE: &[&str] = &[" AS __k WHERE "];
+        // pre-image itself for each key (`__k`); its count does too.
+        const PRE_IMAGE: &[&str] = &["INSERT INTO ", " AS __k WHERE "];
         if pattern == Pattern::Merge && self.alone.is_some() {
             self.alone = match self.point {
                 CrashPoint::InsideWriteTx => Some((MERGE, 3, When::Statement)),

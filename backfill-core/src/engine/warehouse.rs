@@ -616,24 +616,25 @@ async fn check_restore(c: &mut dyn Conn, d: &dyn Dialect, r: &Restore<'_>) -> Re
     Ok(target)
 }
 
-/// The key-log columns of a merge, if it keeps one, after checking that
-/// its source has the columns written, the keys and the logged ones.
+/// The key log of a merge, if it keeps one (all its columns in order, and
+/// its data columns), after checking that the merge's source has the
+/// columns written, the keys and the logged ones.
 async fn check_merge_source(
     c: &mut dyn Conn,
     d: &dyn Dialect,
     m: &MergeWrite<'_>,
-) -> Result<Option<Vec<Ident>>> {
+) -> Result<Option<(TableSchema, Vec<Ident>)>> {
     let w = &m.slice;
-    let log_cols = match m.key_log {
-        Some(l) => Some(snapshot_columns(c, d, l).await?),
+    let log = match m.key_log {
+        Some(l) => Some(snapshot_layout(c, d, l).await?),
         None => None,
     };
     let src = source_schema(c, d, w.source).await?;
     let mut needed = w.columns.to_vec();
     needed.extend(m.keys.iter().cloned());
-    needed.extend(log_cols.iter().flatten().cloned());
+    needed.extend(log.iter().flat_map(|(_, cols)| cols.iter().cloned()));
     check_source(&src, w.source, &needed, &w.batch.predicate)?;
-    Ok(log_cols)
+    Ok(log)
 }
 
 /// Refuses a merge's batch before any write when its source `slice`
@@ -1103,7 +1104,7 @@ impl<E: Executor> SqlWarehouse<E> {
             floats,
             ..
         } = tx.catalog.check(c, d, w, keys).await?;
-        let log_cols = check_merge_source(c, d, m).await?;
+        let log_cols = check_merge_source(c, d, m).await?.map(|(_, cols)| cols);
         let slice = stage_slice(c, d, w.source, batch).await?;
         check_finite(c, d, w, &floats, &slice, &Predicate::All).await?;
         refuse_merge_keys(c, d, m, &slice).await?;

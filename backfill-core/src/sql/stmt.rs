@@ -771,10 +771,13 @@ pub fn snapshot_keys(
 }
 
 /// [`snapshot_keys`] for an engine where each statement is its own
-/// commit, with the pre-image's columns in `order`: the rows of keys `key_log` does not hold for `batch_id` yet
-/// and the pre-image does not hold yet either. The pre-image is kept
-/// before the key log, so a crash between the two statements repeats
-/// this one, which then adds nothing twice.
+/// commit, with the pre-image's columns in `order`: the rows of keys
+/// `key_log` does not hold for `batch_id` yet and the pre-image does not
+/// hold yet either. The pre-image is kept before the key log, so a crash
+/// between the two statements repeats this one, which then adds nothing
+/// twice. The batch's marker comes with them while it has none. Returns
+/// the count of those rows (one row `(count)`) and the statement that
+/// keeps them.
 pub fn snapshot_unkept_keys(
     d: &dyn Dialect,
     snapshot: &TableRef,
@@ -783,18 +786,25 @@ pub fn snapshot_unkept_keys(
     keys: &[Ident],
     (source, key_log): (&TableRef, &TableRef),
     batch_id: &str,
-) -> Sql {
+) -> (Sql, Sql) {
+    let unkept = |b: &mut SqlBuilder<'_>| {
+        keyed(b, (table, "__t"), (source, "__s"), keys, true);
+        not_logged(b, key_log, keys, batch_id);
+        b.push(") AND NOT EXISTS (SELECT 1 FROM ")
+            .table(snapshot)
+            .push(" AS __k WHERE ");
+        logged_key(b, "__k", batch_id, keys, "__t");
+        b.push(")");
+    };
+    let mut count = SqlBuilder::new(d);
+    count.push("SELECT count(*)");
+    unkept(&mut count);
     let mut b = SqlBuilder::new(d);
     b.push("INSERT INTO ").table(snapshot).push(" SELECT ");
     snapshot_row(&mut b, order, batch_id, Row::Data("__t"));
-    keyed(&mut b, (table, "__t"), (source, "__s"), keys, true);
-    not_logged(&mut b, key_log, keys, batch_id);
-    b.push(") AND NOT EXISTS (SELECT 1 FROM ")
-        .table(snapshot)
-        .push(" AS __k WHERE ");
-    logged_key(&mut b, "__k", batch_id, keys, "__t");
-    b.push(")");
-    b.finish()
+    unkept(&mut b);
+    marker_unless_marked(&mut b, snapshot, order, batch_id);
+    (count.finish(), b.finish())
 }
 
 /// ` FROM rows AS <alias> WHERE [NOT] EXISTS (SELECT 1 FROM other AS
@@ -1187,34 +1197,43 @@ fn snapshot_row(b: &mut SqlBuilder<'_>, order: &[Column], batch_id: &str, row: R
     }
 }
 
-/// [`insert_marker`] with the pre-image's columns in `order`, for an
-/// engine whose inserts name every column.
-pub fn insert_marker_row(
-    d: &dyn Dialect,
-    snapshot: &TableRef,
+/// ` UNION ALL` the marker row of `batch_id` (columns in `order`) while
+/// `table` holds none: a statement that keeps rows of a batch in a
+/// pre-image or key log marks the batch in the same commit.
+fn marker_unless_marked(
+    b: &mut SqlBuilder<'_>,
+    table: &TableRef,
     order: &[Column],
     batch_id: &str,
-) -> Sql {
-    let mut b = SqlBuilder::new(d);
-    b.push("INSERT INTO ").table(snapshot).push(" SELECT ");
-    snapshot_row(&mut b, order, batch_id, Row::Marker);
-    b.finish()
+) {
+    b.push(" UNION ALL SELECT ");
+    snapshot_row(b, order, batch_id, Row::Marker);
+    b.push(" WHERE NOT EXISTS (SELECT 1 FROM ")
+        .table(table)
+        .push(" AS __m WHERE ");
+    of_batch(b, "__m", batch_id, Some("IS TRUE"));
+    b.push(")");
 }
 
-/// [`log_keys`] with the key log's columns in `order`.
+/// [`log_keys`] with the key log's columns in `order`; with `marked`, the
+/// batch's marker too while the log holds none (a merge that keeps no
+/// pre-image marks its batches in its key log).
 pub fn log_keys_row(
     d: &dyn Dialect,
     key_log: &TableRef,
     order: &[Column],
-    keys: &[Ident],
-    source: &TableRef,
+    (keys, source): (&[Ident], &TableRef),
     batch_id: &str,
+    marked: bool,
 ) -> Sql {
     let mut b = SqlBuilder::new(d);
     b.push("INSERT INTO ").table(key_log).push(" SELECT ");
     snapshot_row(&mut b, order, batch_id, Row::Data("__s"));
     b.push(" FROM ").table(source).push(" AS __s WHERE TRUE");
     not_logged(&mut b, key_log, keys, batch_id);
+    if marked {
+        marker_unless_marked(&mut b, key_log, order, batch_id);
+    }
     b.finish()
 }
 
@@ -1325,19 +1344,15 @@ pub fn merged_state(
     b.finish()
 }
 
-/// The rows of `table` whose key occurs in `other` (`matched`), or
-/// whose key does not (`!matched`): one row `(count)`.
-pub fn count_keyed(
-    d: &dyn Dialect,
-    table: &TableRef,
-    keys: &[Ident],
-    other: &TableRef,
-    matched: bool,
-) -> Sql {
+/// What [`merge_into`] of `source` would do to `table`, in one query: one
+/// row `(rows of table it updates, rows of source it inserts)`.
+pub fn merge_counts(d: &dyn Dialect, table: &TableRef, keys: &[Ident], source: &TableRef) -> Sql {
     let mut b = SqlBuilder::new(d);
-    b.push("SELECT count(*)");
-    keyed(&mut b, (table, "__a"), (other, "__b"), keys, matched);
-    b.push(")");
+    b.push("SELECT (SELECT count(*)");
+    keyed(&mut b, (table, "__t"), (source, "__s"), keys, true);
+    b.push(")), (SELECT count(*)");
+    keyed(&mut b, (source, "__s"), (table, "__t"), keys, false);
+    b.push("))");
     b.finish()
 }
 

@@ -18,10 +18,10 @@
 //! - a merge is one `MERGE INTO`, after its source keys are refused or
 //!   let through and its guards judged on the state it would leave (a
 //!   scratch view of the target as merged). Its pre-image of touched keys
-//!   comes first, then its key log, then its marker, each one statement
-//!   that adds only what is not there yet: a key is logged only once its
-//!   first state is kept, so a crash between any two statements repeats
-//!   them without keeping a state twice or a merged state at all. Its
+//!   (with the batch's marker) comes first, then its key log, each one
+//!   statement that adds only what is not there yet: a key is logged only
+//!   once its first state is kept, so a crash between the statements
+//!   repeats them without keeping a state twice or a merged state at all. Its
 //!   restore is one `MERGE INTO` from the pre-image and key log (kept
 //!   keys get their rows back, inserted keys are deleted);
 //! - the ledger lives elsewhere and the runner marks the batch after the
@@ -48,10 +48,10 @@
 
 use super::{
     check_merge_source, check_restore, check_source, check_write, has_marker, merge_set,
-    refuse_merge_keys, run_guards, scratch, slice_table, snapshot_layout as snapshot_layout_of,
-    source_schema, stage_slice, Checked, SqlWarehouse,
+    refuse_merge_keys, run_guards, scratch, slice_table, source_schema, stage_slice, Checked,
+    SqlWarehouse,
 };
-use crate::engine::exec::{query_count, Executor};
+use crate::engine::exec::{self, query_count, Executor};
 use crate::error::{Error, Result};
 use crate::pattern::StrategySpec;
 use crate::sql::stmt;
@@ -191,20 +191,21 @@ impl<E: Executor> SqlWarehouse<E> {
             snapshot_layout,
             ..
         } = check_write(c, d, w, keys).await?;
-        check_merge_source(c, d, m).await?;
-        let log_layout = match m.key_log {
-            Some(l) => Some(snapshot_layout_of(c, d, l).await?.0),
-            None => None,
-        };
+        let log_layout = check_merge_source(c, d, m).await?.map(|(layout, _)| layout);
         let merged = scratch(d, "__bf_merged");
         let r = async {
             let slice = stage_slice(c, d, w.source, w.batch).await?;
             super::check_finite(c, d, w, &floats, &slice, &Predicate::All).await?;
             refuse_merge_keys(c, d, m, &slice).await?;
             let set = merge_set(w.columns, keys);
-            let matched = query_count(c, &stmt::count_keyed(d, table, keys, &slice, true)).await?;
-            let inserted =
-                query_count(c, &stmt::count_keyed(d, &slice, keys, table, false)).await?;
+            let (matched, inserted) = match c
+                .query(&stmt::merge_counts(d, table, keys, &slice))
+                .await?
+                .first()
+            {
+                Some(r) => (exec::count(r, 0)?, exec::count(r, 1)?),
+                None => (0, 0),
+            };
             let counts = (matched, matched + inserted);
             if !w.guards.is_empty() {
                 c.execute(&stmt::merged_state(
@@ -219,15 +220,18 @@ impl<E: Executor> SqlWarehouse<E> {
                 .await?;
                 run_guards(c, d, w, counts, (&merged, &w.batch.predicate)).await?;
             }
-            // The first state of each key, then the key, then the marker
-            // (in the pre-image, or in the key log without one). The
-            // engine reports no counts: the pre-image's rows are counted.
+            // The first state of each key with the batch's marker, then the
+            // key (with the marker, in the key log, without a pre-image).
+            // The engine reports no counts: the rows to keep are counted
+            // first.
             let mut snapshotted = 0;
             if let (Some(log), Some(logged)) = (m.key_log, &log_layout) {
-                if let (Some(snap), Some(layout)) = (w.snapshot, &snapshot_layout) {
-                    let rows = stmt::snapshot_rows(d, snap, &id);
-                    let kept = query_count(c, &rows).await?;
-                    c.execute(&stmt::snapshot_unkept_keys(
+                let kept = match (w.snapshot, &snapshot_layout) {
+                    (Some(snap), Some(layout)) => Some((snap, layout)),
+                    _ => None,
+                };
+                if let Some((snap, layout)) = kept {
+                    let (count, keep) = stmt::snapshot_unkept_keys(
                         d,
                         snap,
                         &layout.columns,
@@ -235,27 +239,19 @@ impl<E: Executor> SqlWarehouse<E> {
                         keys,
                         (&slice, log),
                         &id,
-                    ))
-                    .await?;
-                    snapshotted = query_count(c, &rows).await?.saturating_sub(kept);
+                    );
+                    snapshotted = query_count(c, &count).await?;
+                    c.execute(&keep).await?;
                 }
                 c.execute(&stmt::log_keys_row(
                     d,
                     log,
                     &logged.columns,
-                    keys,
-                    &slice,
+                    (keys, &slice),
                     &id,
+                    kept.is_none(),
                 ))
                 .await?;
-                let (marked, order) = match (w.snapshot, &snapshot_layout) {
-                    (Some(snap), Some(layout)) => (snap, layout),
-                    _ => (log, logged),
-                };
-                if !has_marker(c, d, marked, &id).await? {
-                    c.execute(&stmt::insert_marker_row(d, marked, &order.columns, &id))
-                        .await?;
-                }
             }
             c.execute(&stmt::merge_into(d, table, (&set, w.columns), keys, &slice))
                 .await?;
