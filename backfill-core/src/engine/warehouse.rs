@@ -617,13 +617,18 @@ async fn check_restore(c: &mut dyn Conn, d: &dyn Dialect, r: &Restore<'_>) -> Re
 }
 
 /// The key log of a merge, if it keeps one (all its columns in order, and
-/// its data columns), after checking that the merge's source has the
-/// columns written, the keys and the logged ones.
+/// its data columns), after checking that the merge has keys and that its
+/// source has the columns written, the keys and the logged ones.
 async fn check_merge_source(
     c: &mut dyn Conn,
     d: &dyn Dialect,
     m: &MergeWrite<'_>,
 ) -> Result<Option<(TableSchema, Vec<Ident>)>> {
+    if m.keys.is_empty() {
+        return Err(Error::InvalidPlan(
+            "merge needs at least one key column".into(),
+        ));
+    }
     let w = &m.slice;
     let log = match m.key_log {
         Some(l) => Some(snapshot_layout(c, d, l).await?),
@@ -1093,11 +1098,6 @@ impl<E: Executor> SqlWarehouse<E> {
         let w = &m.slice;
         let (table, batch, keys) = (w.table, w.batch, m.keys);
         let id = batch.id.to_string();
-        if keys.is_empty() {
-            return Err(Error::InvalidPlan(
-                "merge needs at least one key column".into(),
-            ));
-        }
         lock_batch_write(c, d, table, &id).await?;
         let Checked {
             snapshot: snap_cols,

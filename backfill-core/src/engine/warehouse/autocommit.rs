@@ -180,11 +180,6 @@ impl<E: Executor> SqlWarehouse<E> {
         let w = &m.slice;
         let (table, keys) = (w.table, m.keys);
         let id = w.batch.id.to_string();
-        if keys.is_empty() {
-            return Err(Error::InvalidPlan(
-                "merge needs at least one key column".into(),
-            ));
-        }
         let Checked {
             floats,
             target,
